@@ -1,0 +1,139 @@
+//! The TP's signed statements about an envelope. Each names the envelope, its
+//! parties and deadline, and when the TP made it; the signing digest is what
+//! the token signs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::claim::VerifiedClaim;
+use crate::encoding::{self, domain, signing_digest, Kind};
+use crate::envelope::VerifiedEnvelope;
+use crate::seal::Inside;
+use crate::tp_card::TpCard;
+use crate::{Digest32, IdentityId, KeyId, ProtocolError, Signature, Timestamp, TpId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Statement {
+    /// The TP decrypted z, found it consistent, released `E_B(k_m)` to the
+    /// recipient and holds the receipt for the sender.
+    Resolved {
+        key_id: KeyId,
+        receipt_hash: Digest32,
+        message_sha256: Digest32,
+        commit_salt: [u8; 32],
+        wrapped_km_hash: Digest32,
+    },
+    /// z did not decrypt or disagreed with its header: receipts for this
+    /// envelope are void.
+    InvalidEnvelope {
+        key_id: KeyId,
+        receipt_hash: Digest32,
+    },
+    /// The deadline passed and the TP never resolved this z.
+    Unclaimed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffidavitBody {
+    pub tp: TpId,
+    pub envelope_id: Digest32,
+    pub z_hash: Digest32,
+    pub sender: IdentityId,
+    pub recipient: IdentityId,
+    pub deadline: Timestamp,
+    pub at: Timestamp,
+    pub statement: Statement,
+}
+
+impl AffidavitBody {
+    fn from_env(env: &VerifiedEnvelope, at: Timestamp, statement: Statement) -> Self {
+        let h = env.header();
+        AffidavitBody {
+            tp: h.tp,
+            envelope_id: h.envelope_id(),
+            z_hash: h.z_hash,
+            sender: h.sender,
+            recipient: h.recipient,
+            deadline: h.deadline,
+            at,
+            statement,
+        }
+    }
+    pub fn resolved(claim: &VerifiedClaim, inside: &Inside, at: Timestamp) -> Self {
+        Self::from_env(
+            claim.envelope(),
+            at,
+            Statement::Resolved {
+                key_id: claim.envelope().header().key_id,
+                receipt_hash: claim.receipt().receipt().hash(),
+                message_sha256: inside.message_sha256,
+                commit_salt: inside.commit_salt,
+                wrapped_km_hash: inside.wrapped_km_hash(),
+            },
+        )
+    }
+    pub fn invalid_envelope(claim: &VerifiedClaim, at: Timestamp) -> Self {
+        Self::from_env(
+            claim.envelope(),
+            at,
+            Statement::InvalidEnvelope {
+                key_id: claim.envelope().header().key_id,
+                receipt_hash: claim.receipt().receipt().hash(),
+            },
+        )
+    }
+    pub fn unclaimed(env: &VerifiedEnvelope, at: Timestamp) -> Self {
+        Self::from_env(env, at, Statement::Unclaimed)
+    }
+    /// The digest the TP's token signs.
+    pub fn signing_digest(&self) -> Digest32 {
+        signing_digest(domain::AFFIDAVIT, self)
+    }
+    pub fn kind(&self) -> &'static str {
+        match self.statement {
+            Statement::Resolved { .. } => "resolved",
+            Statement::InvalidEnvelope { .. } => "invalid-envelope",
+            Statement::Unclaimed => "unclaimed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affidavit {
+    pub body: AffidavitBody,
+    pub signature: Signature,
+}
+
+impl Affidavit {
+    /// Check the TP's signature and that the affidavit is about this envelope.
+    pub fn verify(&self, tp: &TpCard, env: &VerifiedEnvelope) -> Result<(), ProtocolError> {
+        if self.body.tp != tp.id() {
+            return Err(ProtocolError::mismatch(
+                "affidavit",
+                "it is from another TP",
+            ));
+        }
+        tp.verify(&self.body.signing_digest(), &self.signature, "TP affidavit")?;
+        let h = env.header();
+        // An invalid-envelope verdict is about one header; a resolution is
+        // about z (any header that agrees with z's inside).
+        let about_this = match self.body.statement {
+            Statement::Resolved { .. } => self.body.z_hash == h.z_hash,
+            _ => self.body.envelope_id == h.envelope_id(),
+        } && self.body.sender == h.sender
+            && self.body.recipient == h.recipient
+            && self.body.deadline == h.deadline;
+        if !about_this {
+            return Err(ProtocolError::mismatch(
+                "affidavit",
+                "it is about another envelope",
+            ));
+        }
+        Ok(())
+    }
+    pub fn to_file(&self) -> Vec<u8> {
+        encoding::encode(Kind::Affidavit, self)
+    }
+    pub fn from_file(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(Kind::Affidavit, bytes)
+    }
+}

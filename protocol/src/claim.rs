@@ -1,0 +1,104 @@
+//! Bob's claim to the TP, and the checks the TP makes before it lets its
+//! token decrypt anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::{domain, signing_digest};
+use crate::envelope::{Envelope, VerifiedEnvelope};
+use crate::identity::IdentitySecret;
+use crate::receipt::{Receipt, VerifiedReceipt};
+use crate::seal::Inside;
+use crate::tp_card::TpCard;
+use crate::{Digest32, ProtocolError, Signature, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimBody {
+    pub envelope: Envelope,
+    pub receipt: Receipt,
+    pub requested: Timestamp,
+}
+
+/// A claim, signed by the recipient (whose card is in the receipt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub body: ClaimBody,
+    pub signature: Signature,
+}
+
+impl Claim {
+    pub fn new(
+        me: &IdentitySecret,
+        env: &VerifiedEnvelope,
+        receipt: &VerifiedReceipt,
+        now: Timestamp,
+    ) -> Claim {
+        let body = ClaimBody {
+            envelope: env.envelope().clone(),
+            receipt: receipt.receipt().clone(),
+            requested: now,
+        };
+        let signature = me.sign(&signing_digest(domain::CLAIM, &body));
+        Claim { body, signature }
+    }
+
+    /// The key a claim is recorded under: `H(z)`.
+    pub fn z_hash(&self) -> Digest32 {
+        self.body.envelope.header.z_hash
+    }
+
+    /// Everything the TP checks before decryption: the envelope is for this TP
+    /// and signed by its sender, the receipt is for it and signed by its
+    /// recipient, the claim is signed by that recipient, and the deadline has
+    /// not been reached on the TP's clock. Failing any of these, nothing is
+    /// decrypted and nothing is recorded.
+    pub fn verify(&self, tp: &TpCard, now: Timestamp) -> Result<VerifiedClaim, ProtocolError> {
+        let env = self.body.envelope.verify(tp)?;
+        let receipt = self.body.receipt.verify(&env)?;
+        receipt.receipt().recipient_card.verify(
+            &signing_digest(domain::CLAIM, &self.body),
+            &self.signature,
+            "claim (recipient's signature)",
+        )?;
+        if self.body.requested > now + tp.policy().clock_skew_secs {
+            return Err(ProtocolError::Deadline(
+                "the claim is dated in the future: check your clock".into(),
+            ));
+        }
+        let deadline = env.header().deadline;
+        if now >= deadline {
+            return Err(ProtocolError::Deadline(format!(
+                "the deadline passed {} s ago; the TP no longer resolves this envelope",
+                now - deadline
+            )));
+        }
+        Ok(VerifiedClaim { env, receipt })
+    }
+}
+
+/// A claim that passed every check that needs no decryption.
+#[derive(Debug, Clone)]
+pub struct VerifiedClaim {
+    env: VerifiedEnvelope,
+    receipt: VerifiedReceipt,
+}
+
+impl VerifiedClaim {
+    pub fn envelope(&self) -> &VerifiedEnvelope {
+        &self.env
+    }
+    pub fn receipt(&self) -> &VerifiedReceipt {
+        &self.receipt
+    }
+    /// Associated data the token must use when opening z.
+    pub fn aad(&self) -> Vec<u8> {
+        self.env.header().aad()
+    }
+    /// After the token decrypted z: parse the inside and check it against the
+    /// header. `Err` means the envelope is invalid (an invalid-envelope
+    /// affidavit is due), never "try again".
+    pub fn check_inside(&self, plaintext: &[u8]) -> Result<Inside, ProtocolError> {
+        let inside = Inside::decode(plaintext)?;
+        self.env.header().check_inside(&inside)?;
+        Ok(inside)
+    }
+}

@@ -1,0 +1,196 @@
+//! Versioned postcard encoding shared by files and wire frames.
+//!
+//! A file is `b"VTP" || kind || version || postcard(body)`. The kind byte lets a
+//! tool say "this is a receipt, expected an envelope" instead of a parse error;
+//! the version byte lets a later format coexist. Envelope files additionally
+//! carry the message ciphertext after the encoded envelope (see
+//! [`crate::envelope::EnvelopeFile`]).
+
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Digest32, ProtocolError};
+
+/// The one format version this build reads and writes.
+pub const FORMAT_VERSION: u8 = 1;
+const MAGIC: &[u8; 3] = b"VTP";
+
+/// What a file or frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    IdentitySecret = 1,
+    IdentityCard = 2,
+    TpCard = 3,
+    Envelope = 4,
+    Receipt = 5,
+    Opening = 6,
+    Affidavit = 7,
+    Request = 8,
+    Response = 9,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::IdentitySecret => "secret identity",
+            Kind::IdentityCard => "identity card",
+            Kind::TpCard => "TP card",
+            Kind::Envelope => "envelope",
+            Kind::Receipt => "receipt",
+            Kind::Opening => "opening",
+            Kind::Affidavit => "TP affidavit",
+            Kind::Request => "request",
+            Kind::Response => "response",
+        }
+    }
+    fn from_byte(b: u8) -> Option<Kind> {
+        use Kind::*;
+        [
+            IdentitySecret,
+            IdentityCard,
+            TpCard,
+            Envelope,
+            Receipt,
+            Opening,
+            Affidavit,
+            Request,
+            Response,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == b)
+    }
+}
+
+/// Length of the `VTP || kind || version` prefix.
+pub const PREFIX_LEN: usize = 5;
+
+/// Canonical postcard bytes of a value (used for hashing and signing).
+pub fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("postcard encoding into a Vec cannot fail")
+}
+
+/// Encode `value` as a complete file or frame of the given kind.
+pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.push(kind as u8);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&canonical(value));
+    out
+}
+
+/// Check the prefix of `bytes` and return the body after it.
+pub fn check_prefix(kind: Kind, bytes: &[u8]) -> Result<&[u8], ProtocolError> {
+    if bytes.len() < PREFIX_LEN || &bytes[..3] != MAGIC {
+        return Err(ProtocolError::malformed(
+            kind.name(),
+            "not a vtp file (missing VTP header)",
+        ));
+    }
+    match Kind::from_byte(bytes[3]) {
+        Some(k) if k == kind => {}
+        Some(k) => {
+            return Err(ProtocolError::WrongKind {
+                expected: kind.name(),
+                found: k.name(),
+            })
+        }
+        None => {
+            return Err(ProtocolError::malformed(
+                kind.name(),
+                format!("unknown kind byte {}", bytes[3]),
+            ))
+        }
+    }
+    if bytes[4] != FORMAT_VERSION {
+        return Err(ProtocolError::UnsupportedVersion {
+            found: bytes[4],
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(&bytes[PREFIX_LEN..])
+}
+
+/// Decode a complete file or frame; trailing bytes are an error (one value,
+/// one encoding: no room for smuggled data).
+pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, ProtocolError> {
+    let body = check_prefix(kind, bytes)?;
+    decode_body(kind, body)
+}
+
+pub(crate) fn decode_body<T: DeserializeOwned>(
+    kind: Kind,
+    body: &[u8],
+) -> Result<T, ProtocolError> {
+    let (value, rest) = postcard::take_from_bytes(body)
+        .map_err(|e| ProtocolError::malformed(kind.name(), format!("cannot decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::malformed(
+            kind.name(),
+            format!("{} unexpected trailing bytes", rest.len()),
+        ));
+    }
+    Ok(value)
+}
+
+/// Domain tags: one per kind of signed or hashed statement.
+pub mod domain {
+    pub const IDENTITY_CARD: &str = "vtp/v1/identity-card";
+    pub const IDENTITY_ID: &str = "vtp/v1/identity-id";
+    pub const TP_CARD: &str = "vtp/v1/tp-card";
+    pub const TP_ID: &str = "vtp/v1/tp-id";
+    pub const ENVELOPE: &str = "vtp/v1/envelope";
+    pub const ENVELOPE_ID: &str = "vtp/v1/envelope-id";
+    pub const Z_HASH: &str = "vtp/v1/z";
+    pub const Z_AAD: &str = "vtp/v1/z-aad";
+    pub const RECEIPT: &str = "vtp/v1/receipt";
+    pub const RECEIPT_HASH: &str = "vtp/v1/receipt-hash";
+    pub const CLAIM: &str = "vtp/v1/claim";
+    pub const AFFIDAVIT: &str = "vtp/v1/affidavit";
+    pub const FETCH: &str = "vtp/v1/fetch-receipts";
+    pub const UNCLAIMED_REQUEST: &str = "vtp/v1/unclaimed-request";
+    pub const MESSAGE_COMMITMENT: &str = "vtp/v1/message-commitment";
+    pub const WRAPPED_KM: &str = "vtp/v1/wrapped-message-key";
+    pub const CM_HASH: &str = "vtp/v1/message-ciphertext";
+}
+
+/// `SHA-256(domain || 0x00 || parts...)`: every hash in the protocol is
+/// domain-separated so no value can be reinterpreted as another.
+pub fn tagged_hash(domain: &str, parts: &[&[u8]]) -> Digest32 {
+    let mut h = Sha256::new();
+    h.update(domain.as_bytes());
+    h.update([0u8]);
+    for p in parts {
+        h.update(p);
+    }
+    Digest32(h.finalize().into())
+}
+
+/// The digest that an ECDSA signature over a statement of kind `domain` signs.
+/// The TP's token signs exactly this digest with `CKM_ECDSA`.
+pub fn signing_digest<T: Serialize>(domain: &str, body: &T) -> Digest32 {
+    tagged_hash(domain, &[&canonical(body)])
+}
+
+/// Incremental hasher for the message ciphertext (`H(c_m)`), so clients can
+/// hash gigabytes while streaming.
+pub struct CmHasher(Sha256);
+
+impl Default for CmHasher {
+    fn default() -> Self {
+        let mut h = Sha256::new();
+        h.update(domain::CM_HASH.as_bytes());
+        h.update([0u8]);
+        CmHasher(h)
+    }
+}
+
+impl CmHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn finish(self) -> Digest32 {
+        Digest32(self.0.finalize().into())
+    }
+}

@@ -1,0 +1,49 @@
+//! # vtp-protocol — the protocols as data and checks (sans-IO)
+//!
+//! Everything a party, the trusted party (TP) or a judge computes lives here as
+//! pure functions over bytes: no files, no sockets, no tokens, no clock, no
+//! randomness (callers pass `now` and fresh nonces in). That keeps every rule
+//! testable in isolation and lets the device, daemon and client agree by
+//! construction.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`encoding`] | versioned postcard encoding, file/frame magic, hashes, domain tags |
+//! | [`primitives`] | typed keys, signatures and digests that are valid once parsed |
+//! | [`identity`] | a party's secret identity and public, self-signed card (A, B) |
+//! | [`tp_card`] | the TP's public card: RSA encryption keys, signing key, policy |
+//! | [`seal`] | the deterministic, verifiable encryption of the inside of z |
+//! | [`message`] | chunked AEAD for the message body `c_m` (streams, bounded memory) |
+//! | [`envelope`] | A1: the signed envelope header, z and its checks by Bob (B1) |
+//! | [`receipt`] | B1: Bob's receipt and Alice's check of it |
+//! | [`opening`] | A2/B2: the opening of z and its check |
+//! | [`claim`] | Bob's claim to the TP and the TP-side checks before decryption |
+//! | [`affidavit`] | the TP's signed statements: resolved, invalid envelope, unclaimed |
+//! | [`evidence`] | the judge: offline verification of delivery evidence |
+//! | [`wire`] | requests and responses between clients and the TP daemon |
+//! | [`error`] | one error enum with context for every check above |
+//!
+//! Every signature is ECDSA P-256 over `SHA-256(domain tag || 0x00 || body)`
+//! (see [`encoding::signing_digest`]); each message kind has its own tag, so
+//! no signature can be replayed as another kind of statement.
+
+pub mod affidavit;
+pub mod claim;
+pub mod encoding;
+pub mod envelope;
+pub mod error;
+pub mod evidence;
+pub mod identity;
+pub mod message;
+pub mod opening;
+pub mod primitives;
+pub mod receipt;
+pub mod seal;
+pub mod tp_card;
+pub mod wire;
+
+pub use error::ProtocolError;
+pub use primitives::{Digest32, EcPoint, IdentityId, KeyId, Signature, TpId};
+
+/// Seconds since the Unix epoch. The protocol never reads a clock itself.
+pub type Timestamp = u64;

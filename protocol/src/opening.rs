@@ -1,0 +1,110 @@
+//! A2/B2: Alice reveals the opening secret of z; Bob (or a judge) checks it
+//! without the TP by recomputing z.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::encoding::{self, Kind};
+use crate::envelope::VerifiedEnvelope;
+use crate::identity::{IdentityCard, IdentitySecret};
+use crate::receipt::VerifiedReceipt;
+use crate::seal::{self, Derived, Inside, OpeningSecret};
+use crate::tp_card::TpCard;
+use crate::{Digest32, ProtocolError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opening {
+    pub envelope_id: Digest32,
+    pub z_hash: Digest32,
+    pub secret: [u8; 32],
+}
+
+/// What a valid opening yields.
+pub struct OpenedEnvelope {
+    pub inside: Inside,
+    /// The message key `k_m`.
+    pub message_key: Zeroizing<[u8; 32]>,
+}
+
+impl Opening {
+    /// A2: Alice re-derives the secret of her envelope (nothing stored) after
+    /// checking Bob's receipt, and checks it opens z before handing it over.
+    pub fn reveal(
+        me: &IdentitySecret,
+        env: &VerifiedEnvelope,
+        receipt: &VerifiedReceipt,
+        tp: &TpCard,
+    ) -> Result<Opening, ProtocolError> {
+        let h = env.header();
+        if h.sender != me.id() {
+            return Err(ProtocolError::Refused(
+                "this envelope was not sent by this identity".into(),
+            ));
+        }
+        let s = OpeningSecret::derive(me.master_seed(), &h.nonce);
+        let opening = Opening {
+            envelope_id: h.envelope_id(),
+            z_hash: h.z_hash,
+            secret: *s.as_bytes(),
+        };
+        opening.check(env, &receipt.receipt().recipient_card, tp)?;
+        Ok(opening)
+    }
+
+    /// B2: the opening recomputes z exactly, the inside agrees with the signed
+    /// header, and the wrapped message key for the recipient is the one derived
+    /// from the opening. Content is what z decrypts to.
+    pub fn check(
+        &self,
+        env: &VerifiedEnvelope,
+        recipient: &IdentityCard,
+        tp: &TpCard,
+    ) -> Result<OpenedEnvelope, ProtocolError> {
+        let h = env.header();
+        if self.envelope_id != h.envelope_id() || self.z_hash != h.z_hash {
+            return Err(ProtocolError::mismatch(
+                "opening",
+                "it is for another envelope",
+            ));
+        }
+        if recipient.id() != h.recipient {
+            return Err(ProtocolError::mismatch(
+                "opening",
+                "recipient card is not the envelope's recipient",
+            ));
+        }
+        let d = Derived::from_secret(&OpeningSecret::from_bytes(self.secret));
+        let key = tp.key(h.key_id)?;
+        let inside = seal::open_z_with_secret(key, &env.envelope().z, &d, &h.aad())
+            .map_err(|_| ProtocolError::mismatch("opening", "it does not open z"))?;
+        h.check_inside(&inside)?;
+        let expect =
+            seal::wrap_message_key(recipient.enc_key(), &d.wrap_eph, &d.km, &h.wrap_context())?;
+        if expect != inside.wrapped_km {
+            return Err(ProtocolError::mismatch(
+                "inside of z",
+                "the wrapped message key is not the one derived from the opening",
+            ));
+        }
+        Ok(OpenedEnvelope {
+            inside,
+            message_key: Zeroizing::new(d.km),
+        })
+    }
+
+    pub fn to_file(&self) -> Vec<u8> {
+        encoding::encode(Kind::Opening, self)
+    }
+    pub fn from_file(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(Kind::Opening, bytes)
+    }
+}
+
+/// Bob's side of the TP path: unwrap the message key the TP released.
+pub fn unwrap_released_key(
+    me: &IdentitySecret,
+    env: &VerifiedEnvelope,
+    wrapped_km: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+    seal::unwrap_message_key(me.enc_secret(), wrapped_km, &env.header().wrap_context())
+}

@@ -1,0 +1,364 @@
+//! The whole certified-mail exchange in pure logic. The TP's token is stood
+//! in for by host RSA/ECDSA keys here ONLY because this crate is sans-IO; the
+//! real token is exercised by the device and end-to-end tests.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::Aes256Gcm;
+use p256::ecdsa::signature::hazmat::PrehashSigner;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::traits::PublicKeyParts;
+use rsa::RsaPrivateKey;
+use sha2::{Digest, Sha256};
+
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody};
+use vtp_protocol::claim::Claim;
+use vtp_protocol::encoding::{self, Kind};
+use vtp_protocol::envelope::{self, Envelope};
+use vtp_protocol::evidence::{judge, DeliveredVia};
+use vtp_protocol::identity::{IdentityCard, IdentitySecret};
+use vtp_protocol::message::{MessageOpener, MessageSealer};
+use vtp_protocol::opening::{unwrap_released_key, Opening};
+use vtp_protocol::receipt::Receipt;
+use vtp_protocol::seal::Z_NONCE;
+use vtp_protocol::tp_card::{OaepHash, Policy, TpCard, TpCardBody, TpEncKey};
+use vtp_protocol::{Digest32, EcPoint, KeyId, ProtocolError, Signature};
+
+const NOW: u64 = 1_800_000_000;
+const DEADLINE: u64 = NOW + 3600;
+
+struct Tp {
+    card: TpCard,
+    rsa: RsaPrivateKey,
+    sign: p256::ecdsa::SigningKey,
+}
+
+impl Tp {
+    fn new() -> Tp {
+        let rsa = RsaPrivateKey::from_pkcs8_pem(include_str!("data/test-tp-rsa2048.pem")).unwrap();
+        let sign = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+        let body = TpCardBody {
+            name: "test TP".into(),
+            sign_key: EcPoint::from_public(p256::PublicKey::from(sign.verifying_key())),
+            enc_keys: vec![TpEncKey {
+                id: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
+                modulus: rsa.n().to_bytes_be(),
+                exponent: rsa.e().to_bytes_be(),
+                oaep: OaepHash::Sha1,
+            }],
+            current_key: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
+            policy: Policy::default(),
+            created: NOW - 100,
+        };
+        let sig = Tp::sign_digest(&sign, &body.signing_digest());
+        Tp {
+            card: TpCard::assemble(body, sig).unwrap(),
+            rsa,
+            sign,
+        }
+    }
+    fn sign_digest(k: &p256::ecdsa::SigningKey, d: &Digest32) -> Signature {
+        let s: p256::ecdsa::Signature = k.sign_prehash(&d.0).unwrap();
+        Signature(s.to_bytes().into())
+    }
+    /// What the device does: decrypt in "the token", check, sign.
+    fn resolve(&self, claim: &Claim) -> Result<(Affidavit, Option<Vec<u8>>), ProtocolError> {
+        let vc = claim.verify(&self.card, NOW + 10)?;
+        let z = &vc.envelope().envelope().z;
+        let plain = self
+            .rsa
+            .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &z.wrapped_key)
+            .ok()
+            .and_then(|kz| {
+                let c = Aes256Gcm::new_from_slice(&kz).ok()?;
+                c.decrypt(
+                    &Z_NONCE.into(),
+                    Payload {
+                        msg: &z.sealed,
+                        aad: &vc.aad(),
+                    },
+                )
+                .ok()
+            });
+        let (body, released) = match plain.map(|p| vc.check_inside(&p)) {
+            Some(Ok(inside)) => (
+                AffidavitBody::resolved(&vc, &inside, NOW + 10),
+                Some(inside.wrapped_km.clone()),
+            ),
+            _ => (AffidavitBody::invalid_envelope(&vc, NOW + 10), None),
+        };
+        let signature = Tp::sign_digest(&self.sign, &body.signing_digest());
+        Ok((Affidavit { body, signature }, released))
+    }
+}
+
+fn ident(name: &str, seed: u8) -> IdentitySecret {
+    IdentitySecret::generate(name, NOW - 1000, &mut ChaCha20Rng::from_seed([seed; 32])).unwrap()
+}
+
+fn seal_message(km: &[u8; 32], msg: &[u8]) -> Vec<u8> {
+    let mut s = MessageSealer::new(km, msg.len() as u64);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Some(n) = s.next_len() {
+        out.extend(s.seal_chunk(&msg[off..off + n]).unwrap());
+        off += n;
+    }
+    out
+}
+
+fn open_message(km: &[u8; 32], cm: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let mut o = MessageOpener::new(km, cm.len() as u64)?;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Some(n) = o.next_len() {
+        out.extend(o.open_chunk(&cm[off..off + n])?);
+        off += n;
+    }
+    Ok(out)
+}
+
+fn send(
+    alice: &IdentitySecret,
+    bob: &IdentityCard,
+    tp: &TpCard,
+    msg: &[u8],
+    nonce: u8,
+) -> (Envelope, Vec<u8>) {
+    let prep = envelope::prepare(alice, bob, tp, DEADLINE, NOW, [nonce; 32]).unwrap();
+    let cm = seal_message(prep.message_key(), msg);
+    let mut h = encoding::CmHasher::default();
+    h.update(&cm);
+    let sha = Digest32(Sha256::digest(msg).into());
+    let env = prep
+        .finish(alice, h.finish(), cm.len() as u64, sha)
+        .unwrap();
+    (env, cm)
+}
+
+fn sha(msg: &[u8]) -> Digest32 {
+    Digest32(Sha256::digest(msg).into())
+}
+
+#[test]
+fn honest_exchange_and_tp_resolution_agree() {
+    let tp = Tp::new();
+    let alice = ident("alice", 1);
+    let bob = ident("bob", 2);
+    let msg = b"the quarterly report".repeat(5000);
+    let (env, cm) = send(&alice, bob.card(), &tp.card, &msg, 9);
+
+    // B1
+    let venv = env.verify(&tp.card).unwrap();
+    venv.check_for_recipient(bob.id(), &tp.card, NOW, 60)
+        .unwrap();
+    let receipt = Receipt::issue(&bob, &venv, NOW + 1);
+    // A2
+    let vr = receipt.verify(&venv).unwrap();
+    let opening = Opening::reveal(&alice, &venv, &vr, &tp.card).unwrap();
+    // B2
+    let opened = opening.check(&venv, bob.card(), &tp.card).unwrap();
+    assert_eq!(open_message(&opened.message_key, &cm).unwrap(), msg);
+
+    // TP path yields the same key for Bob.
+    let claim = Claim::new(&bob, &venv, &vr, NOW + 5);
+    let (aff, released) = tp.resolve(&claim).unwrap();
+    let km = unwrap_released_key(&bob, &venv, &released.unwrap()).unwrap();
+    assert_eq!(*km, *opened.message_key);
+
+    // Judge: both kinds of evidence prove delivery of exactly msg.
+    let v = judge(
+        &tp.card,
+        &env,
+        &receipt,
+        Some(&opening),
+        None,
+        Some(sha(&msg)),
+    );
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.delivered_via, Some(DeliveredVia::Opening));
+    let v = judge(&tp.card, &env, &receipt, None, Some(&aff), Some(sha(&msg)));
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.delivered_via, Some(DeliveredVia::TrustedParty));
+    assert_eq!(v.message_sha256, Some(sha(&msg).to_hex()));
+    // ... and not of another message.
+    let v = judge(
+        &tp.card,
+        &env,
+        &receipt,
+        None,
+        Some(&aff),
+        Some(sha(b"other")),
+    );
+    assert!(!v.valid);
+
+    // Files round-trip.
+    let back = Envelope::from_file_prefix(&env.to_file_prefix()).unwrap();
+    assert_eq!(back, env);
+    assert_eq!(Receipt::from_file(&receipt.to_file()).unwrap(), receipt);
+    assert_eq!(Opening::from_file(&opening.to_file()).unwrap(), opening);
+    assert_eq!(Affidavit::from_file(&aff.to_file()).unwrap(), aff);
+    let alice2 = IdentitySecret::from_file(&alice.to_file()).unwrap();
+    assert_eq!(alice2.card(), alice.card());
+}
+
+#[test]
+fn wrong_opening_is_refused() {
+    let tp = Tp::new();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let (env, _) = send(&alice, bob.card(), &tp.card, b"hello", 3);
+    let venv = env.verify(&tp.card).unwrap();
+    let mut o = Opening::reveal(
+        &alice,
+        &venv,
+        &Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap(),
+        &tp.card,
+    )
+    .unwrap();
+    o.secret[0] ^= 1;
+    assert!(o.check(&venv, bob.card(), &tp.card).is_err());
+}
+
+#[test]
+fn chris_attack_gets_nothing_decrypted() {
+    // Chris lifts Alice's z (made for Bob) into his own envelope to himself.
+    let tp = Tp::new();
+    let (alice, bob, chris) = (ident("alice", 1), ident("bob", 2), ident("chris", 3));
+    let (env, _) = send(&alice, bob.card(), &tp.card, b"secret for bob", 4);
+    let mut h = env.header.clone();
+    h.sender = chris.id();
+    h.recipient = chris.id();
+    // Chris signs this header himself (he cannot sign as Alice).
+    let forged = forge_envelope(&chris, h, env.z.clone());
+    let venv = forged.verify(&tp.card).unwrap();
+    let receipt = Receipt::issue(&chris, &venv, NOW).verify(&venv).unwrap();
+    let claim = Claim::new(&chris, &venv, &receipt, NOW + 1);
+    let (aff, released) = tp.resolve(&claim).unwrap();
+    assert!(released.is_none());
+    assert_eq!(aff.body.kind(), "invalid-envelope");
+}
+
+/// A cheater's envelope: `signer` signs an arbitrary header over an arbitrary z.
+fn forge_envelope(
+    signer: &IdentitySecret,
+    header: envelope::EnvelopeHeader,
+    z: vtp_protocol::seal::Z,
+) -> Envelope {
+    let digest = encoding::signing_digest(encoding::domain::ENVELOPE, &header);
+    Envelope {
+        signature: vtp_protocol::identity::test_sign(signer, &digest),
+        header,
+        z,
+        sender_card: signer.card().clone(),
+    }
+}
+
+#[test]
+fn malformed_z_gets_invalid_envelope_and_voids_receipt() {
+    let tp = Tp::new();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let (env, _) = send(&alice, bob.card(), &tp.card, b"hello", 6);
+    // Alice (cheating) corrupts z and signs the header over the new hash.
+    let mut z = env.z.clone();
+    let n = z.sealed.len();
+    z.sealed[n - 1] ^= 1;
+    let mut h = env.header.clone();
+    h.z_hash = z.hash();
+    let bad = forge_envelope(&alice, h, z);
+    let venv = bad.verify(&tp.card).unwrap();
+    let receipt = Receipt::issue(&bob, &venv, NOW);
+    let vr = receipt.verify(&venv).unwrap();
+    assert!(Opening::reveal(&alice, &venv, &vr, &tp.card).is_err());
+    let (aff, released) = tp.resolve(&Claim::new(&bob, &venv, &vr, NOW + 1)).unwrap();
+    assert!(released.is_none());
+    let v = judge(&tp.card, &bad, &receipt, None, Some(&aff), None);
+    assert!(!v.valid);
+    assert!(v.reason.unwrap().contains("void"));
+}
+
+#[test]
+fn tampering_is_detected_everywhere() {
+    let tp = Tp::new();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let (env, _) = send(&alice, bob.card(), &tp.card, b"hello", 7);
+    let file = env.to_file_prefix();
+    // Flip every byte of the envelope file in turn: never accepted as valid.
+    for i in 0..file.len() {
+        let mut f = file.clone();
+        f[i] ^= 0x01;
+        let ok = Envelope::from_file_prefix(&f).and_then(|e| e.verify(&tp.card).map(|_| e));
+        assert!(ok.is_err(), "flipped byte {i} accepted");
+    }
+    // A receipt file flipped anywhere fails to parse or verify.
+    let venv = env.verify(&tp.card).unwrap();
+    let rfile = Receipt::issue(&bob, &venv, NOW).to_file();
+    for i in 0..rfile.len() {
+        let mut f = rfile.clone();
+        f[i] ^= 0x80;
+        let ok = Receipt::from_file(&f).and_then(|r| r.verify(&venv).map(|_| ()));
+        assert!(ok.is_err(), "flipped receipt byte {i} accepted");
+    }
+    // Wrong kind is named.
+    let err = Receipt::from_file(&env.to_file_prefix()).unwrap_err();
+    assert!(matches!(err, ProtocolError::WrongKind { .. }), "{err}");
+    // Truncated and garbage inputs are errors, not panics.
+    for n in 0..rfile.len() {
+        assert!(Receipt::from_file(&rfile[..n]).is_err());
+    }
+    assert!(encoding::decode::<Receipt>(Kind::Receipt, b"VTP\x05\x01\xff\xff\xff").is_err());
+}
+
+#[test]
+fn deadline_rules() {
+    let tp = Tp::new();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    assert!(envelope::prepare(&alice, bob.card(), &tp.card, NOW, NOW, [0; 32]).is_err());
+    assert!(envelope::prepare(&alice, bob.card(), &tp.card, NOW + 10, NOW, [0; 32]).is_err());
+    let far = NOW + Policy::default().max_deadline_secs + 10_000;
+    assert!(envelope::prepare(&alice, bob.card(), &tp.card, far, NOW, [0; 32]).is_err());
+    let (env, _) = send(&alice, bob.card(), &tp.card, b"x", 8);
+    let venv = env.verify(&tp.card).unwrap();
+    // Bob wants at least 2 hours left: refused.
+    assert!(venv
+        .check_for_recipient(bob.id(), &tp.card, NOW, 7200)
+        .is_err());
+    // Not for Alice.
+    assert!(venv
+        .check_for_recipient(alice.id(), &tp.card, NOW, 60)
+        .is_err());
+    // A claim at or after the deadline is refused by the TP checks.
+    let vr = Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap();
+    let claim = Claim::new(&bob, &venv, &vr, DEADLINE);
+    assert!(matches!(
+        claim.verify(&tp.card, DEADLINE),
+        Err(ProtocolError::Deadline(_))
+    ));
+    assert!(claim.verify(&tp.card, DEADLINE - 1).is_ok());
+}
+
+/// Known answers: the encoding and the derivations are pinned, so a change in
+/// a dependency or in the code that alters bytes on the wire fails here.
+#[test]
+fn known_answers() {
+    let tp = Tp::new();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let (env, cm) = send(&alice, bob.card(), &tp.card, b"known answer", 0x11);
+    let got = format!(
+        "alice={} bob={} tp={} z={} cm={} env={}",
+        alice.id(),
+        bob.id(),
+        tp.card.id(),
+        env.header.z_hash,
+        hex::encode(Sha256::digest(&cm)),
+        env.envelope_id()
+    );
+    let expect = include_str!("data/known-answers.txt").trim();
+    assert_eq!(got, expect);
+    // SHA-256 of "abc" through the tagged hash with an empty domain prefix is
+    // not SHA-256("abc"): domains always separate.
+    assert_ne!(
+        encoding::tagged_hash("", &[b"abc"]).0,
+        <[u8; 32]>::from(Sha256::digest(b"abc"))
+    );
+}
