@@ -85,11 +85,14 @@ impl EnvelopeHeader {
 }
 
 /// Header + z + Alice's card and signature: everything but the message body.
+/// The TP card Alice used travels along, so that opening and revealing need no
+/// other file; it is self-signed and the signed header names its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub header: EnvelopeHeader,
     pub z: Z,
     pub sender_card: IdentityCard,
+    pub tp_card: TpCard,
     pub signature: Signature,
 }
 
@@ -98,11 +101,11 @@ impl Envelope {
         self.header.envelope_id()
     }
 
-    /// Checks anyone can make with the TP card: the TP and key are the card's,
-    /// the sender's card is the one named, her signature, and z's hash.
+    /// Checks anyone can make with the TP card they trust: the TP and key are
+    /// the card's, the sender's card is the one named, her signature, z's hash.
     pub fn verify(&self, tp: &TpCard) -> Result<VerifiedEnvelope, ProtocolError> {
         let h = &self.header;
-        if h.tp != tp.id() {
+        if h.tp != tp.id() || self.tp_card.id() != tp.id() {
             return Err(ProtocolError::mismatch(
                 "envelope",
                 "it is addressed to another TP than this TP card",
@@ -130,6 +133,12 @@ impl Envelope {
             return Err(ProtocolError::malformed("envelope", "z is too long"));
         }
         Ok(VerifiedEnvelope(self.clone()))
+    }
+
+    /// [`Self::verify`] against the TP card carried in the envelope: for a
+    /// party who already checked, at B1, that this TP is the one they trust.
+    pub fn verify_embedded(&self) -> Result<VerifiedEnvelope, ProtocolError> {
+        self.verify(&self.tp_card)
     }
 
     /// File prefix: everything before the message ciphertext.
@@ -186,6 +195,9 @@ impl VerifiedEnvelope {
     }
     pub fn sender_card(&self) -> &IdentityCard {
         &self.0.sender_card
+    }
+    pub fn tp_card(&self) -> &TpCard {
+        &self.0.tp_card
     }
 
     /// Bob's B1 checks: addressed to him, and enough time left to claim.
@@ -325,6 +337,7 @@ impl PreparedEnvelope {
             header: h,
             z,
             sender_card: sender.card().clone(),
+            tp_card: self.tp,
             signature,
         })
     }

@@ -120,7 +120,7 @@ fn weigh(
         }
     }
     if let Some(o) = opening {
-        let opened = o.check(&env, &receipt.receipt().recipient_card, tp)?;
+        let opened = o.check(&env, &receipt.receipt().recipient_card)?;
         let sha = opened.inside.message_sha256;
         if let Some((aff_sha, _)) = result {
             if aff_sha != sha {

@@ -9,7 +9,6 @@ use crate::envelope::VerifiedEnvelope;
 use crate::identity::{IdentityCard, IdentitySecret};
 use crate::receipt::VerifiedReceipt;
 use crate::seal::{self, Derived, Inside, OpeningSecret};
-use crate::tp_card::TpCard;
 use crate::{Digest32, ProtocolError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +32,6 @@ impl Opening {
         me: &IdentitySecret,
         env: &VerifiedEnvelope,
         receipt: &VerifiedReceipt,
-        tp: &TpCard,
     ) -> Result<Opening, ProtocolError> {
         let h = env.header();
         if h.sender != me.id() {
@@ -47,7 +45,7 @@ impl Opening {
             z_hash: h.z_hash,
             secret: *s.as_bytes(),
         };
-        opening.check(env, &receipt.receipt().recipient_card, tp)?;
+        opening.check(env, &receipt.receipt().recipient_card)?;
         Ok(opening)
     }
 
@@ -58,7 +56,6 @@ impl Opening {
         &self,
         env: &VerifiedEnvelope,
         recipient: &IdentityCard,
-        tp: &TpCard,
     ) -> Result<OpenedEnvelope, ProtocolError> {
         let h = env.header();
         if self.envelope_id != h.envelope_id() || self.z_hash != h.z_hash {
@@ -74,7 +71,7 @@ impl Opening {
             ));
         }
         let d = Derived::from_secret(&OpeningSecret::from_bytes(self.secret));
-        let key = tp.key(h.key_id)?;
+        let key = env.tp_card().key(h.key_id)?;
         let inside = seal::open_z_with_secret(key, &env.envelope().z, &d, &h.aad())
             .map_err(|_| ProtocolError::mismatch("opening", "it does not open z"))?;
         h.check_inside(&inside)?;

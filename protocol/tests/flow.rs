@@ -156,9 +156,9 @@ fn honest_exchange_and_tp_resolution_agree() {
     let receipt = Receipt::issue(&bob, &venv, NOW + 1);
     // A2
     let vr = receipt.verify(&venv).unwrap();
-    let opening = Opening::reveal(&alice, &venv, &vr, &tp.card).unwrap();
+    let opening = Opening::reveal(&alice, &venv, &vr).unwrap();
     // B2
-    let opened = opening.check(&venv, bob.card(), &tp.card).unwrap();
+    let opened = opening.check(&venv, bob.card()).unwrap();
     assert_eq!(open_message(&opened.message_key, &cm).unwrap(), msg);
 
     // TP path yields the same key for Bob.
@@ -213,11 +213,10 @@ fn wrong_opening_is_refused() {
         &alice,
         &venv,
         &Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap(),
-        &tp.card,
     )
     .unwrap();
     o.secret[0] ^= 1;
-    assert!(o.check(&venv, bob.card(), &tp.card).is_err());
+    assert!(o.check(&venv, bob.card()).is_err());
 }
 
 #[test]
@@ -251,6 +250,7 @@ fn forge_envelope(
         header,
         z,
         sender_card: signer.card().clone(),
+        tp_card: Tp::new().card,
     }
 }
 
@@ -269,7 +269,7 @@ fn malformed_z_gets_invalid_envelope_and_voids_receipt() {
     let venv = bad.verify(&tp.card).unwrap();
     let receipt = Receipt::issue(&bob, &venv, NOW);
     let vr = receipt.verify(&venv).unwrap();
-    assert!(Opening::reveal(&alice, &venv, &vr, &tp.card).is_err());
+    assert!(Opening::reveal(&alice, &venv, &vr).is_err());
     let (aff, released) = tp.resolve(&Claim::new(&bob, &venv, &vr, NOW + 1)).unwrap();
     assert!(released.is_none());
     let v = judge(&tp.card, &bad, &receipt, None, Some(&aff), None);
