@@ -52,6 +52,18 @@ impl Claim {
     /// not been reached on the TP's clock. Failing any of these, nothing is
     /// decrypted and nothing is recorded.
     pub fn verify(&self, tp: &TpCard, now: Timestamp) -> Result<VerifiedClaim, ProtocolError> {
+        let vc = self.verify_authentic(tp, now)?;
+        vc.check_deadline(now)?;
+        Ok(vc)
+    }
+
+    /// The signature and binding checks of [`Self::verify`] without the
+    /// deadline: enough to hand a recipient a result recorded earlier.
+    pub fn verify_authentic(
+        &self,
+        tp: &TpCard,
+        now: Timestamp,
+    ) -> Result<VerifiedClaim, ProtocolError> {
         let env = self.body.envelope.verify(tp)?;
         let receipt = self.body.receipt.verify(&env)?;
         receipt.receipt().recipient_card.verify(
@@ -63,13 +75,6 @@ impl Claim {
             return Err(ProtocolError::Deadline(
                 "the claim is dated in the future: check your clock".into(),
             ));
-        }
-        let deadline = env.header().deadline;
-        if now >= deadline {
-            return Err(ProtocolError::Deadline(format!(
-                "the deadline passed {} s ago; the TP no longer resolves this envelope",
-                now - deadline
-            )));
         }
         Ok(VerifiedClaim { env, receipt })
     }
@@ -83,6 +88,17 @@ pub struct VerifiedClaim {
 }
 
 impl VerifiedClaim {
+    /// The TP resolves strictly before the deadline, on its own clock.
+    pub fn check_deadline(&self, now: Timestamp) -> Result<(), ProtocolError> {
+        let deadline = self.env.header().deadline;
+        if now >= deadline {
+            return Err(ProtocolError::Deadline(format!(
+                "the deadline passed {} s ago; the TP no longer resolves this envelope",
+                now - deadline
+            )));
+        }
+        Ok(())
+    }
     pub fn envelope(&self) -> &VerifiedEnvelope {
         &self.env
     }
