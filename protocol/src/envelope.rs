@@ -308,6 +308,32 @@ impl PreparedEnvelope {
         cm_len: u64,
         message_sha256: Digest32,
     ) -> Result<Envelope, ProtocolError> {
+        self.finish_with(sender, cm_hash, cm_len, message_sha256, |_| {})
+    }
+
+    /// TEST HOOK, for tests of a cheating sender only: like [`Self::finish`]
+    /// but lets the caller alter the inside of z after the header is fixed, so
+    /// z decrypts under its header's associated data yet disagrees with it.
+    #[doc(hidden)]
+    pub fn finish_cheating(
+        self,
+        sender: &IdentitySecret,
+        cm_hash: Digest32,
+        cm_len: u64,
+        message_sha256: Digest32,
+        tamper: impl FnOnce(&mut Inside),
+    ) -> Result<Envelope, ProtocolError> {
+        self.finish_with(sender, cm_hash, cm_len, message_sha256, tamper)
+    }
+
+    fn finish_with(
+        self,
+        sender: &IdentitySecret,
+        cm_hash: Digest32,
+        cm_len: u64,
+        message_sha256: Digest32,
+        tamper: impl FnOnce(&mut Inside),
+    ) -> Result<Envelope, ProtocolError> {
         let mut h = self.header_base.clone();
         h.cm_hash = cm_hash;
         h.cm_len = cm_len;
@@ -329,6 +355,8 @@ impl PreparedEnvelope {
             commit_salt: self.derived.commit_salt,
             wrapped_km,
         };
+        let mut inside = inside;
+        tamper(&mut inside);
         let key = self.tp.key(h.key_id)?;
         let z = seal::seal_z(key, &self.derived, &inside, &h.aad())?;
         h.z_hash = z.hash();
