@@ -1,0 +1,290 @@
+//! `tp-daemon init --softhsm`: a complete development TP in one directory —
+//! a SoftHSM2 token with fresh TP keys, a commented `tp.toml`, and the TP
+//! card to hand to users.
+//!
+//! Development and tests only: a production TP's token is initialized by its
+//! operators in a real HSM, and its `tp.toml` is written by hand from the
+//! commented template this module produces.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use vtp_device::softhsm::create_dev_token;
+use vtp_device::{generate_tp_keys, OaepHash, Token, TpKeys, TrustedParty};
+use vtp_protocol::tp_card::Policy;
+
+use crate::clock::Clock;
+use crate::config::{Limits, DEFAULT_LISTEN};
+
+/// Token label of development tokens.
+pub const DEV_LABEL: &str = "vtp-dev";
+/// File name of the config inside the data directory.
+pub const CONFIG_FILE: &str = "tp.toml";
+/// File name of the TP card inside the data directory.
+pub const CARD_FILE: &str = "tp-card.vtp";
+
+/// What `init` is asked to make.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub data_dir: PathBuf,
+    pub rsa_bits: u32,
+    pub oaep: OaepHash,
+    pub name: String,
+    pub listen: SocketAddr,
+}
+
+impl InitOptions {
+    pub fn new(data_dir: PathBuf) -> Self {
+        InitOptions {
+            data_dir,
+            rsa_bits: 3072,
+            oaep: OaepHash::Sha1,
+            name: "vtp TP".into(),
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+        }
+    }
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct Initialized {
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub card: PathBuf,
+    pub softhsm2_conf: PathBuf,
+    pub pin_file: PathBuf,
+    pub keys: TpKeys,
+}
+
+/// Create the development TP. Sets `SOFTHSM2_CONF` in this process, so call
+/// it before any other thread starts and before any PKCS#11 module loads.
+pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
+    let config_path = opts.data_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite a TP (choose another --data-dir)",
+            config_path.display()
+        );
+    }
+    let softhsm_dir = opts.data_dir.join("softhsm");
+    if softhsm_dir.exists() {
+        // A half-finished earlier init: a second token with the same label
+        // would make the label ambiguous.
+        bail!(
+            "{} already exists (an earlier init did not finish?); remove it or choose \
+             another --data-dir",
+            softhsm_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
+    let data_dir = opts
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", opts.data_dir.display()))?;
+    let config_path = data_dir.join(CONFIG_FILE);
+
+    let dev = create_dev_token(&data_dir.join("softhsm"), DEV_LABEL)?;
+    // SoftHSM reads SOFTHSM2_CONF at C_Initialize; we are still single-threaded.
+    std::env::set_var("SOFTHSM2_CONF", &dev.conf);
+    let token = Arc::new(Token::open(&dev.token_config()).context("cannot open the new token")?);
+    let keys = generate_tp_keys(&token, opts.rsa_bits, opts.oaep)
+        .context("cannot generate the TP keys")?;
+    let policy = Policy::default();
+    let tp = TrustedParty::open(
+        token,
+        keys.clone(),
+        &opts.name,
+        policy.clone(),
+        Clock::system().now(),
+    )
+    .context("cannot build the TP card")?;
+
+    let text = config_template(&TemplateValues {
+        name: &opts.name,
+        listen: opts.listen,
+        data_dir: &data_dir,
+        module: &dev.module,
+        label: &dev.label,
+        pin_file: &dev.pin_file,
+        softhsm2_conf: Some(&dev.conf),
+        keys: &keys,
+        policy: &policy,
+        limits: &Limits::default(),
+    });
+    let card_path = data_dir.join(CARD_FILE);
+    std::fs::write(&card_path, tp.card().to_file())
+        .with_context(|| format!("cannot write {}", card_path.display()))?;
+    // The config last: its existence means "this directory holds a TP".
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    Ok(Initialized {
+        data_dir,
+        config: config_path,
+        card: card_path,
+        softhsm2_conf: dev.conf,
+        pin_file: dev.pin_file,
+        keys,
+    })
+}
+
+/// Values substituted into the commented `tp.toml`.
+pub struct TemplateValues<'a> {
+    pub name: &'a str,
+    pub listen: SocketAddr,
+    pub data_dir: &'a Path,
+    pub module: &'a Path,
+    pub label: &'a str,
+    pub pin_file: &'a Path,
+    pub softhsm2_conf: Option<&'a Path>,
+    pub keys: &'a TpKeys,
+    pub policy: &'a Policy,
+    pub limits: &'a Limits,
+}
+
+/// TOML string literal (basic string with escapes).
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn qp(p: &Path) -> String {
+    q(&p.display().to_string())
+}
+
+/// A `tp.toml` with every field explained.
+pub fn config_template(v: &TemplateValues) -> String {
+    let encryption = v
+        .keys
+        .encryption
+        .iter()
+        .map(|k| q(&k.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let softhsm = match v.softhsm2_conf {
+        Some(p) => format!("softhsm2_conf = {}", qp(p)),
+        None => "# softhsm2_conf = \"/path/to/softhsm2.conf\"".into(),
+    };
+    format!(
+        r#"# tp.toml — configuration of a vtp trusted-party daemon (`tp-daemon serve`).
+#
+# Unknown fields are errors. Relative paths are relative to this file's
+# directory. Written by `tp-daemon init`; edit freely, then restart the daemon.
+
+# Name shown in the TP card that users receive.
+name = {name}
+
+# Address and port to listen on. Use 0.0.0.0:PORT (or [::]:PORT) to accept
+# connections from other machines. `tp-daemon serve --listen` overrides it.
+# Default: "{default_listen}".
+listen = "{listen}"
+
+# Directory of the journal (journal.sqlite3): every resolution, invalid-envelope
+# verdict and unclaimed certificate the TP ever issued. Back it up: losing it
+# loses Alice's receipts and lets an envelope be answered differently.
+data_dir = {data_dir}
+
+[token]
+# The PKCS#11 module (shared library) of the HSM holding the TP keys.
+module = {module}
+# The token, chosen by label or by serial number: set exactly one of them.
+# (Slot numbers are not stable, so they cannot be used.)
+label = {label}
+# serial = "0123456789abcdef"
+# Where the token's user PIN comes from: set exactly one of them. A PIN file
+# should be readable by the daemon's user only (chmod 600). A literal PIN in
+# this file is not supported.
+pin_file = {pin_file}
+# pin_env = "VTP_TP_PIN"
+# SoftHSM2 only: exported as SOFTHSM2_CONF before the module is loaded, so the
+# daemon finds this token's directory. Remove it for a real HSM.
+{softhsm}
+
+[keys]
+# CKA_ID (16 hex digits) of the P-256 key that signs the TP card and every
+# affidavit. Changing it makes a new TP identity: users must get the new card.
+signing = "{signing}"
+# CKA_ID of every RSA decryption key still honoured. Keep old keys here after a
+# rotation until every envelope made for them is past its deadline.
+encryption = [{encryption}]
+# The key new envelopes should use (one of `encryption`).
+current = "{current}"
+
+[policy]
+# Published in the TP card and enforced by the TP and its users.
+# Farthest deadline a sender may set, in seconds from now (default 90 days).
+max_deadline_secs = {max_deadline}
+# Least time that must be left before the deadline when a recipient accepts an
+# envelope, so that he can still claim (default 60).
+min_claim_window_secs = {min_window}
+# Allowed difference between a client's clock and the TP's (default 300).
+clock_skew_secs = {skew}
+
+[limits]
+# Largest request frame in bytes; a longer one closes the connection
+# (default 262144).
+max_frame_bytes = {max_frame}
+# Connections served at once; more are answered "busy" and closed
+# (default 1024).
+max_connections = {max_conn}
+# Close a connection that sends no complete request for this many seconds
+# (default 30).
+idle_timeout_secs = {idle}
+"#,
+        name = q(v.name),
+        default_listen = DEFAULT_LISTEN,
+        listen = v.listen,
+        data_dir = qp(v.data_dir),
+        module = qp(v.module),
+        label = q(v.label),
+        pin_file = qp(v.pin_file),
+        softhsm = softhsm,
+        signing = v.keys.signing,
+        encryption = encryption,
+        current = v.keys.current,
+        max_deadline = v.policy.max_deadline_secs,
+        min_window = v.policy.min_claim_window_secs,
+        skew = v.policy.clock_skew_secs,
+        max_frame = v.limits.max_frame_bytes,
+        max_conn = v.limits.max_connections,
+        idle = v.limits.idle_timeout_secs,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn template_parses_back_to_the_same_values() {
+        let keys = TpKeys {
+            signing: "0011223344556677".parse().unwrap(),
+            encryption: vec!["8899aabbccddeeff".parse().unwrap()],
+            current: "8899aabbccddeeff".parse().unwrap(),
+        };
+        let text = config_template(&TemplateValues {
+            name: "Test \"TP\"",
+            listen: "127.0.0.1:7400".parse().unwrap(),
+            data_dir: Path::new("/var/lib/vtp"),
+            module: Path::new("/usr/lib/softhsm/libsofthsm2.so"),
+            label: "vtp-dev",
+            pin_file: Path::new("/var/lib/vtp/user.pin"),
+            softhsm2_conf: Some(Path::new("/var/lib/vtp/softhsm2.conf")),
+            keys: &keys,
+            policy: &Policy::default(),
+            limits: &Limits::default(),
+        });
+        let c = Config::parse(&text, Path::new("/var/lib/vtp/tp.toml")).unwrap();
+        assert_eq!(c.name, "Test \"TP\"");
+        assert_eq!(c.keys, keys);
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.data_dir, Path::new("/var/lib/vtp"));
+        assert_eq!(
+            c.softhsm2_conf.as_deref(),
+            Some(Path::new("/var/lib/vtp/softhsm2.conf"))
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! # vtp-tp-daemon — the trusted party (TP) as a network service
+//!
+//! The TP is invisible in honest exchanges and acts only when a recipient
+//! claims (DESIGN.md §2). This crate puts the device crate's atomic
+//! `resolve` operation behind a TCP socket and adds what a token cannot give:
+//! a durable journal, so every claim is answered exactly once and the same
+//! way forever, and the rule that nothing is released before it is recorded
+//! (DESIGN.md §3, step 3).
+//!
+//! What lives where (one concern per module, in the order a request meets
+//! them):
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`config`] | `tp.toml`: parsing, defaults, validation with file/line in errors |
+//! | [`server`] | TCP accept loop, length-delimited frames, connection limits, idle timeouts, graceful shutdown |
+//! | [`service`] | one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out: the TP's rules (no sockets) |
+//! | [`single_flight`] | the per-z lock that makes concurrent identical claims wait for one resolution |
+//! | [`journal`] | embedded SQLite: resolutions, invalid-envelope verdicts, unclaimed certificates, committed durably before any answer |
+//! | [`clock`] | the daemon's clock and its test hook (`VTP_TEST_CLOCK_OFFSET_SECS`) |
+//! | [`init`] | `tp-daemon init --softhsm`: a development token, keys, a commented `tp.toml` |
+//!
+//! `main.rs` is only the command line: it wires these together.
+
+pub mod clock;
+pub mod config;
+pub mod init;
+pub mod journal;
+pub mod server;
+pub mod service;
+pub mod single_flight;

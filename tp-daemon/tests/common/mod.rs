@@ -1,0 +1,405 @@
+//! Test harness: a real SoftHSM token made by the real `tp-daemon init`,
+//! real daemon processes on 127.0.0.1:0, real TCP frames.
+//!
+//! One token per test file: `init` runs once per test process into a
+//! template directory; every test copies it (token files, config, PIN) into
+//! its own directory, so tests run in parallel without sharing a journal.
+//! A daemon prints `listening on ADDR` as its first stdout line; that is how
+//! tests learn the port.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest as _, Sha256};
+use vtp_protocol::claim::Claim;
+use vtp_protocol::encoding::CmHasher;
+use vtp_protocol::envelope::{self, Envelope, VerifiedEnvelope};
+use vtp_protocol::identity::IdentitySecret;
+use vtp_protocol::message::MessageSealer;
+use vtp_protocol::receipt::{Receipt, VerifiedReceipt};
+use vtp_protocol::tp_card::TpCard;
+use vtp_protocol::wire::{decode_response, encode_request, Request, Response};
+use vtp_protocol::{Digest32, Timestamp};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tp-daemon");
+
+pub fn now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ---- the token --------------------------------------------------------------
+
+/// Template made once per test process by `tp-daemon init`.
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(root).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let prefix = format!("tpd-template-{stem}-");
+        // Remove templates of earlier runs whose process is gone.
+        for entry in std::fs::read_dir(root).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(&prefix) {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = root.join(format!("{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(BIN)
+            .args(["init", "--softhsm", "--rsa-bits", "2048", "--data-dir"])
+            .arg(&dir)
+            .args(["--name", "test TP"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("next: tp-daemon serve --config"),
+            "{stdout}"
+        );
+        dir
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A TP of its own for one test: a copy of the template token, its config
+/// and (once a daemon ran) its journal.
+pub struct TestTp {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    log_count: std::cell::Cell<u32>,
+}
+
+impl TestTp {
+    pub fn new() -> TestTp {
+        let template = template();
+        let dir = tempfile::Builder::new()
+            .prefix("tpd-test-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        copy_dir(template, dir.path());
+        let from = template.display().to_string();
+        let to = dir.path().display().to_string();
+        for file in ["tp.toml", "softhsm/softhsm2.conf"] {
+            let p = dir.path().join(file);
+            let text = std::fs::read_to_string(&p).unwrap().replace(&from, &to);
+            std::fs::write(&p, text).unwrap();
+        }
+        TestTp {
+            config: dir.path().join("tp.toml"),
+            dir,
+            log_count: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Edit tp.toml.
+    pub fn edit_config(&self, f: impl FnOnce(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, f(&text)).unwrap();
+    }
+
+    pub fn pin_file(&self) -> PathBuf {
+        self.path().join("softhsm/user.pin")
+    }
+
+    fn next_log(&self) -> PathBuf {
+        let n = self.log_count.get() + 1;
+        self.log_count.set(n);
+        self.path().join(format!("daemon-{n}.log"))
+    }
+
+    /// Start `tp-daemon serve` on a free port.
+    pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let log = self.next_log();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&self.config)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "daemon did not start (stdout {line:?}); its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Daemon {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
+    }
+
+    /// Run `tp-daemon serve` expecting it to fail at start-up.
+    pub fn serve_expecting_failure(&self) -> (ExitStatus, String) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("the daemon started although it should have failed");
+        });
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!stdout.contains("listening on"), "{stdout}");
+        (status, stderr)
+    }
+
+    /// `tp-daemon journal stats`: (resolved, invalid, unclaimed).
+    pub fn journal_stats(&self) -> (u64, u64, u64) {
+        let out = Command::new(BIN)
+            .args(["journal", "stats", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let get = |key: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {text}"))
+        };
+        (get("resolved "), get("invalid "), get("unclaimed "))
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn connect(&self) -> Conn {
+        Conn::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn ask(&self, request: &Request) -> Response {
+        self.connect().request(request)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        wait_timeout(&mut self.child, Duration::from_secs(30))
+            .expect("daemon did not exit after SIGTERM")
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---- the wire ---------------------------------------------------------------
+
+/// A client connection speaking raw length-delimited frames.
+pub struct Conn(pub TcpStream);
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Conn(s)
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        let mut buf = (body.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(body);
+        self.0.write_all(&buf).unwrap();
+    }
+
+    /// The next response, or `None` at end of stream (or reset).
+    pub fn read_response(&mut self) -> Option<Response> {
+        let mut len = [0u8; 4];
+        if self.0.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.0.read_exact(&mut body).unwrap();
+        Some(decode_response(&body).expect("the daemon sends decodable responses"))
+    }
+
+    pub fn request(&mut self, r: &Request) -> Response {
+        self.send_frame(&encode_request(r));
+        self.read_response().expect("a response")
+    }
+
+    /// True if the daemon closed the connection (EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.0.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+pub fn card_of(d: &Daemon) -> TpCard {
+    match d.ask(&Request::GetCard) {
+        Response::Card(c) => c,
+        other => panic!("expected a card, got {other:?}"),
+    }
+}
+
+// ---- the parties ------------------------------------------------------------
+
+pub fn identity(name: &str) -> IdentitySecret {
+    IdentitySecret::generate(name, now() - 10, &mut OsRng).unwrap()
+}
+
+/// An envelope Alice sent Bob, Bob's receipt for it, and the message key.
+pub struct Exchange {
+    pub alice: IdentitySecret,
+    pub bob: IdentitySecret,
+    pub envelope: Envelope,
+    pub verified: VerifiedEnvelope,
+    pub receipt: VerifiedReceipt,
+    pub message_key: [u8; 32],
+}
+
+impl Exchange {
+    /// A1 + B1 for a fresh pair of parties, deadline `deadline_in` s from now.
+    pub fn new(card: &TpCard, deadline_in: u64) -> Exchange {
+        let alice = identity("alice");
+        let bob = identity("bob");
+        let t = now();
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        let prep = envelope::prepare(&alice, bob.card(), card, t + deadline_in, t, nonce).unwrap();
+        let message_key = *prep.message_key();
+        let msg = b"the signed contract, page 1 of 1".repeat(50);
+        let mut sealer = MessageSealer::new(&message_key, msg.len() as u64);
+        let mut cm = Vec::new();
+        let mut off = 0;
+        while let Some(n) = sealer.next_len() {
+            cm.extend(sealer.seal_chunk(&msg[off..off + n]).unwrap());
+            off += n;
+        }
+        let mut h = CmHasher::default();
+        h.update(&cm);
+        let envelope = prep
+            .finish(
+                &alice,
+                h.finish(),
+                cm.len() as u64,
+                Digest32(Sha256::digest(&msg).into()),
+            )
+            .unwrap();
+        let verified = envelope.verify(card).unwrap();
+        let receipt = Receipt::issue(&bob, &verified, t)
+            .verify(&verified)
+            .unwrap();
+        Exchange {
+            alice,
+            bob,
+            envelope,
+            verified,
+            receipt,
+            message_key,
+        }
+    }
+
+    /// Bob's claim, dated now.
+    pub fn claim(&self) -> Request {
+        Request::Claim(Claim::new(&self.bob, &self.verified, &self.receipt, now()))
+    }
+}
