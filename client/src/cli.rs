@@ -1,0 +1,370 @@
+//! The command line: every command and flag with its help text.
+//!
+//! Kept apart from the code that runs the commands so `vtp --help` reads as
+//! the manual, and so tests can check the definitions without running any.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::timeparse::{parse_deadline, parse_duration, DeadlineSpec};
+
+const ABOUT: &str = "Certified mail with an invisible trusted party (TP)";
+
+const LONG_ABOUT: &str = "\
+Certified mail with an invisible trusted party (TP).
+
+The sender (Alice) gets a receipt if and only if the recipient (Bob) gets the
+message. Honest exchanges never involve the TP:
+
+  Alice:  vtp send    ->  envelope   (A1)
+  Bob:    vtp accept  ->  receipt    (B1)
+  Alice:  vtp reveal  ->  opening    (A2)
+  Bob:    vtp open    ->  message    (B2)
+
+If Bob gets no valid opening, he runs `vtp claim` before the deadline and the
+TP completes the exchange; Alice then gets her receipt with `vtp receipts`.
+After the deadline, `vtp unclaimed` certifies that the TP never resolved an
+envelope. `vtp verify` lets anyone check the evidence offline.
+
+Exit status: 0 on success, 1 when something is invalid or refused, 2 on a
+usage error.";
+
+#[derive(Parser, Debug)]
+#[command(name = "vtp", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create and inspect identities (your secret keys and public card)
+    #[command(subcommand)]
+    Id(IdCommand),
+    /// Fetch and inspect the trusted party's public card
+    #[command(subcommand)]
+    Tp(TpCommand),
+    /// A1 (sender): encrypt a message into an envelope for a recipient
+    Send(SendArgs),
+    /// B1 (recipient): check an envelope and sign a receipt for it
+    Accept(AcceptArgs),
+    /// A2 (sender): check the recipient's receipt and release the opening
+    ///
+    /// The opening secret is stored nowhere: it is re-derived from your
+    /// identity's master seed and the envelope's nonce, so all you keep after
+    /// `vtp send` is your identity and the envelope.
+    Reveal(RevealArgs),
+    /// B2 (recipient): check the sender's opening and decrypt the message
+    Open(OpenArgs),
+    /// Recipient: have the TP release the message key (no valid opening came)
+    Claim(ClaimArgs),
+    /// Sender: fetch the receipts (and affidavits) the TP holds for you
+    Receipts(ReceiptsArgs),
+    /// After the deadline: get the TP's statement that it never resolved an envelope
+    Unclaimed(UnclaimedArgs),
+    /// Judge: check delivery evidence offline and give a verdict
+    ///
+    /// Valid means: the envelope and receipt are genuine and for each other,
+    /// the envelope file's message ciphertext is the signed one, and an
+    /// opening (whose key must really decrypt the message) or a TP affidavit
+    /// proves which message the recipient got; with --message, it must be
+    /// that one. Exit 0 only if valid. A file that cannot be read or parsed
+    /// is an error (exit 1, no verdict printed).
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IdCommand {
+    /// Create a new secret identity (signing and encryption keys, master seed)
+    New(IdNewArgs),
+    /// Write the public card of a secret identity, to give to others
+    Card(IdCardArgs),
+    /// Show the name and id of a secret identity or a card
+    Show(IdShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IdNewArgs {
+    /// Your name as shown to others (informative: identities are compared by id)
+    #[arg(long)]
+    pub name: String,
+    /// Where to write the secret identity (created with mode 0600)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace an existing file (the identity in it is lost for good)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdCardArgs {
+    /// The secret identity
+    #[arg(value_name = "FILE")]
+    pub identity: PathBuf,
+    /// Where to write the public card
+    #[arg(long, value_name = "CARD")]
+    pub out: PathBuf,
+    /// Replace an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdShowArgs {
+    /// A secret identity or an identity card (nothing secret is printed)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TpCommand {
+    /// Ask a running TP for its card and save it; compare the printed id with
+    /// the one the TP's operator published before you trust the card
+    Fetch(TpFetchArgs),
+    /// Show a TP card: name, id, encryption keys, policy
+    Show(TpShowArgs),
+}
+
+/// How to reach the TP daemon.
+#[derive(Args, Debug, Clone)]
+pub struct TpAddr {
+    /// Address of the TP daemon
+    #[arg(long = "tp", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Give up if connecting, sending or receiving takes longer than this
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct TpFetchArgs {
+    #[command(flatten)]
+    pub tp: TpAddr,
+    /// Where to write the TP card
+    #[arg(long, value_name = "CARD")]
+    pub out: PathBuf,
+    /// Replace an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TpShowArgs {
+    /// The TP card
+    #[arg(value_name = "CARD")]
+    pub card: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Your secret identity (the sender)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The recipient's identity card
+    #[arg(long, value_name = "CARD")]
+    pub to: PathBuf,
+    /// The TP card to use (the TP that can complete the exchange)
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// When the exchange expires: a duration from now (2h, 30m, 7days) or an
+    /// RFC 3339 instant (2026-12-01T12:00:00Z). The TP resolves claims only
+    /// before it
+    #[arg(long, value_name = "DURATION|RFC3339", value_parser = parse_deadline)]
+    pub deadline: DeadlineSpec,
+    /// The message to send (a regular file: it is read twice, never held in memory)
+    #[arg(long = "in", value_name = "MSGFILE")]
+    pub input: PathBuf,
+    /// Where to write the envelope (header and encrypted message) for the recipient
+    #[arg(long, value_name = "ENVELOPE")]
+    pub out: PathBuf,
+    /// Replace an existing output file (by default vtp never overwrites)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AcceptArgs {
+    /// Your secret identity (the recipient)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The TP card you trust; envelopes for any other TP are refused
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The envelope you received
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// Where to write your receipt (send it to the sender)
+    #[arg(long, value_name = "RECEIPT")]
+    pub out: PathBuf,
+    /// Refuse the envelope unless at least this much time is left before its
+    /// deadline (time to wait for the opening and still claim from the TP).
+    /// The TP's own minimum applies too
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub min_time_left: Duration,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RevealArgs {
+    /// Your secret identity (the sender). The opening is re-derived from its
+    /// master seed and the envelope's nonce: you need to keep nothing but
+    /// your identity and the envelope
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The envelope you sent
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// The recipient's receipt for it (checked before anything is revealed)
+    #[arg(value_name = "RECEIPT")]
+    pub receipt: PathBuf,
+    /// Where to write the opening (send it to the recipient)
+    #[arg(long, value_name = "OPENING")]
+    pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OpenArgs {
+    /// Your secret identity (the recipient)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// The sender's opening
+    #[arg(value_name = "OPENING")]
+    pub opening: PathBuf,
+    /// Where to write the message (only if it decrypts and matches the
+    /// sender's commitment)
+    #[arg(long, value_name = "MSGFILE")]
+    pub out: PathBuf,
+    /// Also require the envelope to be for this TP card (by default the TP
+    /// card carried in the envelope, which `vtp accept` checked)
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: Option<PathBuf>,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ClaimArgs {
+    /// Your secret identity (the recipient)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    #[command(flatten)]
+    pub tp: TpAddr,
+    /// The envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// The receipt you issued for it
+    #[arg(value_name = "RECEIPT")]
+    pub receipt: PathBuf,
+    /// Where to write the message
+    #[arg(long, value_name = "MSGFILE")]
+    pub out: PathBuf,
+    /// Where to save the TP's signed affidavit (your evidence). Claims are
+    /// idempotent: claiming again returns the same affidavit
+    #[arg(long, value_name = "FILE")]
+    pub affidavit_out: Option<PathBuf>,
+    /// Replace existing output files
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiptsArgs {
+    /// Your secret identity (the sender)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    #[command(flatten)]
+    pub tp: TpAddr,
+    /// Directory for <envelope id>.receipt.vtp and <envelope id>.affidavit.vtp
+    /// (created if missing; files already there for the same envelope are replaced)
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Refuse unless the TP at HOST:PORT has the id of this TP card (without
+    /// it, the fetched card's id is printed for you to compare)
+    #[arg(long, value_name = "TPCARD")]
+    pub expect_tp: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnclaimedArgs {
+    /// Your secret identity (the envelope's sender or recipient)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    #[command(flatten)]
+    pub tp: TpAddr,
+    /// The envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// Where to write the TP's unclaimed affidavit
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The TP card you trust (obtained out of band)
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The envelope (its message ciphertext is checked too)
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// The recipient's receipt
+    #[arg(value_name = "RECEIPT")]
+    pub receipt: PathBuf,
+    /// The sender's opening (evidence of delivery without the TP)
+    #[arg(long, value_name = "FILE")]
+    pub opening: Option<PathBuf>,
+    /// A TP affidavit (evidence of delivery through the TP, or of its absence)
+    #[arg(long, value_name = "FILE")]
+    pub affidavit: Option<PathBuf>,
+    /// The message as shown to you: valid only if it is the one delivered
+    #[arg(long, value_name = "FILE")]
+    pub message: Option<PathBuf>,
+    /// Print the verdict as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            assert!(cmd.get_about().is_some(), "{path} has no help");
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(a.get_help().is_some(), "{path} {id} has no help");
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_name() != "help" {
+                    walk(s, &format!("{path} {}", s.get_name()));
+                }
+            }
+        }
+        walk(&Cli::command(), "vtp");
+    }
+}

@@ -1,0 +1,132 @@
+//! The judge: `vtp verify` weighs the evidence offline.
+//!
+//! `vtp_protocol::evidence::judge` checks the signed statements. The files
+//! add what the statements only name: the envelope file's message ciphertext
+//! must hash to the signed `H(c_m)`, and when an opening is given, its message
+//! key must actually decrypt that ciphertext to the message whose SHA-256 the
+//! sender committed to (otherwise the recipient did not receive it).
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use vtp_protocol::evidence::{judge, DeliveredVia, Verdict};
+
+use super::display_name;
+use crate::cli::VerifyArgs;
+use crate::files::{read_affidavit, read_opening, read_receipt, read_tp_card};
+use crate::stream::{sha256_file, DecryptError, EnvelopeFile};
+use crate::timeparse::format_timestamp;
+
+#[derive(Serialize)]
+struct JsonVerdict<'a> {
+    #[serde(flatten)]
+    verdict: &'a Verdict,
+    deadline_rfc3339: Option<String>,
+}
+
+fn invalidate(v: &mut Verdict, reason: String) {
+    v.valid = false;
+    v.delivered_via = None;
+    v.reason = Some(reason);
+}
+
+pub fn verify(a: VerifyArgs) -> Result<()> {
+    let tp = read_tp_card(&a.tp)?;
+    let mut ef = EnvelopeFile::open(&a.envelope)?;
+    let receipt = read_receipt(&a.receipt)?;
+    let opening = a.opening.as_deref().map(read_opening).transpose()?;
+    let affidavit = a.affidavit.as_deref().map(read_affidavit).transpose()?;
+    let shown = a.message.as_deref().map(sha256_file).transpose()?;
+
+    let mut v = judge(
+        &tp,
+        &ef.envelope,
+        &receipt,
+        opening.as_ref(),
+        affidavit.as_ref(),
+        shown,
+    );
+    let opened = match (&opening, v.valid) {
+        (Some(o), true) => {
+            // judge() accepted it, so these checks pass again.
+            let env = ef.envelope.verify(&tp)?;
+            Some(o.check(&env, &receipt.recipient_card)?)
+        }
+        _ => None,
+    };
+    match opened {
+        Some(opened) => match ef.decrypt_sha256(&opened.message_key) {
+            Ok(sha) if sha == opened.inside.message_sha256 => {}
+            Ok(_) | Err(DecryptError::BadKey { .. }) => invalidate(
+                &mut v,
+                "the opening's message key does not decrypt the envelope's message ciphertext to the committed message: the sender's envelope is bad".into(),
+            ),
+            Err(e) => invalidate(&mut v, format!("{e:#}")),
+        },
+        None => {
+            if let Err(e) = ef.check_cm() {
+                if v.valid {
+                    invalidate(&mut v, format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    let deadline_rfc3339 = v.deadline.map(format_timestamp);
+    if a.json {
+        let j = JsonVerdict {
+            verdict: &v,
+            deadline_rfc3339,
+        };
+        println!("{}", serde_json::to_string(&j)?);
+    } else {
+        print_human(&v, deadline_rfc3339.as_deref(), a.message.is_some());
+    }
+    if !v.valid {
+        bail!(
+            "the evidence is invalid: {}",
+            v.reason.as_deref().unwrap_or("no reason given")
+        );
+    }
+    Ok(())
+}
+
+fn print_human(v: &Verdict, deadline: Option<&str>, message_shown: bool) {
+    let name = |n: &Option<String>, id: &Option<String>| {
+        format!(
+            "{} ({})",
+            display_name(n.as_deref().unwrap_or("?")),
+            id.as_deref().unwrap_or("?")
+        )
+    };
+    if v.valid {
+        println!("VALID: the evidence proves delivery");
+    } else {
+        println!(
+            "INVALID: {}",
+            v.reason.as_deref().unwrap_or("no reason given")
+        );
+    }
+    println!("sender:    {}", name(&v.sender_name, &v.sender));
+    println!("recipient: {}", name(&v.recipient_name, &v.recipient));
+    if let Some(id) = &v.envelope_id {
+        println!("envelope:  {id}");
+    }
+    if let Some(d) = deadline {
+        println!("deadline:  {d}");
+    }
+    if let Some(sha) = &v.message_sha256 {
+        let checked = if message_shown && v.valid {
+            " (the message shown matches)"
+        } else {
+            ""
+        };
+        println!("message:   SHA-256 {sha}{checked}");
+    }
+    match v.delivered_via {
+        Some(DeliveredVia::Opening) => {
+            println!("via:       the sender's opening (the TP was not involved)")
+        }
+        Some(DeliveredVia::TrustedParty) => println!("via:       the TP's affidavit"),
+        None => {}
+    }
+}

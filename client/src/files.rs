@@ -1,0 +1,313 @@
+//! Reading and writing vtp files.
+//!
+//! Every error names the file and the problem ("receipt.vtp: this is a
+//! envelope file, expected a receipt"), because a user juggling envelopes,
+//! receipts and openings mostly gets one of them wrong, not the cryptography.
+//!
+//! Outputs are written atomically (a temporary file in the destination's
+//! directory, synced, then moved into place), so an interrupted command never
+//! leaves a half-written receipt or message behind. By default an existing
+//! destination is never replaced (`--force` allows it); the final step then
+//! uses a hard link, which fails instead of replacing a file that appeared
+//! meanwhile. Secret identities are created with mode `0600` from the start
+//! (never `chmod`ed afterwards, so there is no window in which they are
+//! readable by others).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand_core::{OsRng, RngCore};
+use vtp_protocol::affidavit::Affidavit;
+use vtp_protocol::encoding::PREFIX_LEN;
+use vtp_protocol::identity::{IdentityCard, IdentitySecret};
+use vtp_protocol::opening::Opening;
+use vtp_protocol::receipt::Receipt;
+use vtp_protocol::tp_card::TpCard;
+use vtp_protocol::ProtocolError;
+use zeroize::Zeroizing;
+
+/// Largest small file (anything but an envelope) we read: cards, receipts,
+/// openings and affidavits are a few KiB, so a bigger file is a mistake.
+pub const MAX_SMALL_FILE: u64 = 1 << 20;
+
+/// `path: problem` — the one shape of every file error.
+pub fn path_error(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{}: {problem}", path.display())
+}
+
+/// Read a whole small file, refusing anything larger than [`MAX_SMALL_FILE`].
+fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let file = File::open(path).map_err(|e| path_error(path, format!("cannot open: {e}")))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_SMALL_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| path_error(path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_SMALL_FILE {
+        return Err(path_error(
+            path,
+            "too large to be a vtp card, receipt, opening or affidavit",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parse<T>(path: &Path, f: impl FnOnce(&[u8]) -> Result<T, ProtocolError>) -> Result<T> {
+    let bytes = read_small(path)?;
+    f(&bytes).map_err(|e| path_error(path, e))
+}
+
+/// The kind byte of a vtp file, if the file starts like one (used by
+/// commands that accept more than one kind, such as `vtp id show`).
+pub fn peek_kind(path: &Path) -> Result<Option<u8>> {
+    let bytes = read_small(path)?;
+    Ok((bytes.len() >= PREFIX_LEN && &bytes[..3] == b"VTP").then(|| bytes[3]))
+}
+
+/// Read a secret identity. Warns on stderr (but goes on) if the file is
+/// readable by group or others: the user should know their keys are exposed.
+/// (Only once it parsed as a secret identity: a card passed by mistake is
+/// public and gets the wrong-kind error alone.)
+pub fn read_secret_identity(path: &Path) -> Result<IdentitySecret> {
+    let id = parse(path, IdentitySecret::from_file)?;
+    if let Ok(meta) = fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "vtp: warning: {} holds secret keys but is readable by others (mode {mode:03o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(id)
+}
+
+pub fn read_card(path: &Path) -> Result<IdentityCard> {
+    parse(path, IdentityCard::from_file)
+}
+
+pub fn read_tp_card(path: &Path) -> Result<TpCard> {
+    parse(path, TpCard::from_file)
+}
+
+pub fn read_receipt(path: &Path) -> Result<Receipt> {
+    parse(path, Receipt::from_file)
+}
+
+pub fn read_opening(path: &Path) -> Result<Opening> {
+    parse(path, Opening::from_file)
+}
+
+pub fn read_affidavit(path: &Path) -> Result<Affidavit> {
+    parse(path, Affidavit::from_file)
+}
+
+/// How an output file is created.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteMode {
+    /// Replace an existing destination (otherwise: refuse).
+    pub force: bool,
+    /// Create the file with mode `0600` (secret identities); otherwise
+    /// `0666` minus the umask, like any other tool's output.
+    pub secret: bool,
+}
+
+impl WriteMode {
+    pub fn public(force: bool) -> Self {
+        WriteMode {
+            force,
+            secret: false,
+        }
+    }
+}
+
+/// Refuse early (before any expensive work) if `path` exists and may not be
+/// replaced. [`AtomicFile::commit`] checks again, race-free.
+pub fn check_writable(path: &Path, mode: WriteMode) -> Result<()> {
+    if !mode.force && fs::symlink_metadata(path).is_ok() {
+        return Err(path_error(
+            path,
+            "already exists (use --force to replace it)",
+        ));
+    }
+    Ok(())
+}
+
+/// Write a small file atomically.
+pub fn write_file(path: &Path, bytes: &[u8], mode: WriteMode) -> Result<()> {
+    let mut f = AtomicFile::create(path, mode)?;
+    f.write_all(bytes)
+        .map_err(|e| path_error(path, format!("cannot write: {e}")))?;
+    f.commit()
+}
+
+/// A file being written under a temporary name next to its destination.
+/// Dropped without [`Self::commit`], the temporary file is deleted.
+pub struct AtomicFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    mode: WriteMode,
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path, mode: WriteMode) -> Result<Self> {
+        check_writable(dest, mode)?;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| path_error(dest, "not a file name"))?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let perm = if mode.secret { 0o600 } else { 0o666 };
+        let mut attempts = 0;
+        loop {
+            let tmp = dir.join(format!(
+                ".{}.{:08x}.vtp-tmp",
+                name.to_string_lossy(),
+                OsRng.next_u32()
+            ));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(perm)
+                .open(&tmp)
+            {
+                Ok(file) => {
+                    return Ok(AtomicFile {
+                        dest: dest.to_path_buf(),
+                        tmp,
+                        file: Some(file),
+                        mode,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
+                Err(e) => {
+                    return Err(path_error(
+                        dest,
+                        format!("cannot create a temporary file in {}: {e}", dir.display()),
+                    ))
+                }
+            }
+        }
+    }
+
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Sync the data and move the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("present until commit");
+        file.sync_all()
+            .map_err(|e| path_error(&self.dest, format!("cannot write: {e}")))?;
+        drop(file);
+        if self.mode.force {
+            fs::rename(&self.tmp, &self.dest)
+                .map_err(|e| path_error(&self.dest, format!("cannot move into place: {e}")))?;
+        } else {
+            // link(2) fails if the destination exists: no-clobber, atomically.
+            match fs::hard_link(&self.tmp, &self.dest) {
+                Ok(()) => {
+                    let _ = fs::remove_file(&self.tmp);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(path_error(
+                        &self.dest,
+                        "already exists (use --force to replace it)",
+                    ));
+                }
+                // Filesystems without hard links: check, then rename.
+                Err(_) => {
+                    check_writable(&self.dest, self.mode)?;
+                    fs::rename(&self.tmp, &self.dest).map_err(|e| {
+                        path_error(&self.dest, format!("cannot move into place: {e}"))
+                    })?;
+                }
+            }
+        }
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Best effort: make the rename itself durable.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("present until commit").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("present until commit").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() || fs::symlink_metadata(&self.tmp).is_ok() {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Create a directory (and its parents) for outputs, naming it on error.
+pub fn ensure_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("{}: cannot create directory", path.display()))
+}
+
+/// Refuse a path that is not an existing regular file (used for inputs that
+/// are read twice, which a pipe cannot be).
+pub fn require_regular_file(path: &Path) -> Result<u64> {
+    let meta = fs::metadata(path).map_err(|e| path_error(path, format!("cannot open: {e}")))?;
+    if !meta.is_file() {
+        bail!(
+            "{}: not a regular file (vtp reads the message twice, so it cannot come from a pipe)",
+            path.display()
+        );
+    }
+    Ok(meta.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_refuses_overwrite_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.vtp");
+        write_file(&p, b"one", WriteMode::default()).unwrap();
+        let err = write_file(&p, b"two", WriteMode::default()).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        write_file(&p, b"two", WriteMode::public(true)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // An uncommitted file leaves nothing behind.
+        let mut f = AtomicFile::create(&dir.path().join("x"), WriteMode::default()).unwrap();
+        f.write_all(b"partial").unwrap();
+        drop(f);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn secret_files_are_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("me.id");
+        let mode = WriteMode {
+            force: false,
+            secret: true,
+        };
+        write_file(&p, b"k", mode).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! A small blocking client for the TP daemon.
+//!
+//! The client needs exactly one round trip per question, so plain `std::net`
+//! with timeouts is enough (no async runtime in a command-line tool). A frame
+//! is a 4-byte big-endian length followed by an encoded
+//! [`Request`](vtp_protocol::wire::Request) or
+//! [`Response`](vtp_protocol::wire::Response). Each call opens its own
+//! connection, so the client does not depend on whether the daemon keeps a
+//! connection open for a second request. Responses are signed end to end (the
+//! affidavits, the card), so the transport needs no integrity of its own.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use vtp_protocol::affidavit::Affidavit;
+use vtp_protocol::claim::Claim;
+use vtp_protocol::tp_card::TpCard;
+use vtp_protocol::wire::{
+    decode_response, encode_request, ClaimOutcome, FetchRequest, Request, ResolvedReceipt,
+    Response, UnclaimedRequest,
+};
+
+/// Connect, read and write timeout unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response frame accepted: far above any honest answer, far below
+/// anything that could exhaust memory.
+pub const MAX_RESPONSE: usize = 1 << 20;
+
+/// Where the TP is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct TpClient {
+    addr: String,
+    timeout: Duration,
+}
+
+fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Card(_) => "a TP card",
+        Response::Claim(_) => "a claim outcome",
+        Response::Receipts(_) => "a list of receipts",
+        Response::Unclaimed(_) => "an unclaimed affidavit",
+        Response::Error(_) => "an error",
+    }
+}
+
+impl TpClient {
+    pub fn new(addr: &str, timeout: Duration) -> Self {
+        TpClient {
+            addr: addr.to_string(),
+            timeout,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn io_error(&self, doing: &str, e: io::Error) -> anyhow::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
+                "the TP at {} did not answer within {} while {doing} (see --timeout)",
+                self.addr,
+                humantime::format_duration(self.timeout)
+            ),
+            io::ErrorKind::UnexpectedEof => anyhow!(
+                "the TP at {} closed the connection while {doing}",
+                self.addr
+            ),
+            _ => anyhow!(
+                "talking to the TP at {} failed while {doing}: {e}",
+                self.addr
+            ),
+        }
+    }
+
+    fn connect(&self) -> Result<TcpStream> {
+        let addrs: Vec<_> = self
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| anyhow!("cannot resolve the TP address {}: {e}", self.addr))?
+            .collect();
+        let mut last = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, self.timeout) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(self.timeout))
+                        .and_then(|_| s.set_write_timeout(Some(self.timeout)))
+                        .and_then(|_| s.set_nodelay(true))
+                        .map_err(|e| self.io_error("connecting", e))?;
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(anyhow!("cannot reach the TP at {}: {e}", self.addr)),
+            None => bail!("the TP address {} resolves to nothing", self.addr),
+        }
+    }
+
+    /// One request, one response. `Response::Error` becomes an error.
+    pub fn call(&self, req: &Request) -> Result<Response> {
+        let mut stream = self.connect()?;
+        let payload = encode_request(req);
+        let len = u32::try_from(payload.len()).map_err(|_| anyhow!("request too large"))?;
+        let mut frame = Vec::with_capacity(4 + payload.len());
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&payload);
+        stream
+            .write_all(&frame)
+            .and_then(|_| stream.flush())
+            .map_err(|e| self.io_error("sending the request", e))?;
+
+        let mut head = [0u8; 4];
+        stream
+            .read_exact(&mut head)
+            .map_err(|e| self.io_error("waiting for the response", e))?;
+        let n = u32::from_be_bytes(head) as usize;
+        if n > MAX_RESPONSE {
+            bail!(
+                "the TP at {} sent a {n}-byte response, more than the {MAX_RESPONSE}-byte limit; refused",
+                self.addr
+            );
+        }
+        let mut body = vec![0u8; n];
+        stream
+            .read_exact(&mut body)
+            .map_err(|e| self.io_error("reading the response", e))?;
+        let resp = decode_response(&body)
+            .map_err(|e| anyhow!("the TP at {} sent a bad response: {e}", self.addr))?;
+        if let Response::Error(e) = resp {
+            bail!("TP refused: {} ({:?})", e.message, e.code);
+        }
+        Ok(resp)
+    }
+
+    fn unexpected(&self, got: &Response, asked: &str) -> anyhow::Error {
+        anyhow!(
+            "the TP at {} answered {asked} with {}",
+            self.addr,
+            response_name(got)
+        )
+    }
+
+    /// `GetCard`: the TP's self-signed card (checked on decode). Whether it
+    /// is the *right* TP is for the caller to decide (compare ids).
+    pub fn get_card(&self) -> Result<TpCard> {
+        match self.call(&Request::GetCard)? {
+            Response::Card(c) => Ok(c),
+            other => Err(self.unexpected(&other, "a card request")),
+        }
+    }
+
+    pub fn claim(&self, claim: Claim) -> Result<ClaimOutcome> {
+        match self.call(&Request::Claim(claim))? {
+            Response::Claim(o) => Ok(o),
+            other => Err(self.unexpected(&other, "a claim")),
+        }
+    }
+
+    pub fn fetch_receipts(&self, req: FetchRequest) -> Result<Vec<ResolvedReceipt>> {
+        match self.call(&Request::FetchReceipts(req))? {
+            Response::Receipts(r) => Ok(r),
+            other => Err(self.unexpected(&other, "a receipts request")),
+        }
+    }
+
+    pub fn unclaimed(&self, req: UnclaimedRequest) -> Result<Affidavit> {
+        match self.call(&Request::Unclaimed(req))? {
+            Response::Unclaimed(a) => Ok(a),
+            other => Err(self.unexpected(&other, "an unclaimed request")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+    use vtp_protocol::wire::{decode_request, encode_response, ErrorCode, WireError};
+
+    /// A one-shot server answering with `reply` (raw bytes after the request).
+    fn serve(reply: impl FnOnce(Request) -> Vec<u8> + Send + 'static) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut head = [0u8; 4];
+            s.read_exact(&mut head).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+            s.read_exact(&mut body).unwrap();
+            let out = reply(decode_request(&body).unwrap());
+            let _ = s.write_all(&out);
+        });
+        addr
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn error_responses_become_tp_refused() {
+        let addr = serve(|req| {
+            assert_eq!(req, Request::GetCard);
+            frame(&encode_response(&Response::Error(WireError {
+                code: ErrorCode::Busy,
+                message: "come back later".into(),
+            })))
+        });
+        let e = TpClient::new(&addr, DEFAULT_TIMEOUT)
+            .get_card()
+            .unwrap_err();
+        assert_eq!(e.to_string(), "TP refused: come back later (Busy)");
+    }
+
+    #[test]
+    fn oversized_and_unexpected_responses_are_refused() {
+        let addr = serve(|_| ((MAX_RESPONSE + 1) as u32).to_be_bytes().to_vec());
+        let e = TpClient::new(&addr, DEFAULT_TIMEOUT)
+            .get_card()
+            .unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
+
+        let addr = serve(|_| frame(&encode_response(&Response::Receipts(vec![]))));
+        let e = TpClient::new(&addr, DEFAULT_TIMEOUT)
+            .get_card()
+            .unwrap_err();
+        assert!(e.to_string().contains("list of receipts"), "{e}");
+    }
+
+    #[test]
+    fn silence_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            thread::sleep(Duration::from_millis(1500));
+            drop(s);
+        });
+        let e = TpClient::new(&addr, Duration::from_millis(300))
+            .get_card()
+            .unwrap_err();
+        assert!(e.to_string().contains("did not answer"), "{e}");
+        h.join().unwrap();
+    }
+}
