@@ -1,0 +1,418 @@
+//! Harness for the end-to-end tests: a TP daemon process on a throwaway
+//! SoftHSM token, and parties that act only through the `vtp` CLI.
+//!
+//! The binaries are the ones cargo built for this workspace (found next to
+//! the test executable), so the tests exercise exactly what users run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// `target/<profile>/` — where cargo puts the workspace binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The result of one CLI run.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            status: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.status, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn fails(self) -> Run {
+        assert_ne!(
+            self.status, 0,
+            "command should have failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "a failure must say why on stderr"
+        );
+        self
+    }
+}
+
+/// Run `vtp` with arguments.
+pub fn vtp<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Run::from(
+        Command::new(bin("vtp"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vtp"),
+    )
+}
+
+/// A TP: data dir with a SoftHSM token and config, and maybe a running daemon.
+pub struct Tp {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    child: Option<Child>,
+    /// Shifts the daemon's clock (test hook VTP_TEST_CLOCK_OFFSET_SECS).
+    pub clock_offset: i64,
+}
+
+impl Tp {
+    /// `tp-daemon init --softhsm` in a fresh directory (RSA-2048 for speed).
+    pub fn init() -> Tp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(bin("tp-daemon"))
+            .args(["init", "--softhsm", "--rsa-bits", "2048", "--data-dir"])
+            .arg(dir.path().join("tp"))
+            .output()
+            .expect("run tp-daemon init");
+        let r = Run::from(out);
+        assert_eq!(r.status, 0, "tp-daemon init failed: {}", r.stderr);
+        Tp {
+            dir,
+            addr: String::new(),
+            child: None,
+            clock_offset: 0,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("tp")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.data_dir().join("tp.toml")
+    }
+    pub fn card(&self) -> PathBuf {
+        self.data_dir().join("tp-card.vtp")
+    }
+
+    /// Start `tp-daemon serve` on an ephemeral port and wait until it listens.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut child = self.spawn_serve();
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
+        if !line.starts_with("listening on ") {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("daemon did not start: stdout={line:?} stderr={err}");
+        }
+        self.addr = line["listening on ".len()..].trim().to_string();
+        // Drain stderr in the background so the daemon never blocks on it.
+        if let Some(mut e) = child.stderr.take() {
+            let log = self.data_dir().join("daemon.log");
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap();
+                let _ = std::io::copy(&mut e, &mut f);
+            });
+        }
+        self.child = Some(child);
+    }
+
+    fn spawn_serve(&self) -> Child {
+        let mut cmd = Command::new(bin("tp-daemon"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(self.config())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.clock_offset != 0 {
+            cmd.env("VTP_TEST_CLOCK_OFFSET_SECS", self.clock_offset.to_string());
+        }
+        cmd.spawn().expect("spawn tp-daemon serve")
+    }
+
+    /// Run `tp-daemon serve` expecting it to fail at start-up.
+    pub fn serve_expect_failure(&self) -> Run {
+        let out = Command::new(bin("tp-daemon"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(self.config())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tp-daemon serve");
+        Run::from(out)
+    }
+
+    /// SIGKILL the daemon (no chance to clean up).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> i32 {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().expect("wait").code().unwrap_or(-1)
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Read the journal file directly (read-only) and count rows of a table.
+    pub fn journal_rows(&self, table: &str) -> i64 {
+        let path = journal_path(&self.data_dir());
+        let conn =
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open journal");
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count rows")
+    }
+
+    /// Send raw bytes as one length-prefixed frame and read one frame back.
+    pub fn raw_frame(&self, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(&self.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(&(payload.len() as u32).to_be_bytes())?;
+        s.write_all(payload)?;
+        read_frame(&mut s)
+    }
+}
+
+impl Drop for Tp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// The journal database inside a TP data directory.
+pub fn journal_path(data_dir: &Path) -> PathBuf {
+    for name in ["journal.sqlite", "journal.db", "journal.sqlite3"] {
+        let p = data_dir.join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no journal file in {}", data_dir.display());
+}
+
+/// A party with an identity file and a card, acting through the CLI.
+pub struct Party {
+    pub name: String,
+    pub id: PathBuf,
+    pub card: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Party {
+    pub fn new(dir: &Path, name: &str) -> Party {
+        let pdir = dir.join(name);
+        std::fs::create_dir_all(&pdir).unwrap();
+        let id = pdir.join("id.vtp");
+        let card = pdir.join("card.vtp");
+        vtp(["id", "new", "--name", name, "--out"]
+            .iter()
+            .map(|s| s.as_ref())
+            .chain([id.as_os_str()])
+            .collect::<Vec<&std::ffi::OsStr>>())
+        .ok();
+        vtp([
+            std::ffi::OsStr::new("id"),
+            "card".as_ref(),
+            id.as_os_str(),
+            "--out".as_ref(),
+            card.as_os_str(),
+        ])
+        .ok();
+        Party {
+            name: name.to_string(),
+            id,
+            card,
+            dir: pdir,
+        }
+    }
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Flip one bit of a file in place at `offset` (negative: from the end).
+pub fn flip_byte(p: &Path, offset: i64) {
+    let mut b = std::fs::read(p).unwrap();
+    let i = if offset < 0 {
+        b.len() as i64 + offset
+    } else {
+        offset
+    } as usize;
+    b[i] ^= 0x01;
+    std::fs::write(p, b).unwrap();
+}
+
+/// Library-side helpers for tests of cheating parties: the CLI refuses to make
+/// bad envelopes, so a cheater's envelope is built with the protocol crate and
+/// the cheater's real identity file.
+pub mod cheat {
+    use std::path::Path;
+
+    use sha2::{Digest, Sha256};
+    use vtp_protocol::encoding::CmHasher;
+    use vtp_protocol::envelope::{self, Envelope, EnvelopeHeader};
+    use vtp_protocol::identity::{IdentityCard, IdentitySecret};
+    use vtp_protocol::message::MessageSealer;
+    use vtp_protocol::seal::{Inside, Z};
+    use vtp_protocol::tp_card::TpCard;
+    use vtp_protocol::Digest32;
+
+    pub fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    pub fn identity(p: &Path) -> IdentitySecret {
+        IdentitySecret::from_file(&std::fs::read(p).unwrap()).unwrap()
+    }
+    pub fn card(p: &Path) -> IdentityCard {
+        IdentityCard::from_file(&std::fs::read(p).unwrap()).unwrap()
+    }
+    pub fn tp_card(p: &Path) -> TpCard {
+        TpCard::from_file(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    /// Read an envelope file: the envelope and the message ciphertext.
+    pub fn read_envelope(p: &Path) -> (Envelope, Vec<u8>) {
+        let bytes = std::fs::read(p).unwrap();
+        let n = Envelope::file_prefix_len(&bytes).unwrap();
+        (
+            Envelope::from_file_prefix(&bytes[..n]).unwrap(),
+            bytes[n..].to_vec(),
+        )
+    }
+
+    pub fn write_envelope(p: &Path, env: &Envelope, cm: &[u8]) {
+        let mut out = env.to_file_prefix();
+        out.extend_from_slice(cm);
+        std::fs::write(p, out).unwrap();
+    }
+
+    /// An envelope whose z decrypts under its header but whose inside was
+    /// altered by `tamper` (a cheating sender).
+    pub fn envelope_with_bad_inside(
+        sender: &Path,
+        recipient_card: &Path,
+        tp: &Path,
+        msg: &[u8],
+        deadline_in: u64,
+        out: &Path,
+        tamper: impl FnOnce(&mut Inside),
+    ) {
+        let me = identity(sender);
+        let prep = envelope::prepare(
+            &me,
+            &card(recipient_card),
+            &tp_card(tp),
+            now() + deadline_in,
+            now(),
+            rand_nonce(),
+        )
+        .unwrap();
+        let mut sealer = MessageSealer::new(prep.message_key(), msg.len() as u64);
+        let mut cm = Vec::new();
+        let mut off = 0;
+        while let Some(n) = sealer.next_len() {
+            cm.extend(sealer.seal_chunk(&msg[off..off + n]).unwrap());
+            off += n;
+        }
+        let mut h = CmHasher::default();
+        h.update(&cm);
+        let sha = Digest32(Sha256::digest(msg).into());
+        let env = prep
+            .finish_cheating(&me, h.finish(), cm.len() as u64, sha, tamper)
+            .unwrap();
+        write_envelope(out, &env, &cm);
+    }
+
+    /// A signer's own envelope around an arbitrary header and z.
+    pub fn reframe(signer: &Path, header: EnvelopeHeader, z: Z, tp: &Path) -> Envelope {
+        let me = identity(signer);
+        let digest = vtp_protocol::encoding::signing_digest(
+            vtp_protocol::encoding::domain::ENVELOPE,
+            &header,
+        );
+        Envelope {
+            signature: vtp_protocol::identity::test_sign(&me, &digest),
+            header,
+            z,
+            sender_card: me.card().clone(),
+            tp_card: tp_card(tp),
+        }
+    }
+
+    fn rand_nonce() -> [u8; 32] {
+        use rand_core::RngCore;
+        let mut n = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut n);
+        n
+    }
+}

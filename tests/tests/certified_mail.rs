@@ -1,0 +1,616 @@
+//! The certified-mail exchange end to end: a real SoftHSM token, a real
+//! `tp-daemon` process on loopback, parties acting through the real `vtp` CLI.
+//! Numbers refer to the test list of issue 2.
+
+use std::path::Path;
+
+use vtp_e2e::{cheat, flip_byte, sha256_file, vtp, Party, Tp};
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+struct World {
+    tp: Tp,
+    alice: Party,
+    bob: Party,
+    msg: std::path::PathBuf,
+}
+
+fn world() -> World {
+    let mut tp = Tp::init();
+    tp.start();
+    let root = tp.dir.path().to_path_buf();
+    let alice = Party::new(&root, "alice");
+    let bob = Party::new(&root, "bob");
+    let msg = root.join("message.txt");
+    std::fs::write(
+        &msg,
+        b"Dear Bob, the signed lease is attached.\n".repeat(100),
+    )
+    .unwrap();
+    World {
+        tp,
+        alice,
+        bob,
+        msg,
+    }
+}
+
+impl World {
+    fn send(&self, deadline: &str) -> std::path::PathBuf {
+        let env = self.alice.path("envelope.vtp");
+        vtp([
+            "send",
+            "--as",
+            &p(&self.alice.id),
+            "--to",
+            &p(&self.bob.card),
+            "--tp",
+            &p(&self.tp.card()),
+            "--deadline",
+            deadline,
+            "--in",
+            &p(&self.msg),
+            "--out",
+            &p(&env),
+        ])
+        .ok();
+        env
+    }
+    /// Bob accepts; the receipt is named after the envelope file. Bob will
+    /// accept as little as one minute before the deadline (the TP's minimum).
+    fn accept(&self, env: &Path) -> std::path::PathBuf {
+        let name = env.file_stem().unwrap().to_string_lossy();
+        let receipt = self.bob.path(&format!("{name}.receipt.vtp"));
+        vtp([
+            "accept",
+            "--as",
+            &p(&self.bob.id),
+            "--tp",
+            &p(&self.tp.card()),
+            &p(env),
+            "--out",
+            &p(&receipt),
+            "--min-time-left",
+            "60s",
+        ])
+        .ok();
+        receipt
+    }
+    fn claim(&self, env: &Path, receipt: &Path, out: &str) -> vtp_e2e::Run {
+        vtp([
+            "claim",
+            "--as",
+            &p(&self.bob.id),
+            "--tp",
+            &self.tp.addr,
+            &p(env),
+            &p(receipt),
+            "--out",
+            &p(&self.bob.path(out)),
+            "--affidavit-out",
+            &p(&self.bob.path(&format!("{out}.affidavit"))),
+        ])
+    }
+    fn resolved_rows(&self) -> i64 {
+        self.tp.journal_rows("resolved")
+    }
+    fn verify_json(&self, env: &Path, receipt: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+        let mut args = vec![
+            "verify".to_string(),
+            "--tp".into(),
+            p(&self.tp.card()),
+            p(env),
+            p(receipt),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let r = vtp(args);
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "verify --json printed no JSON ({e}): {} / {}",
+                r.stdout, r.stderr
+            )
+        });
+        (r.status, v)
+    }
+}
+
+/// 1. Honest exchange: Bob gets the message, Alice the receipt, the TP never hears of it.
+#[test]
+fn t01_honest_exchange_never_touches_the_tp() {
+    let w = world();
+    let env = w.send("1h");
+    let receipt = w.accept(&env);
+    let opening = w.alice.path("opening.vtp");
+    vtp([
+        "reveal",
+        "--as",
+        &p(&w.alice.id),
+        &p(&env),
+        &p(&receipt),
+        "--out",
+        &p(&opening),
+    ])
+    .ok();
+    let got = w.bob.path("message.txt");
+    vtp([
+        "open",
+        "--as",
+        &p(&w.bob.id),
+        &p(&env),
+        &p(&opening),
+        "--out",
+        &p(&got),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&w.msg).unwrap());
+    assert_eq!(
+        w.resolved_rows(),
+        0,
+        "an honest exchange must not reach the TP journal"
+    );
+    let (code, v) = w.verify_json(
+        &env,
+        &receipt,
+        &["--opening", &p(&opening), "--message", &p(&w.msg)],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["delivered_via"], "opening");
+    assert_eq!(v["message_sha256"], sha256_file(&w.msg));
+}
+
+/// 2. Alice withholds the opening: Bob claims and gets the message; Alice
+///    fetches the receipt and the TP's affidavit.
+#[test]
+fn t02_withheld_opening_is_resolved_by_the_tp() {
+    let w = world();
+    let env = w.send("1h");
+    let receipt = w.accept(&env);
+    w.claim(&env, &receipt, "msg").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("msg")).unwrap(),
+        std::fs::read(&w.msg).unwrap()
+    );
+    assert_eq!(w.resolved_rows(), 1);
+    let out = w.alice.path("receipts");
+    vtp([
+        "receipts",
+        "--as",
+        &p(&w.alice.id),
+        "--tp",
+        &w.tp.addr,
+        "--out-dir",
+        &p(&out),
+    ])
+    .ok();
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let aff = files
+        .iter()
+        .find(|f| p(f).ends_with(".affidavit.vtp"))
+        .expect("affidavit fetched");
+    let rec = files
+        .iter()
+        .find(|f| p(f).ends_with(".receipt.vtp"))
+        .expect("receipt fetched");
+    let (code, v) = w.verify_json(
+        &env,
+        rec,
+        &["--affidavit", &p(aff), "--message", &p(&w.msg)],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["delivered_via"], "trusted-party");
+    assert_eq!(v["message_sha256"], sha256_file(&w.msg));
+}
+
+/// 3. Bob goes straight to the TP and never gives Alice the receipt: Alice
+///    still gets it from the TP.
+#[test]
+fn t03_receipt_reaches_alice_without_bob() {
+    let w = world();
+    let env = w.send("1h");
+    let receipt = w.accept(&env); // stays in Bob's directory
+    w.claim(&env, &receipt, "msg").ok();
+    let out = w.alice.path("receipts");
+    let r = vtp([
+        "receipts",
+        "--as",
+        &p(&w.alice.id),
+        "--tp",
+        &w.tp.addr,
+        "--out-dir",
+        &p(&out),
+    ])
+    .ok();
+    assert!(r.stdout.contains('1'), "{}", r.stdout);
+    let rec = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| p(f).ends_with(".receipt.vtp"))
+        .expect("receipt");
+    assert_eq!(
+        std::fs::read(rec).unwrap(),
+        std::fs::read(&receipt).unwrap(),
+        "the very receipt Bob signed"
+    );
+    // Bob's identity cannot fetch Alice's receipts.
+    let bobs = w.bob.path("receipts");
+    vtp([
+        "receipts",
+        "--as",
+        &p(&w.bob.id),
+        "--tp",
+        &w.tp.addr,
+        "--out-dir",
+        &p(&bobs),
+    ])
+    .ok();
+    assert_eq!(std::fs::read_dir(&bobs).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+/// 4. A wrong opening: Bob's `open` refuses it, his claim succeeds.
+#[test]
+fn t04_wrong_opening_refused_then_claim() {
+    let w = world();
+    let env = w.send("1h");
+    let receipt = w.accept(&env);
+    let opening = w.alice.path("opening.vtp");
+    vtp([
+        "reveal",
+        "--as",
+        &p(&w.alice.id),
+        &p(&env),
+        &p(&receipt),
+        "--out",
+        &p(&opening),
+    ])
+    .ok();
+    flip_byte(&opening, -1); // inside the secret
+    let got = w.bob.path("message.txt");
+    vtp([
+        "open",
+        "--as",
+        &p(&w.bob.id),
+        &p(&env),
+        &p(&opening),
+        "--out",
+        &p(&got),
+    ])
+    .fails();
+    assert!(!got.exists(), "nothing written on a refused opening");
+    w.claim(&env, &receipt, "msg").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("msg")).unwrap(),
+        std::fs::read(&w.msg).unwrap()
+    );
+}
+
+/// 5. Malformed z: the TP signs an invalid-envelope affidavit and the judge
+///    rejects Alice's receipt. Both kinds: z that decrypts but disagrees with
+///    the header, and z that does not decrypt at all.
+#[test]
+fn t05_malformed_z_voids_the_receipt() {
+    let w = world();
+    // (a) inside disagrees: Alice puts another recipient inside z.
+    let env = w.alice.path("bad-inside.vtp");
+    cheat::envelope_with_bad_inside(
+        &w.alice.id,
+        &w.bob.card,
+        &w.tp.card(),
+        b"hello",
+        3600,
+        &env,
+        |inside| {
+            inside.recipient = inside.sender;
+        },
+    );
+    // (b) does not decrypt: flip a byte of z's sealed part and re-sign the header.
+    let env2 = w.alice.path("undecryptable.vtp");
+    let good = w.send("1h");
+    let (mut e, cm) = cheat::read_envelope(&good);
+    let last = e.z.sealed.len() - 1;
+    e.z.sealed[last] ^= 1;
+    e.header.z_hash = e.z.hash();
+    let bad = cheat::reframe(&w.alice.id, e.header.clone(), e.z.clone(), &w.tp.card());
+    cheat::write_envelope(&env2, &bad, &cm);
+
+    for (i, env) in [env, env2].iter().enumerate() {
+        let receipt = w.accept(env); // Bob cannot tell before the TP decrypts
+        let out = format!("msg{i}");
+        let r = w.claim(env, &receipt, &out).fails();
+        assert!(r.stderr.contains("invalid"), "{}", r.stderr);
+        assert!(!w.bob.path(&out).exists());
+        let aff = w.bob.path(&format!("{out}.affidavit"));
+        assert!(
+            aff.exists(),
+            "the invalid-envelope affidavit is kept as evidence"
+        );
+        let (code, v) = w.verify_json(env, &receipt, &["--affidavit", &p(&aff)]);
+        assert_ne!(code, 0);
+        assert_eq!(v["valid"], false);
+        assert!(v["reason"].as_str().unwrap().contains("void"), "{v}");
+        // Alice gets no receipt for it.
+        let dir = w.alice.path(&format!("receipts{i}"));
+        vtp([
+            "receipts",
+            "--as",
+            &p(&w.alice.id),
+            "--tp",
+            &w.tp.addr,
+            "--out-dir",
+            &p(&dir),
+        ])
+        .ok();
+        assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
+    }
+    assert_eq!(w.resolved_rows(), 0);
+}
+
+/// 6. Seed 000's "Chris" attack: Chris lifts Alice's z for Bob into his own
+///    envelope; nothing is decrypted for him, and Bob's own claim still works.
+#[test]
+fn t06_chris_gets_nothing_and_bob_is_not_blocked() {
+    let w = world();
+    let chris = Party::new(w.tp.dir.path(), "chris");
+    let env = w.send("1h");
+    let (e, cm) = cheat::read_envelope(&env);
+    let chris_id = cheat::identity(&chris.id).id();
+    let mut h = e.header.clone();
+    h.sender = chris_id;
+    h.recipient = chris_id;
+    let forged = cheat::reframe(&chris.id, h, e.z.clone(), &w.tp.card());
+    let fenv = chris.path("lifted.vtp");
+    cheat::write_envelope(&fenv, &forged, &cm);
+    let freceipt = chris.path("receipt.vtp");
+    vtp([
+        "accept",
+        "--as",
+        &p(&chris.id),
+        "--tp",
+        &p(&w.tp.card()),
+        &p(&fenv),
+        "--out",
+        &p(&freceipt),
+    ])
+    .ok();
+    let out = chris.path("stolen.txt");
+    let r = vtp([
+        "claim",
+        "--as",
+        &p(&chris.id),
+        "--tp",
+        &w.tp.addr,
+        &p(&fenv),
+        &p(&freceipt),
+        "--out",
+        &p(&out),
+    ])
+    .fails();
+    assert!(r.stderr.contains("invalid"), "{}", r.stderr);
+    assert!(!out.exists());
+    assert_eq!(w.resolved_rows(), 0);
+    // The genuine claim for the same z is unaffected by Chris's verdict.
+    let receipt = w.accept(&env);
+    w.claim(&env, &receipt, "msg").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("msg")).unwrap(),
+        std::fs::read(&w.msg).unwrap()
+    );
+}
+
+/// 7. Replays and duplicates: the same claim twice, then 20 concurrent
+///    identical claims: one journal entry, identical answers.
+#[test]
+fn t07_replayed_and_concurrent_claims_resolve_once() {
+    let w = world();
+    let env = w.send("1h");
+    let receipt = w.accept(&env);
+    w.claim(&env, &receipt, "m0").ok();
+    w.claim(&env, &receipt, "m1").ok();
+    let first = std::fs::read(w.bob.path("m0.affidavit")).unwrap();
+    assert_eq!(first, std::fs::read(w.bob.path("m1.affidavit")).unwrap());
+    // A second envelope, claimed by 20 processes at once.
+    let env2 = w.alice.path("envelope2.vtp");
+    vtp([
+        "send",
+        "--as",
+        &p(&w.alice.id),
+        "--to",
+        &p(&w.bob.card),
+        "--tp",
+        &p(&w.tp.card()),
+        "--deadline",
+        "1h",
+        "--in",
+        &p(&w.msg),
+        "--out",
+        &p(&env2),
+    ])
+    .ok();
+    let receipt2 = w.bob.path("receipt2.vtp");
+    vtp([
+        "accept",
+        "--as",
+        &p(&w.bob.id),
+        "--tp",
+        &p(&w.tp.card()),
+        &p(&env2),
+        "--out",
+        &p(&receipt2),
+    ])
+    .ok();
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let args = vec![
+                "claim".to_string(),
+                "--as".into(),
+                p(&w.bob.id),
+                "--tp".into(),
+                w.tp.addr.clone(),
+                p(&env2),
+                p(&receipt2),
+                "--out".into(),
+                p(&w.bob.path(&format!("k{i}"))),
+                "--affidavit-out".into(),
+                p(&w.bob.path(&format!("k{i}.aff"))),
+            ];
+            std::thread::spawn(move || vtp(args))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().ok();
+    }
+    let reference = std::fs::read(w.bob.path("k0.aff")).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(w.bob.path(&format!("k{i}.aff"))).unwrap(),
+            reference,
+            "answer {i} differs"
+        );
+        assert_eq!(
+            std::fs::read(w.bob.path(&format!("k{i}"))).unwrap(),
+            std::fs::read(&w.msg).unwrap()
+        );
+    }
+    assert_eq!(w.resolved_rows(), 2, "one row per envelope");
+}
+
+/// 8. Deadlines: a claim at or after T is refused; `unclaimed` works only
+///    after T and only if the envelope was never resolved. The daemon's clock
+///    is moved forward with its labelled test hook instead of sleeping.
+#[test]
+fn t08_deadline_rules() {
+    let mut w = world();
+    let env = w.send("2m");
+    let receipt = w.accept(&env);
+    // Before T: no unclaimed certificate.
+    let cert = w.bob.path("unclaimed.vtp");
+    let r = vtp([
+        "unclaimed",
+        "--as",
+        &p(&w.bob.id),
+        "--tp",
+        &w.tp.addr,
+        &p(&env),
+        "--out",
+        &p(&cert),
+    ])
+    .fails();
+    assert!(
+        r.stderr.to_lowercase().contains("deadline") || r.stderr.contains("early"),
+        "{}",
+        r.stderr
+    );
+    // A resolved envelope never gets one.
+    let env_resolved = w.alice.path("resolved.vtp");
+    vtp([
+        "send",
+        "--as",
+        &p(&w.alice.id),
+        "--to",
+        &p(&w.bob.card),
+        "--tp",
+        &p(&w.tp.card()),
+        "--deadline",
+        "2m",
+        "--in",
+        &p(&w.msg),
+        "--out",
+        &p(&env_resolved),
+    ])
+    .ok();
+    let rec_resolved = w.accept(&env_resolved);
+    w.claim(&env_resolved, &rec_resolved, "early").ok();
+
+    // Move the TP's clock 150 s ahead: past both deadlines.
+    w.tp.kill();
+    w.tp.clock_offset = 150;
+    w.tp.start();
+    let r = w.claim(&env, &receipt, "late").fails();
+    assert!(r.stderr.contains("deadline"), "{}", r.stderr);
+    assert!(!w.bob.path("late").exists());
+    vtp([
+        "unclaimed",
+        "--as",
+        &p(&w.bob.id),
+        "--tp",
+        &w.tp.addr,
+        &p(&env),
+        "--out",
+        &p(&cert),
+    ])
+    .ok();
+    assert!(cert.exists());
+    // Alice may ask too, and gets the same recorded certificate.
+    let cert2 = w.alice.path("unclaimed.vtp");
+    vtp([
+        "unclaimed",
+        "--as",
+        &p(&w.alice.id),
+        "--tp",
+        &w.tp.addr,
+        &p(&env),
+        "--out",
+        &p(&cert2),
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        std::fs::read(&cert2).unwrap()
+    );
+    // The judge: an unclaimed certificate proves no delivery.
+    let (code, v) = w.verify_json(&env, &receipt, &["--affidavit", &p(&cert)]);
+    assert_ne!(code, 0);
+    assert_eq!(v["valid"], false);
+    // The resolved one: refused, and Bob re-asking still gets his recorded answer.
+    let out = w.alice.path("nope.vtp");
+    vtp([
+        "unclaimed",
+        "--as",
+        &p(&w.alice.id),
+        "--tp",
+        &w.tp.addr,
+        &p(&env_resolved),
+        "--out",
+        &p(&out),
+    ])
+    .fails();
+    w.claim(&env_resolved, &rec_resolved, "again").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("again.affidavit")).unwrap(),
+        std::fs::read(w.bob.path("early.affidavit")).unwrap()
+    );
+}
+
+/// 11. Restart: a resolved claim is still served after a kill -9 and restart.
+#[test]
+fn t11_resolution_survives_restart() {
+    let mut w = world();
+    let env = w.send("1h");
+    let receipt = w.accept(&env);
+    w.claim(&env, &receipt, "before").ok();
+    w.tp.restart();
+    w.claim(&env, &receipt, "after").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("before.affidavit")).unwrap(),
+        std::fs::read(w.bob.path("after.affidavit")).unwrap()
+    );
+    let out = w.alice.path("receipts");
+    vtp([
+        "receipts",
+        "--as",
+        &p(&w.alice.id),
+        "--tp",
+        &w.tp.addr,
+        "--out-dir",
+        &p(&out),
+    ])
+    .ok();
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+    assert_eq!(w.resolved_rows(), 1);
+}
