@@ -67,7 +67,17 @@ pub enum DeviceError {
     #[error("PKCS#11 {op} failed: {rv}")]
     Pkcs11 { op: &'static str, rv: String },
 
-    /// Creating a development token failed (see `softhsm.rs`).
+    /// The session or the login was lost (the session was closed, the token
+    /// logged out or was removed). Operations that see this re-login once
+    /// (see `Token`); it reaches a caller only if the retry saw it again.
+    #[error("PKCS#11 {op} failed: {rv} (the token session or login was lost)")]
+    SessionLost { op: &'static str, rv: String },
+
+    /// The login was lost and logging in again failed.
+    #[error("lost the login to token \"{token}\" and could not log in again: {reason}")]
+    Relogin { token: String, reason: String },
+
+    /// Creating a development token failed (see `devtoken.rs`).
     #[error("cannot create the development token: {step}: {reason}")]
     DevToken { step: String, reason: String },
 }
@@ -83,9 +93,11 @@ fn list_or_none(v: &[String]) -> String {
 impl DeviceError {
     /// Wrap a `cryptoki` error from operation `op`.
     pub(crate) fn pkcs11(op: &'static str, e: cryptoki::error::Error) -> Self {
-        DeviceError::Pkcs11 {
-            op,
-            rv: describe(&e),
+        let rv = describe(&e);
+        if crate::token::rv_of(&e).is_some_and(crate::token::session_lost) {
+            DeviceError::SessionLost { op, rv }
+        } else {
+            DeviceError::Pkcs11 { op, rv }
         }
     }
 }

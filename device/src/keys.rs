@@ -15,7 +15,10 @@
 //!
 //! Key management (generation, lookups, listing) runs on the anchor session
 //! under its lock: SoftHSM races when token objects are created concurrently.
-//! Private-key handles are found once and cached.
+//! Private-key handles are found once and cached. Every public operation
+//! restores a lost login and retries once (see `Token::recover_login`): a
+//! logged-out session does not see private keys, so "not found" is checked
+//! against the login state before it is believed.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,7 +29,7 @@ use cryptoki::session::Session;
 use rand_core::{OsRng, RngCore};
 
 use crate::error::DeviceError;
-use crate::token::{lock, CachedKey, Token};
+use crate::token::{lock, rv_of, CachedKey, Token};
 
 /// DER encoding of the OID of prime256v1 / secp256r1 (CKA_EC_PARAMS).
 pub(crate) const P256_OID_DER: [u8; 10] =
@@ -482,12 +485,21 @@ impl Token {
     /// Whether `id` names a usable encryption key (exists and passes the
     /// policy). Useful to tell "unknown key" apart before decrypting.
     pub fn has_encryption_key(&self, id: KeyId) -> bool {
-        self.private_key(id, Role::Encryption).is_ok()
+        self.with_recovery(|| self.private_key(id, Role::Encryption))
+            .is_ok()
     }
 
     /// Generate an RSA key pair for OAEP unwrapping on the token.
     /// `bits` must be 2048, 3072 or 4096.
     pub fn generate_encryption_key(&self, bits: u32, oaep: OaepHash) -> Result<KeyId, DeviceError> {
+        self.with_recovery(|| self.generate_encryption_key_inner(bits, oaep))
+    }
+
+    fn generate_encryption_key_inner(
+        &self,
+        bits: u32,
+        oaep: OaepHash,
+    ) -> Result<KeyId, DeviceError> {
         if !RSA_BITS.contains(&bits) {
             return Err(DeviceError::InvalidArgument(format!(
                 "RSA key size {bits} is not supported (use 2048, 3072 or 4096)"
@@ -546,6 +558,10 @@ impl Token {
 
     /// Generate a P-256 ECDSA key pair on the token.
     pub fn generate_signing_key(&self) -> Result<KeyId, DeviceError> {
+        self.with_recovery(|| self.generate_signing_key_inner())
+    }
+
+    fn generate_signing_key_inner(&self) -> Result<KeyId, DeviceError> {
         let s = self.management_session();
         let id = unused_id(&s)?;
         let label = format!("vtp-sign-{id}").into_bytes();
@@ -630,6 +646,12 @@ impl Token {
     /// Every vtp-shaped private key on the token (8-byte id, RSA or EC), with
     /// the result of the policy checks. Keys that fail are listed, not used.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>, DeviceError> {
+        // Logged out, C_FindObjects silently skips private keys: check first.
+        self.recover_login()?;
+        self.with_recovery(|| self.list_keys_inner())
+    }
+
+    fn list_keys_inner(&self) -> Result<Vec<KeyInfo>, DeviceError> {
         let s = self.management_session();
         let handles = find(
             &s,
@@ -679,7 +701,31 @@ impl Token {
     /// Export the public half of encryption key `id` (which must pass the
     /// policy), checking that it matches the private key.
     pub fn rsa_public(&self, id: KeyId) -> Result<RsaPublic, DeviceError> {
-        let k = self.private_key(id, Role::Encryption)?;
+        self.with_recovery(|| self.rsa_public_inner(id))
+    }
+
+    fn rsa_public_inner(&self, id: KeyId) -> Result<RsaPublic, DeviceError> {
+        let mut retried = false;
+        loop {
+            let k = self.private_key(id, Role::Encryption)?;
+            match self.rsa_public_with(id, k) {
+                Ok(p) => return Ok(p),
+                Err(PublicErr::Device(e)) => return Err(e),
+                // A stale cached handle, or (logged out) an invisible key:
+                // find it again; "not found" then goes to `with_recovery`.
+                Err(PublicErr::Stale(_)) if !retried => {
+                    self.forget_key(id);
+                    retried = true;
+                }
+                Err(PublicErr::Stale(e)) => {
+                    self.forget_key(id);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn rsa_public_with(&self, id: KeyId, k: CachedKey) -> Result<RsaPublic, PublicErr> {
         let s = self.management_session();
         let pub_h = find_public(&s, id, Role::Encryption)?;
         let attrs = s
@@ -701,9 +747,7 @@ impl Token {
             problem: problem.to_owned(),
         };
         let (Some(modulus), Some(exponent)) = (modulus, exponent) else {
-            return Err(bad(
-                "the public key lacks CKA_MODULUS or CKA_PUBLIC_EXPONENT",
-            ));
+            return Err(bad("the public key lacks CKA_MODULUS or CKA_PUBLIC_EXPONENT").into());
         };
         let priv_mod = match s.get_attributes(k.handle, &[AttributeType::Modulus]) {
             Ok(v) => v.into_iter().find_map(|a| match a {
@@ -711,18 +755,17 @@ impl Token {
                 _ => None,
             }),
             Err(e) => {
-                drop(s);
-                self.forget_key(id);
-                return Err(DeviceError::pkcs11(
-                    "C_GetAttributeValue (RSA private key)",
-                    e,
-                ));
+                let stale = rv_of(&e).is_some_and(crate::ops::stale_handle);
+                let e = DeviceError::pkcs11("C_GetAttributeValue (RSA private key)", e);
+                return Err(if stale {
+                    PublicErr::Stale(e)
+                } else {
+                    PublicErr::Device(e)
+                });
             }
         };
         if priv_mod.as_deref().map(strip_leading_zeros) != Some(strip_leading_zeros(&modulus)) {
-            return Err(bad(
-                "the public key's modulus differs from the private key's",
-            ));
+            return Err(bad("the public key's modulus differs from the private key's").into());
         }
         Ok(RsaPublic {
             modulus: strip_leading_zeros(&modulus).to_vec(),
@@ -736,6 +779,10 @@ impl Token {
     /// Export the public half of signing key `id` (which must pass the policy)
     /// as a SEC1 uncompressed point (`04 || x || y`).
     pub fn ec_public(&self, id: KeyId) -> Result<[u8; 65], DeviceError> {
+        self.with_recovery(|| self.ec_public_inner(id))
+    }
+
+    fn ec_public_inner(&self, id: KeyId) -> Result<[u8; 65], DeviceError> {
         self.private_key(id, Role::Signing)?;
         let s = self.management_session();
         let pub_h = find_public(&s, id, Role::Signing)?;
@@ -761,6 +808,19 @@ impl Token {
             .as_deref()
             .and_then(parse_ec_point)
             .ok_or_else(|| bad("CKA_EC_POINT is not an uncompressed P-256 point"))
+    }
+}
+
+/// Why exporting an RSA public key failed.
+enum PublicErr {
+    /// The cached private-key handle is not (or no longer) valid.
+    Stale(DeviceError),
+    Device(DeviceError),
+}
+
+impl From<DeviceError> for PublicErr {
+    fn from(e: DeviceError) -> Self {
+        PublicErr::Device(e)
     }
 }
 

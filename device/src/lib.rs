@@ -16,11 +16,15 @@
 //! - [`ops`]: the primitive operations: OAEP unwrap + AES-GCM decrypt (with
 //!   its two-layer result: `DoesNotDecrypt` for bad input, `DeviceError` for
 //!   everything else), ECDSA signing, and the encryption-key self-test.
-//! - [`softhsm`]: creating SoftHSM2 tokens for development and tests only.
+//! - [`devtoken`], [`softhsm`], [`kryoptic`]: creating SoftHSM2 or kryoptic
+//!   tokens for development and tests only (`VTP_TEST_TOKEN` picks one in
+//!   tests; `docs/tokens.md` lists how the two differ).
 
 pub mod config;
+pub mod devtoken;
 pub mod error;
 pub mod keys;
+pub mod kryoptic;
 pub mod ops;
 pub mod softhsm;
 pub mod token;

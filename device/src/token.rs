@@ -5,22 +5,32 @@
 //! whole life. Operations borrow other sessions from a small pool; those are
 //! logged in through the anchor. A session whose operation failed is closed
 //! instead of being returned, so no half-finished operation state (or a
-//! session object that failed to be destroyed) is ever reused.
+//! session object that failed to be destroyed) is ever reused; one whose
+//! handle the token no longer knows (`CKR_SESSION_HANDLE_INVALID`,
+//! `CKR_SESSION_CLOSED`) is forgotten without `C_CloseSession`, because
+//! tokens reuse handle numbers and the close could hit a newer session.
+//!
+//! Lost login: if the anchor session dies or the user is logged out (another
+//! module user called `C_Logout` or `C_CloseAllSessions`, the token was
+//! reset), an operation that fails with a session or login error (or finds no
+//! key) calls [`Token::recover_login`], which checks the anchor, opens a new
+//! one if needed and logs in again with the PIN re-read from its source, then
+//! retries once. If that fails the caller gets [`DeviceError::Relogin`].
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::atomic::AtomicU8;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::ObjectHandle;
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
-use crate::config::{TokenConfig, TokenSelector};
-use crate::error::DeviceError;
+use crate::config::{Pin, PinSource, TokenConfig, TokenSelector};
+use crate::error::{describe, DeviceError};
 use crate::keys::{KeyId, OaepHash};
 
 /// Idle sessions kept for reuse; more are closed when returned.
@@ -33,6 +43,27 @@ pub struct TokenInfoSummary {
     pub serial: String,
     pub manufacturer: String,
     pub model: String,
+}
+
+/// Token-specific behaviour the device layer must know about (measured; see
+/// `docs/tokens.md`). Chosen from the token's manufacturer at open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Quirks {
+    /// `C_UnwrapKey` reports bad OAEP padding (and a wrapped key of the wrong
+    /// length) as `CKR_DEVICE_ERROR`: kryoptic 1.5 maps every OpenSSL failure
+    /// to it. Elsewhere that value stays a device error.
+    pub(crate) unwrap_device_error_is_bad_input: bool,
+}
+
+impl Quirks {
+    fn for_token(info: &TokenInfoSummary) -> Quirks {
+        match info.manufacturer.as_str() {
+            "Kryoptic Project" => Quirks {
+                unwrap_device_error_is_bad_input: true,
+            },
+            _ => Quirks::default(),
+        }
+    }
 }
 
 /// A private key handle found once and kept (C_FindObjects gets slower with
@@ -58,8 +89,22 @@ pub struct Token {
     anchor: Mutex<Session>,
     pool: Mutex<Vec<Session>>,
     pub(crate) cache: Mutex<HashMap<KeyId, CachedKey>>,
-    /// See `ops::UNKNOWN`: does C_UnwrapKey take CKA_VALUE_LEN?
-    pub(crate) value_len_in_template: AtomicU8,
+    pub(crate) quirks: Quirks,
+    /// Where the PIN came from: re-read to log in again (the PIN itself is
+    /// not kept in memory).
+    pin: PinSource,
+    /// Set once an operation found OAEP-SHA-256 usable or not (see
+    /// `Token::preferred_oaep_hash`): 0 unknown, 1 SHA-1, 2 SHA-256.
+    pub(crate) preferred_oaep: AtomicU8,
+    /// Held shared by every lent session, exclusively by
+    /// [`Token::recover_login`] around `C_Login`: kryoptic 1.5's `C_Login`
+    /// (and `C_Logout`) lock the token, then every session, while an
+    /// operation holds its session and waits for the token, so a login
+    /// during an operation deadlocks the process (seen in tests).
+    gate: RwLock<()>,
+    /// Counts successful [`Token::recover_login`]s, so that an operation that
+    /// failed while another thread restored the login retries too.
+    login_epoch: AtomicU64,
 }
 
 // Compile-time guarantee that a Token can be shared between threads.
@@ -82,6 +127,41 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Return values that mean the session or the login is gone.
+pub(crate) fn session_lost(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::UserNotLoggedIn
+    )
+}
+
+/// Return values after which a session handle must not be closed.
+pub(crate) fn handle_gone(rv: RvError) -> bool {
+    matches!(rv, RvError::SessionHandleInvalid | RvError::SessionClosed)
+}
+
+/// Log in as the user on `session`; already logged in (login state is per
+/// process) counts as success.
+fn login(session: &Session, pin: &Pin, label: &str) -> Result<(), DeviceError> {
+    let auth = AuthPin::from(pin.expose().to_owned());
+    match session.login(UserType::User, Some(&auth)) {
+        Ok(()) => Ok(()),
+        // Login state is per process: another Token already logged in.
+        // (The PIN is then not re-checked by the token.)
+        Err(e) if rv_of(&e) == Some(RvError::UserAlreadyLoggedIn) => {
+            tracing::debug!("user already logged in to this token in this process");
+            Ok(())
+        }
+        Err(e) if rv_of(&e) == Some(RvError::PinIncorrect) => Err(DeviceError::WrongPin {
+            token: label.to_owned(),
+        }),
+        Err(e) if rv_of(&e) == Some(RvError::PinLocked) => Err(DeviceError::PinLocked {
+            token: label.to_owned(),
+        }),
+        Err(e) => Err(DeviceError::pkcs11("C_Login", e)),
+    }
+}
+
 /// The return value inside a cryptoki error, if it is one.
 pub(crate) fn rv_of(e: &CkError) -> Option<RvError> {
     match e {
@@ -93,7 +173,9 @@ pub(crate) fn rv_of(e: &CkError) -> Option<RvError> {
 impl Token {
     /// Load the module, find the token by label or serial, open the anchor
     /// session and log in as the user. Does not read or change the
-    /// environment (SoftHSM reads `SOFTHSM2_CONF` itself at `C_Initialize`).
+    /// environment (SoftHSM and kryoptic read `SOFTHSM2_CONF` / `KRYOPTIC_CONF`
+    /// themselves at `C_Initialize`). Keeps the PIN *source* (not the PIN) to
+    /// log in again if the login is lost.
     pub fn open(config: &TokenConfig) -> Result<Token, DeviceError> {
         // Read the PIN first: a misconfigured PIN source should not cost a
         // module load, and we never want to hold a session without it.
@@ -125,23 +207,10 @@ impl Token {
         let anchor = pkcs11
             .open_rw_session(slot)
             .map_err(|e| DeviceError::pkcs11("C_OpenSession", e))?;
-        let auth = AuthPin::from(pin.expose().to_owned());
-        match anchor.login(UserType::User, Some(&auth)) {
-            Ok(()) => {}
-            // Login state is per process: another Token already logged in.
-            // (The PIN is then not re-checked by the token.)
-            Err(e) if rv_of(&e) == Some(RvError::UserAlreadyLoggedIn) => {
-                tracing::debug!("user already logged in to this token in this process")
-            }
-            Err(e) if rv_of(&e) == Some(RvError::PinIncorrect) => {
-                return Err(DeviceError::WrongPin { token: info.label })
-            }
-            Err(e) if rv_of(&e) == Some(RvError::PinLocked) => {
-                return Err(DeviceError::PinLocked { token: info.label })
-            }
-            Err(e) => return Err(DeviceError::pkcs11("C_Login", e)),
-        }
-        tracing::info!(label = %info.label, serial = %info.serial, "token opened and logged in");
+        login(&anchor, &pin, &info.label)?;
+        drop(pin);
+        let quirks = Quirks::for_token(&info);
+        tracing::info!(label = %info.label, serial = %info.serial, quirks = ?quirks, "token opened and logged in");
         Ok(Token {
             pkcs11,
             slot,
@@ -149,8 +218,98 @@ impl Token {
             anchor: Mutex::new(anchor),
             pool: Mutex::new(Vec::new()),
             cache: Mutex::new(HashMap::new()),
-            value_len_in_template: AtomicU8::new(crate::ops::UNKNOWN),
+            quirks,
+            pin: config.pin.clone(),
+            preferred_oaep: AtomicU8::new(0),
+            gate: RwLock::new(()),
+            login_epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Make sure the anchor session is alive and logged in as the user. If
+    /// it is, do nothing and return `false`. If the user was logged out, log
+    /// in again on it; if the anchor is gone (its handle invalid), forget it
+    /// and every idle session (never closing them: the token may have reused
+    /// their handle numbers), open a new anchor and log in. The PIN is read
+    /// again from its source. Returns `true` when the login was restored;
+    /// the key handle cache is then cleared.
+    pub fn recover_login(&self) -> Result<bool, DeviceError> {
+        let mut anchor = lock(&self.anchor);
+        let alive = match anchor.get_session_info() {
+            Ok(info) if info.session_state() == SessionState::RwUser => return Ok(false),
+            Ok(info) => {
+                tracing::warn!(state = ?info.session_state(), "the token logged out; logging in again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(err = %describe(&e), "the anchor session is gone; opening a new one and logging in again");
+                false
+            }
+        };
+        let fail = |reason: String| DeviceError::Relogin {
+            token: self.info.label.clone(),
+            reason,
+        };
+        let pin = self.pin.read().map_err(|e| fail(e.to_string()))?;
+        // No operation in flight while logging in (see `gate`). Callers
+        // hold no lent session here.
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        if !alive {
+            let fresh = self
+                .pkcs11
+                .open_rw_session(self.slot)
+                .map_err(|e| fail(format!("C_OpenSession: {}", describe(&e))))?;
+            std::mem::forget(std::mem::replace(&mut *anchor, fresh));
+            for s in lock(&self.pool).drain(..) {
+                std::mem::forget(s);
+            }
+        }
+        login(&anchor, &pin, &self.info.label).map_err(|e| fail(e.to_string()))?;
+        lock(&self.cache).clear();
+        self.login_epoch.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(label = %self.info.label, "logged in to the token again");
+        Ok(true)
+    }
+
+    /// The current count of restored logins (see `recovered_since`).
+    pub(crate) fn login_epoch(&self) -> u64 {
+        self.login_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the login was (possibly) lost and is now restored since
+    /// `epoch` was read: [`Token::recover_login`] restored it now, or another
+    /// thread did in the meantime. Either way an operation that failed is
+    /// worth one more try.
+    pub(crate) fn recovered_since(&self, epoch: u64) -> Result<bool, DeviceError> {
+        Ok(self.recover_login()? || self.login_epoch() != epoch)
+    }
+
+    /// Run `op`; if it failed in a way a lost session or login may explain
+    /// and [`Token::recover_login`] restored the login, run it once more.
+    /// Not only [`DeviceError::SessionLost`]: logged out, private keys are
+    /// invisible (`KeyNotFound`), and kryoptic answers operations with cached
+    /// key handles with `CKR_GENERAL_ERROR` (a `Pkcs11` or `SelfTest` error).
+    /// The check costs one `C_GetSessionInfo`, on failure paths only.
+    pub(crate) fn with_recovery<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, DeviceError>,
+    ) -> Result<T, DeviceError> {
+        let epoch = self.login_epoch();
+        match op() {
+            Err(
+                e @ (DeviceError::SessionLost { .. }
+                | DeviceError::KeyNotFound { .. }
+                | DeviceError::Pkcs11 { .. }
+                | DeviceError::SelfTest { .. }),
+            ) => {
+                if self.recovered_since(epoch)? {
+                    op()
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
     }
 
     /// Label, serial, manufacturer and model of the token, as read at open.
@@ -167,6 +326,7 @@ impl Token {
     /// [`PooledSession::release`] after a successful operation; dropping the
     /// guard without releasing closes the session.
     pub(crate) fn session(&self) -> Result<PooledSession<'_>, DeviceError> {
+        let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let reused = lock(&self.pool).pop();
         let session = match reused {
             Some(s) => s,
@@ -178,6 +338,8 @@ impl Token {
         Ok(PooledSession {
             token: self,
             session: Some(session),
+            gone: std::cell::Cell::new(false),
+            _gate: gate,
         })
     }
 }
@@ -237,9 +399,29 @@ fn find_slot(
 pub(crate) struct PooledSession<'t> {
     token: &'t Token,
     session: Option<Session>,
+    /// The token no longer knows this session's handle: forget it on drop.
+    gone: std::cell::Cell<bool>,
+    /// Shared hold on `Token::gate`, released after the session is returned
+    /// or closed (fields drop after `Drop::drop`). Never call
+    /// `Token::recover_login` while holding a lent session.
+    _gate: RwLockReadGuard<'t, ()>,
 }
 
 impl PooledSession<'_> {
+    /// Pass through the result of an operation on this session, noting an
+    /// error that says the session handle is gone.
+    pub(crate) fn check<T>(
+        &self,
+        r: Result<T, cryptoki::error::Error>,
+    ) -> Result<T, cryptoki::error::Error> {
+        if let Err(e) = &r {
+            if rv_of(e).is_some_and(handle_gone) {
+                self.gone.set(true);
+            }
+        }
+        r
+    }
+
     /// The operation succeeded: give the session back for reuse.
     pub(crate) fn release(mut self) {
         if let Some(s) = self.session.take() {
@@ -262,10 +444,16 @@ impl Deref for PooledSession<'_> {
 
 impl Drop for PooledSession<'_> {
     fn drop(&mut self) {
-        if self.session.is_some() {
-            tracing::debug!("closing a session after a failed operation");
+        if let Some(s) = self.session.take() {
+            if self.gone.get() {
+                // Closing could hit a newer session that reuses the number.
+                tracing::debug!("forgetting a session whose handle is gone");
+                std::mem::forget(s);
+            } else {
+                tracing::debug!("closing a session after a failed operation");
+                // C_CloseSession also destroys any session objects left in it.
+                drop(s);
+            }
         }
-        // Dropping the cryptoki Session calls C_CloseSession, which also
-        // destroys any session objects left in it.
     }
 }

@@ -7,8 +7,10 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use vtp_device::softhsm::{create_dev_token, DevToken};
+use vtp_device::devtoken::{create_dev_token, DevToken, DevTokenKind};
 use vtp_device::{DeviceError, PinSource, Token, TokenConfig, TokenSelector};
+
+mod common;
 
 const LABEL: &str = "vtp-open-errors";
 const PIN_VAR: &str = "VTP_DEVICE_TEST_PIN_FROM_ENV";
@@ -25,9 +27,8 @@ fn fixture() -> &'static Fixture {
             .prefix("vtp-device-open-errors-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let dev = create_dev_token(dir.path(), LABEL).unwrap();
         // All environment changes happen here, once, before any test reads it.
-        std::env::set_var("SOFTHSM2_CONF", &dev.conf);
+        let dev = common::dev_token(dir.path(), LABEL);
         std::env::set_var(PIN_VAR, "env-pin-value\n");
         Fixture { dir, dev }
     })
@@ -54,7 +55,8 @@ fn a_file_that_is_not_a_module_is_a_module_error() {
     cfg.module = fixture().dev.conf.clone();
     let e = Token::open(&cfg).unwrap_err();
     assert!(matches!(e, DeviceError::ModuleLoad { .. }), "{e}");
-    assert!(e.to_string().contains("softhsm2.conf"), "{e}");
+    let name = fixture().dev.conf.file_name().unwrap().to_str().unwrap();
+    assert!(e.to_string().contains(name), "{e}");
 }
 
 #[test]
@@ -144,22 +146,26 @@ fn dev_token_files_are_private() {
         assert_eq!(mode, 0o600, "{}", p.display());
     }
     let conf = std::fs::read_to_string(&f.dev.conf).unwrap();
-    assert!(conf.contains("objectstore.backend = file"), "{conf}");
-    assert!(conf.contains(
-        &f.dir
-            .path()
-            .canonicalize()
-            .unwrap()
-            .join("tokens")
-            .display()
-            .to_string()
-    ));
+    let dir = f.dir.path().canonicalize().unwrap();
+    match f.dev.kind {
+        DevTokenKind::SoftHsm => {
+            assert!(conf.contains("objectstore.backend = file"), "{conf}");
+            assert!(conf.contains(&dir.join("tokens").display().to_string()));
+        }
+        DevTokenKind::Kryoptic => {
+            assert!(conf.contains("dbtype = \"sqlite\""), "{conf}");
+            let db = dir.join("token.sqlite");
+            assert!(conf.contains(&db.display().to_string()), "{conf}");
+            assert!(db.is_file(), "{}", db.display());
+        }
+    }
+    assert_eq!(f.dev.conf_env().0, f.dev.kind.conf_var());
 }
 
 #[test]
 fn dev_token_directory_must_be_fresh() {
     let f = fixture();
-    let e = create_dev_token(f.dir.path(), "again").unwrap_err();
+    let e = create_dev_token(f.dev.kind, f.dir.path(), "again").unwrap_err();
     assert!(matches!(e, DeviceError::DevToken { .. }), "{e}");
     assert!(e.to_string().contains("already exists"), "{e}");
 }

@@ -1,9 +1,11 @@
-//! Integration tests against a real SoftHSM2 token.
+//! Integration tests against a real token: SoftHSM2 or kryoptic, chosen by
+//! `VTP_TEST_TOKEN` (see `common`).
 //!
-//! One process can initialize SoftHSM with one configuration only, so this
-//! test binary creates ONE development token (in a `OnceLock`), points
-//! `SOFTHSM2_CONF` at it before the first `Token::open`, and shares one
-//! `Token` between all tests (which also exercises it from several threads).
+//! One process can initialize a module with one configuration only, so this
+//! test binary creates ONE development token (in a `OnceLock`), points the
+//! module's configuration variable at it before the first `Token::open`, and
+//! shares one `Token` between all tests (which also exercises it from
+//! several threads).
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,8 +19,10 @@ use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use rand_core::{OsRng, RngCore};
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
-use vtp_device::softhsm::{create_dev_token, DevToken};
+use vtp_device::devtoken::{DevToken, DevTokenKind};
 use vtp_device::{DeviceError, DoesNotDecrypt, KeyId, KeyKind, OaepHash, RsaPublic, Token};
+
+mod common;
 
 const LABEL: &str = "vtp-device-test";
 
@@ -35,9 +39,8 @@ fn fixture() -> &'static Fixture {
             .prefix("vtp-device-token-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let dev = create_dev_token(dir.path(), LABEL).unwrap();
-        // Before the first C_Initialize in this process (see module docs).
-        std::env::set_var("SOFTHSM2_CONF", &dev.conf);
+        // Sets the module's variable before the first C_Initialize.
+        let dev = common::dev_token(dir.path(), LABEL);
         let token = Arc::new(Token::open(&dev.token_config()).unwrap());
         Fixture {
             _dir: dir,
@@ -61,14 +64,33 @@ fn token() -> &'static Token {
     &fixture().token
 }
 
-/// One RSA-2048 OAEP-SHA1 key shared by the tests (SoftHSM 2.6: SHA-1 only).
+fn kind() -> DevTokenKind {
+    fixture().dev.kind
+}
+
+/// The OAEP hash of the shared key: SHA-256 where the token has it
+/// (kryoptic), SHA-1 on SoftHSM 2.6.
+fn oaep() -> OaepHash {
+    kind().preferred_oaep()
+}
+
+/// One RSA-2048 OAEP key shared by the tests.
 fn enc_key() -> KeyId {
     static K: OnceLock<KeyId> = OnceLock::new();
     *K.get_or_init(|| {
-        token()
-            .generate_encryption_key(2048, OaepHash::Sha1)
-            .unwrap()
+        let _g = creating();
+        token().generate_encryption_key(2048, oaep()).unwrap()
     })
+}
+
+/// OAEP-encrypt `k` to `p` with its recorded hash, as a sender does.
+fn oaep_encrypt(p: &RsaPublic, k: &[u8]) -> Vec<u8> {
+    let key = rsa_key(p);
+    match p.oaep {
+        OaepHash::Sha1 => key.encrypt(&mut OsRng, Oaep::new::<sha1::Sha1>(), k),
+        OaepHash::Sha256 => key.encrypt(&mut OsRng, Oaep::new::<sha2::Sha256>(), k),
+    }
+    .unwrap()
 }
 
 fn sign_key() -> KeyId {
@@ -95,16 +117,13 @@ struct Sealed {
     plain: Vec<u8>,
 }
 
-/// Encrypt 1 KiB the way a sender would: fresh AES-256 key, OAEP-SHA1 to the
-/// exported public key, AES-256-GCM with associated data.
+/// Encrypt 1 KiB the way a sender would: fresh AES-256 key, OAEP (with the
+/// key's hash) to the exported public key, AES-256-GCM with associated data.
 fn seal_with_key_len(id: KeyId, key_len: usize) -> Sealed {
     let public = token().rsa_public(id).unwrap();
-    assert_eq!(public.oaep, OaepHash::Sha1);
     let mut k = vec![0u8; key_len];
     OsRng.fill_bytes(&mut k);
-    let wrapped = rsa_key(&public)
-        .encrypt(&mut OsRng, Oaep::new::<sha1::Sha1>(), &k)
-        .unwrap();
+    let wrapped = oaep_encrypt(&public, &k);
     let mut nonce = [0u8; 12];
     OsRng.fill_bytes(&mut nonce);
     let mut plain = vec![0u8; 1024];
@@ -150,7 +169,7 @@ fn open_and_info() {
         !info.serial.is_empty() && !info.serial.ends_with(' '),
         "{info:?}"
     );
-    assert_eq!(info.manufacturer, "SoftHSM project");
+    assert_eq!(info.manufacturer, kind().manufacturer());
     // Open the same token by serial too (same process: already logged in).
     let mut cfg = fixture().dev.token_config();
     cfg.token = vtp_device::TokenSelector::Serial(info.serial.clone());
@@ -170,10 +189,10 @@ fn generated_keys_are_listed_and_pass_the_policy() {
         ek.kind,
         KeyKind::Encryption {
             bits: 2048,
-            oaep: Some(OaepHash::Sha1)
+            oaep: Some(oaep())
         }
     );
-    assert_eq!(ek.label, format!("vtp-enc-{e}-sha1"));
+    assert_eq!(ek.label, format!("vtp-enc-{e}-{}", oaep()));
     assert!(ek.checks_ok, "{:?}", ek.problems);
     let sk = keys.iter().find(|k| k.id == s).expect("signing key listed");
     assert_eq!(sk.kind, KeyKind::Signing);
@@ -246,58 +265,93 @@ fn a_wrapped_key_that_is_not_an_aes_256_key_does_not_decrypt() {
             "key length {len}"
         );
     }
-    // A 16-byte key with an AES-128-GCM ciphertext: refused by tokens that
-    // take CKA_VALUE_LEN in the unwrap template or report it afterwards.
-    // SoftHSM 2.6 does neither, so there it decrypts (documented limitation);
-    // either way it is never a device error.
+    // A 16-byte key with an AES-128-GCM ciphertext: refused where the token
+    // reports the unwrapped key's CKA_VALUE_LEN (kryoptic). SoftHSM 2.6
+    // reports 0, so there it decrypts (documented limitation); either way it
+    // is never a device error.
     let s = seal_with_key_len(id, 16);
-    match open(id, &s).unwrap() {
-        Err(DoesNotDecrypt) => {}
-        Ok(p) => {
+    match (kind(), open(id, &s).unwrap()) {
+        (_, Err(DoesNotDecrypt)) => {}
+        (DevTokenKind::SoftHsm, Ok(p)) => {
             assert_eq!(p, s.plain);
-            eprintln!("note: this token cannot enforce the 32-byte unwrapped key length");
+            eprintln!("note: SoftHSM cannot enforce the 32-byte unwrapped key length");
         }
+        (k, Ok(_)) => panic!("{k} reports CKA_VALUE_LEN: a 16-byte key must be refused"),
     }
 }
 
+/// kryoptic takes CKA_VALUE_LEN in an unwrap template as "use the first N
+/// bytes": were it in vtp's template, a 64-byte payload starting with the
+/// real key would decrypt. It is not, so this never decrypts.
 #[test]
-fn oaep_sha256_key_works_or_is_refused_at_generation() {
-    let generated = {
-        let _g = creating();
-        token().generate_encryption_key(2048, OaepHash::Sha256)
-    };
-    match generated {
-        Ok(id) => {
-            // The token supports OAEP-SHA-256: round trip with it.
-            let public = token().rsa_public(id).unwrap();
-            assert_eq!(public.oaep, OaepHash::Sha256);
-            let mut k = [0u8; 32];
-            OsRng.fill_bytes(&mut k);
-            let wrapped = rsa_key(&public)
-                .encrypt(&mut OsRng, Oaep::new::<sha2::Sha256>(), &k)
-                .unwrap();
-            let nonce = [1u8; 12];
-            let ct = Aes256Gcm::new_from_slice(&k)
-                .unwrap()
-                .encrypt(&Nonce::from(nonce), &b"hi"[..])
-                .unwrap();
-            let out = token()
-                .unwrap_and_decrypt(id, &wrapped, &nonce, b"", &ct)
-                .unwrap()
-                .unwrap();
-            assert_eq!(&out[..], b"hi");
-        }
-        Err(e) => {
-            // SoftHSM 2.6: OAEP with SHA-1 only. The self-test catches it and
-            // the half-made key pair is removed.
-            let msg = e.to_string();
-            assert!(matches!(e, DeviceError::SelfTest { .. }), "{msg}");
-            assert!(msg.contains("self-test") && msg.contains("sha256"), "{msg}");
-            let keys = token().list_keys().unwrap();
-            assert!(
-                !keys.iter().any(|k| k.label.ends_with("-sha256")),
-                "{keys:?}"
-            );
+fn a_longer_payload_that_starts_with_the_key_does_not_decrypt() {
+    let id = enc_key();
+    let public = token().rsa_public(id).unwrap();
+    for extra in [1usize, 32] {
+        let mut k = vec![0u8; 32 + extra];
+        OsRng.fill_bytes(&mut k);
+        let wrapped = oaep_encrypt(&public, &k);
+        let nonce = [2u8; 12];
+        let ct = Aes256Gcm::new_from_slice(&k[..32])
+            .unwrap()
+            .encrypt(&Nonce::from(nonce), &b"prefix"[..])
+            .unwrap();
+        let r = token()
+            .unwrap_and_decrypt(id, &wrapped, &nonce, b"", &ct)
+            .unwrap();
+        assert_eq!(
+            r.map(|z| z.to_vec()),
+            Err(DoesNotDecrypt),
+            "{extra} extra bytes"
+        );
+    }
+}
+
+/// SoftHSM 2.6: OAEP with SHA-1 only; kryoptic: SHA-1 and SHA-256. A key
+/// with a hash the token lacks is refused at generation by its self-test,
+/// and the half-made pair is removed.
+#[test]
+fn oaep_hashes_work_where_the_token_has_them() {
+    assert_eq!(
+        token().preferred_oaep_hash().unwrap(),
+        kind().preferred_oaep()
+    );
+    for hash in [OaepHash::Sha1, OaepHash::Sha256] {
+        let supported = !(kind() == DevTokenKind::SoftHsm && hash == OaepHash::Sha256);
+        let generated = {
+            let _g = creating();
+            token().generate_encryption_key(2048, hash)
+        };
+        match generated {
+            Ok(id) => {
+                assert!(supported, "{} made an OAEP-{hash} key", kind());
+                let public = token().rsa_public(id).unwrap();
+                assert_eq!(public.oaep, hash);
+                let mut k = [0u8; 32];
+                OsRng.fill_bytes(&mut k);
+                let wrapped = oaep_encrypt(&public, &k);
+                let nonce = [1u8; 12];
+                let ct = Aes256Gcm::new_from_slice(&k)
+                    .unwrap()
+                    .encrypt(&Nonce::from(nonce), &b"hi"[..])
+                    .unwrap();
+                let out = token()
+                    .unwrap_and_decrypt(id, &wrapped, &nonce, b"", &ct)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(&out[..], b"hi");
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(!supported, "{}: OAEP-{hash}: {msg}", kind());
+                assert!(matches!(e, DeviceError::SelfTest { .. }), "{msg}");
+                assert!(msg.contains("self-test") && msg.contains("sha256"), "{msg}");
+                let keys = token().list_keys().unwrap();
+                assert!(
+                    !keys.iter().any(|k| k.label.ends_with("-sha256")),
+                    "{keys:?}"
+                );
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The TP's atomic operation on a real SoftHSM2 token: a claim built with the
+//! The TP's atomic operation on a real token (SoftHSM2 or kryoptic, see
+//! `common`): a claim built with the
 //! protocol crate is resolved in the token; malformed envelopes get an
 //! invalid-envelope affidavit; unknown keys are refused, not "invalid".
 
@@ -7,8 +8,7 @@ use std::sync::{Arc, OnceLock};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
-use vtp_device::softhsm::create_dev_token;
-use vtp_device::{generate_tp_keys, DeviceError, KeyId, OaepHash, Token, TpKeys, TrustedParty};
+use vtp_device::{generate_tp_keys, DeviceError, KeyId, Token, TpKeys, TrustedParty};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::CmHasher;
 use vtp_protocol::envelope::{self, Envelope};
@@ -20,6 +20,8 @@ use vtp_protocol::seal::Inside;
 use vtp_protocol::tp_card::Policy;
 use vtp_protocol::wire::ClaimOutcome;
 use vtp_protocol::Digest32;
+
+mod common;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -36,10 +38,10 @@ fn fixture() -> &'static Fixture {
             .prefix("vtp-tp-token-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let dev = create_dev_token(dir.path(), "vtp-tp-test").unwrap();
-        std::env::set_var("SOFTHSM2_CONF", &dev.conf);
+        let dev = common::dev_token(dir.path(), "vtp-tp-test");
         let token = Arc::new(Token::open(&dev.token_config()).unwrap());
-        let keys = generate_tp_keys(&token, 2048, OaepHash::Sha1).unwrap();
+        let oaep = dev.kind.preferred_oaep();
+        let keys = generate_tp_keys(&token, 2048, oaep).unwrap();
         Fixture {
             _dir: dir,
             token,
@@ -161,7 +163,7 @@ fn a_key_not_in_the_tp_set_is_refused_not_judged() {
     // The same token, but a TP configured without that key (as after `retire`).
     let other = f
         .token
-        .generate_encryption_key(2048, OaepHash::Sha1)
+        .generate_encryption_key(2048, common::kind().preferred_oaep())
         .unwrap();
     let narrowed = TpKeys {
         signing: f.keys.signing,
