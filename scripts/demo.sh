@@ -22,7 +22,9 @@ show() { printf '   $ %s\n' "$*"; "$@" 2>&1 | sed 's/^/     /'; }
 
 say "Operator: create a development SoftHSM token and the TP's keys in it"
 show "$BIN/tp-daemon" init --data-dir "$WORK/tp" --softhsm --name "vtp demo TP"
-"$BIN/tp-daemon" serve --config "$WORK/tp/tp.toml" --listen 127.0.0.1:0 \
+# --allow-root: the demo may run as root in a container; a real TP runs as its
+# own unprivileged user (deploy/tp-daemon.service) and refuses root otherwise.
+"$BIN/tp-daemon" serve --allow-root --config "$WORK/tp/tp.toml" --listen 127.0.0.1:0 \
   >"$WORK/serve.out" 2>"$WORK/tp.log" &
 TP_PID=$!
 for _ in $(seq 1 100); do grep -q '^listening on' "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done

@@ -154,12 +154,18 @@ impl Tp {
 
     fn spawn_serve(&self) -> Child {
         let mut cmd = Command::new(bin("tp-daemon"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(self.config())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--allow-root",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(self.config())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         if self.clock_offset != 0 {
             cmd.env("VTP_TEST_CLOCK_OFFSET_SECS", self.clock_offset.to_string());
         }
@@ -169,7 +175,13 @@ impl Tp {
     /// Run `tp-daemon serve` expecting it to fail at start-up.
     pub fn serve_expect_failure(&self) -> Run {
         let out = Command::new(bin("tp-daemon"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--allow-root",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(self.config())
             .stdin(Stdio::null())
             .output()

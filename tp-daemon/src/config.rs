@@ -1,31 +1,52 @@
 //! `tp.toml`: what the daemon serves, where its token and journal are, and the
-//! limits it enforces.
+//! limits and policy it enforces. `docs/tp.toml.sample` is the commented
+//! reference; `tp-daemon init --softhsm` writes one for a development token
+//! (see [`crate::init::config_template`]).
 //!
 //! Unknown fields are errors (a misspelt `max_conections` silently falling
 //! back to a default is how outages start), and every error names the file
-//! and the line or field. `tp-daemon init --softhsm` writes a fully commented
-//! example (see [`crate::init::config_template`]).
+//! and the line: toml's own messages (syntax, types, unknown fields) carry
+//! the line and a snippet; the checks made here after parsing (ranges,
+//! combinations, key URIs) name the line of the offending value, or of its
+//! section header when a value is missing.
 //!
 //! Relative paths are resolved against the directory of the config file, so a
 //! data directory can be moved as a whole.
+//!
+//! Which encryption keys the TP honours is **not** configured here: the key
+//! ring lives in the journal (see [`crate::keyring`]) and is changed with
+//! `tp-daemon keys rotate | retire`. `[keys]` names the signing key (which is
+//! the TP's identity) and the defaults for new keys.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-use vtp_device::{KeyId, PinSource, TokenConfig, TokenSelector, TpKeys};
+use serde::Deserialize;
+use toml::Spanned;
+use vtp_device::{KeyId, OaepHash, PinSource, TokenConfig, TokenSelector};
 use vtp_protocol::tp_card::Policy;
 use vtp_protocol::wire::DEFAULT_MAX_FRAME;
+use zeroize::Zeroizing;
+
+use crate::pkcs11_uri::Pkcs11Uri;
 
 /// Address the daemon listens on when `listen` is not set.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Suggested address of the metrics endpoint (off unless configured).
+pub const SUGGESTED_METRICS_LISTEN: &str = "127.0.0.1:7401";
 /// Smallest accepted `limits.max_frame_bytes`: a claim carries two cards, an
 /// envelope with the TP card and z, and a receipt; a few KiB are needed.
 pub const MIN_FRAME_BYTES: usize = 8 * 1024;
 /// Largest accepted `limits.max_frame_bytes`.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Default size of new RSA encryption keys.
+pub const DEFAULT_RSA_BITS: u32 = 3072;
+/// Environment variable through which an `insecure_literal_pin` reaches the
+/// device layer (which reads PINs from files or variables only).
+pub const LITERAL_PIN_VAR: &str = "VTP_INTERNAL_LITERAL_PIN_FROM_CONFIG";
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -35,14 +56,124 @@ pub struct Config {
     /// Name shown in the TP card.
     pub name: String,
     pub listen: SocketAddr,
+    /// Health and Prometheus metrics endpoint; `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the journal.
     pub data_dir: PathBuf,
-    pub token: TokenConfig,
+    pub module: PathBuf,
+    pub selector: TokenSelector,
+    pub pin: PinSpec,
     /// SoftHSM only: exported as `SOFTHSM2_CONF` before the module loads.
     pub softhsm2_conf: Option<PathBuf>,
-    pub keys: TpKeys,
+    pub keys: KeysConfig,
     pub policy: Policy,
+    /// Only subscribed identities may claim (`tp-daemon subscribers`).
+    pub require_subscription: bool,
     pub limits: Limits,
+}
+
+/// Where the token's user PIN comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PinSpec {
+    File(PathBuf),
+    Env(String),
+    /// `insecure_literal_pin`: the PIN itself, in the config file.
+    InsecureLiteral(Zeroizing<String>),
+}
+
+impl fmt::Debug for PinSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinSpec::File(p) => f.debug_tuple("File").field(p).finish(),
+            PinSpec::Env(v) => f.debug_tuple("Env").field(v).finish(),
+            PinSpec::InsecureLiteral(_) => f.write_str("InsecureLiteral(***)"),
+        }
+    }
+}
+
+/// A key as named in the config: a PKCS#11 URI or a bare 16-hex-digit id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// As written.
+    pub text: String,
+    /// Line in the config file (1-based).
+    pub line: usize,
+    /// Set when written as a URI.
+    pub uri: Option<Pkcs11Uri>,
+    /// The `CKA_ID`, when the reference gives it.
+    pub id: Option<KeyId>,
+}
+
+impl KeyRef {
+    /// Parse `text` (a URI or 16 hex digits). `Err` is the problem in words.
+    pub fn parse(text: &str, line: usize) -> Result<KeyRef, String> {
+        let t = text.trim();
+        if t.len() >= 7 && t[..7].eq_ignore_ascii_case("pkcs11:") {
+            let uri: Pkcs11Uri = t.parse().map_err(|e: crate::pkcs11_uri::UriError| e.0)?;
+            let id = uri.key_id().map_err(|e| e.0)?;
+            if id.is_none() && uri.object.is_none() {
+                return Err(format!(
+                    "\"{t}\" names no key: give `id=` (the CKA_ID) and/or `object=` (the label)"
+                ));
+            }
+            return Ok(KeyRef {
+                text: t.to_owned(),
+                line,
+                uri: Some(uri),
+                id,
+            });
+        }
+        let id = KeyId::from_str(t).map_err(|_| {
+            format!(
+                "\"{t}\" is neither a PKCS#11 URI (pkcs11:token=…;object=…;id=%…;type=private) \
+                 nor a 16-hex-digit key id"
+            )
+        })?;
+        Ok(KeyRef {
+            text: t.to_owned(),
+            line,
+            uri: None,
+            id: Some(id),
+        })
+    }
+}
+
+/// How to pick the OAEP hash of new encryption keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OaepChoice {
+    /// SHA-256 if the token does OAEP-SHA-256, else SHA-1 (probed).
+    Auto,
+    Sha1,
+    Sha256,
+}
+
+impl OaepChoice {
+    pub fn fixed(self) -> Option<OaepHash> {
+        match self {
+            OaepChoice::Auto => None,
+            OaepChoice::Sha1 => Some(OaepHash::Sha1),
+            OaepChoice::Sha256 => Some(OaepHash::Sha256),
+        }
+    }
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysConfig {
+    /// The P-256 key that signs the TP card and every affidavit. `None`
+    /// only while setting up a TP (`keys generate --signing` needs a config
+    /// before the key exists); serving needs it.
+    pub signing: Option<KeyRef>,
+    /// Legacy (before the key ring): `encryption = [...]`. Used only to seed
+    /// an empty key ring.
+    pub legacy_encryption: Vec<KeyRef>,
+    /// Legacy: `current = "..."`, with `legacy_encryption`.
+    pub legacy_current: Option<KeyRef>,
+    /// Size of new RSA keys.
+    pub rsa_bits: u32,
+    /// OAEP hash of new RSA keys.
+    pub oaep: OaepChoice,
 }
 
 /// Resource limits of the server.
@@ -73,7 +204,7 @@ impl Limits {
     }
 }
 
-/// A configuration problem, naming the file.
+/// A configuration problem, naming the file (and in `detail`, the line).
 #[derive(Debug, thiserror::Error)]
 #[error("config file {}: {detail}", path.display())]
 pub struct ConfigError {
@@ -83,75 +214,85 @@ pub struct ConfigError {
 
 // ---- the file as written ---------------------------------------------------
 
+type S<T> = Spanned<T>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    name: String,
-    #[serde(default = "default_listen")]
-    listen: SocketAddr,
-    data_dir: PathBuf,
+    name: S<String>,
+    listen: Option<S<SocketAddr>>,
+    metrics_listen: Option<S<SocketAddr>>,
+    data_dir: S<PathBuf>,
     token: RawToken,
+    #[serde(default)]
     keys: RawKeys,
     #[serde(default)]
     policy: RawPolicy,
     #[serde(default)]
-    limits: Limits,
-}
-
-fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN.parse().expect("valid default address")
+    limits: RawLimits,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
-    module: PathBuf,
-    label: Option<String>,
-    serial: Option<String>,
-    pin_file: Option<PathBuf>,
-    pin_env: Option<String>,
+    module: S<PathBuf>,
+    label: Option<S<String>>,
+    serial: Option<S<String>>,
+    pin_file: Option<S<PathBuf>>,
+    pin_env: Option<S<String>>,
     /// Accepted by the parser only to refuse it with a clear message.
-    pin: Option<toml::Value>,
-    softhsm2_conf: Option<PathBuf>,
+    pin: Option<S<toml::Value>>,
+    insecure_literal_pin: Option<S<String>>,
+    softhsm2_conf: Option<S<PathBuf>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawKeys {
-    signing: HexKeyId,
-    encryption: Vec<HexKeyId>,
-    current: HexKeyId,
+    signing: Option<S<String>>,
+    encryption: Option<S<Vec<S<String>>>>,
+    current: Option<S<String>>,
+    rsa_bits: Option<S<u32>>,
+    oaep: Option<S<OaepChoice>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawPolicy {
-    max_deadline_secs: u64,
-    min_claim_window_secs: u64,
-    clock_skew_secs: u64,
+    max_deadline_secs: Option<S<u64>>,
+    min_claim_window_secs: Option<S<u64>>,
+    clock_skew_secs: Option<S<u64>>,
+    require_subscription: Option<bool>,
 }
 
-impl Default for RawPolicy {
-    fn default() -> Self {
-        let p = Policy::default();
-        RawPolicy {
-            max_deadline_secs: p.max_deadline_secs,
-            min_claim_window_secs: p.min_claim_window_secs,
-            clock_skew_secs: p.clock_skew_secs,
-        }
-    }
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_frame_bytes: Option<S<usize>>,
+    max_connections: Option<S<usize>>,
+    idle_timeout_secs: Option<S<u64>>,
 }
 
-/// A key id parsed while deserializing, so toml reports the line of a bad one.
-struct HexKeyId(KeyId);
+/// Line (1-based) of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
 
-impl<'de> Deserialize<'de> for HexKeyId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KeyId::from_str(&s)
-            .map(HexKeyId)
-            .map_err(serde::de::Error::custom)
-    }
+/// Line of a `[section]` header, if present.
+fn section_line(text: &str, section: &str) -> Option<usize> {
+    let header = format!("[{section}]");
+    text.lines()
+        .position(|l| {
+            let l = l.trim();
+            l == header
+                || l.starts_with(&format!("{header} "))
+                || l.starts_with(&format!("{header}#"))
+        })
+        .map(|i| i + 1)
 }
 
 // ---- loading and validation -----------------------------------------------
@@ -172,6 +313,13 @@ impl Config {
             path: path.to_owned(),
             detail,
         };
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            err(format!("line {}: {msg}", line_at(text, span.start)))
+        };
+        let in_section = |section: &str, msg: String| match section_line(text, section) {
+            Some(l) => err(format!("line {l}: {msg}")),
+            None => err(msg),
+        };
         // toml's message carries the line, column and a snippet of the span.
         let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let base = path
@@ -179,96 +327,337 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let path_value = |v: S<PathBuf>, what: &str| -> Result<PathBuf, ConfigError> {
+            if v.get_ref().as_os_str().is_empty() {
+                return Err(at(v.span(), format!("{what} must not be empty")));
+            }
+            Ok(abs(v.into_inner()))
+        };
 
-        if raw.name.trim().is_empty() {
-            return Err(err("`name` must not be empty".into()));
+        if raw.name.get_ref().trim().is_empty() {
+            return Err(at(raw.name.span(), "`name` must not be empty".into()));
         }
+        let listen = match raw.listen {
+            Some(l) => *l.get_ref(),
+            None => DEFAULT_LISTEN.parse().expect("valid default address"),
+        };
+        let metrics_listen = match raw.metrics_listen {
+            Some(m) if *m.get_ref() == listen => {
+                return Err(at(
+                    m.span(),
+                    "`metrics_listen` must differ from `listen` (the metrics endpoint is \
+                     plain HTTP on its own, local address)"
+                        .into(),
+                ))
+            }
+            Some(m) => Some(*m.get_ref()),
+            None => None,
+        };
+        let data_dir = path_value(raw.data_dir, "`data_dir`")?;
+
+        // [token]
         let t = raw.token;
-        if t.pin.is_some() {
-            return Err(err(
-                "[token] `pin`: a literal PIN is not supported (config files get \
-                 copied, backed up and read by others); use `pin_file` or `pin_env`"
+        let module = path_value(t.module, "[token] `module`")?;
+        if let Some(p) = &t.pin {
+            return Err(at(
+                p.span(),
+                "[token] `pin`: a literal PIN is not supported (config files get copied, \
+                 backed up and read by others); use `pin_file` or `pin_env` (or, for throw-away \
+                 test tokens only, `insecure_literal_pin`)"
                     .into(),
             ));
         }
         let selector = match (t.label, t.serial) {
-            (Some(l), None) => TokenSelector::Label(l),
-            (None, Some(s)) => TokenSelector::Serial(s),
-            _ => {
-                return Err(err(
-                    "[token]: set exactly one of `label` and `serial`".into()
+            (Some(l), None) if l.get_ref().trim().is_empty() => {
+                return Err(at(l.span(), "[token] `label` must not be empty".into()))
+            }
+            (None, Some(s)) if s.get_ref().trim().is_empty() => {
+                return Err(at(s.span(), "[token] `serial` must not be empty".into()))
+            }
+            (Some(l), None) => TokenSelector::Label(l.into_inner()),
+            (None, Some(s)) => TokenSelector::Serial(s.into_inner()),
+            (Some(_), Some(s)) => {
+                return Err(at(
+                    s.span(),
+                    "[token]: set exactly one of `label` and `serial`, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(in_section(
+                    "token",
+                    "[token]: set exactly one of `label` and `serial`".into(),
                 ))
             }
         };
-        let pin = match (t.pin_file, t.pin_env) {
-            (Some(f), None) => PinSource::File(abs(f)),
-            (None, Some(v)) if !v.is_empty() => PinSource::Env(v),
-            (None, Some(_)) => return Err(err("[token] `pin_env` must not be empty".into())),
-            _ => {
-                return Err(err(
-                    "[token]: set exactly one of `pin_file` and `pin_env`".into()
-                ))
-            }
-        };
+        let pin =
+            match (t.pin_file, t.pin_env, t.insecure_literal_pin) {
+                (Some(f), None, None) => PinSpec::File(path_value(f, "[token] `pin_file`")?),
+                (None, Some(v), None) => {
+                    let name = v.get_ref().trim();
+                    if name.is_empty() || name.contains('=') || name.contains('\0') {
+                        return Err(at(
+                            v.span(),
+                            "[token] `pin_env` must be the name of an environment variable".into(),
+                        ));
+                    }
+                    PinSpec::Env(name.to_owned())
+                }
+                (None, None, Some(p)) => {
+                    if p.get_ref().is_empty() {
+                        return Err(at(
+                            p.span(),
+                            "[token] `insecure_literal_pin` must not be empty".into(),
+                        ));
+                    }
+                    PinSpec::InsecureLiteral(Zeroizing::new(p.into_inner()))
+                }
+                (None, None, None) => return Err(in_section(
+                    "token",
+                    "[token]: set one of `pin_file` and `pin_env` (where the user PIN comes from)"
+                        .into(),
+                )),
+                (f, e, l) => {
+                    let span = [
+                        f.map(|x| x.span()),
+                        e.map(|x| x.span()),
+                        l.map(|x| x.span()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .max_by_key(|s| s.start)
+                    .expect("at least two are set");
+                    return Err(at(
+                    span,
+                    "[token]: set exactly one of `pin_file`, `pin_env` and `insecure_literal_pin`"
+                        .into(),
+                ));
+                }
+            };
+        let softhsm2_conf = t
+            .softhsm2_conf
+            .map(|p| path_value(p, "[token] `softhsm2_conf`"))
+            .transpose()?;
 
+        // [keys]
         let k = raw.keys;
-        let encryption: Vec<KeyId> = k.encryption.into_iter().map(|h| h.0).collect();
-        if encryption.is_empty() {
-            return Err(err(
-                "[keys] `encryption` must list at least one key id".into()
+        let key_ref = |v: &S<String>, what: &str| {
+            let line = line_at(text, v.span().start);
+            KeyRef::parse(v.get_ref(), line)
+                .map_err(|e| err(format!("line {line}: [keys] `{what}`: {e}")))
+        };
+        let signing = k
+            .signing
+            .as_ref()
+            .map(|v| key_ref(v, "signing"))
+            .transpose()?;
+        let mut legacy_encryption = Vec::new();
+        if let Some(list) = &k.encryption {
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    list.span(),
+                    "[keys] `encryption` (legacy) is empty; delete it: encryption keys live in \
+                     the key ring (`tp-daemon keys list`)"
+                        .into(),
+                ));
+            }
+            for v in list.get_ref() {
+                legacy_encryption.push(key_ref(v, "encryption")?);
+            }
+        }
+        let legacy_current = k
+            .current
+            .as_ref()
+            .map(|c| key_ref(c, "current"))
+            .transpose()?;
+        match (&k.encryption, &legacy_current) {
+            (Some(_), None) => {
+                return Err(at(
+                    k.encryption.as_ref().expect("some").span(),
+                    "[keys] legacy `encryption` needs `current` (or delete both: the key ring in \
+                     the journal is authoritative)"
+                        .into(),
+                ))
+            }
+            (None, Some(c)) => {
+                return Err(err(format!(
+                    "line {}: [keys] `current` without `encryption` (legacy fields; delete it)",
+                    c.line
+                )))
+            }
+            (Some(_), Some(c)) => {
+                if !legacy_encryption
+                    .iter()
+                    .any(|e| e.text == c.text || (e.id.is_some() && e.id == c.id))
+                {
+                    return Err(err(format!(
+                        "line {}: [keys] `current` ({}) must be one of the `encryption` keys",
+                        c.line, c.text
+                    )));
+                }
+            }
+            (None, None) => {}
+        }
+        let rsa_bits = match k.rsa_bits {
+            None => DEFAULT_RSA_BITS,
+            Some(b) if vtp_device::keys::RSA_BITS.contains(b.get_ref()) => *b.get_ref(),
+            Some(b) => {
+                return Err(at(
+                    b.span(),
+                    format!(
+                        "[keys] `rsa_bits` is {}; allowed: 2048, 3072 (default), 4096",
+                        b.get_ref()
+                    ),
+                ))
+            }
+        };
+        let oaep = k.oaep.map(|o| *o.get_ref()).unwrap_or(OaepChoice::Auto);
+
+        // [policy]
+        let p = raw.policy;
+        let d = Policy::default();
+        let get = |v: &Option<S<u64>>, default: u64| v.as_ref().map_or(default, |s| *s.get_ref());
+        let max_deadline = get(&p.max_deadline_secs, d.max_deadline_secs);
+        let min_window = get(&p.min_claim_window_secs, d.min_claim_window_secs);
+        let skew = get(&p.clock_skew_secs, d.clock_skew_secs);
+        let policy_at = |v: &Option<S<u64>>, msg: String| match v {
+            Some(s) => at(s.span(), msg),
+            None => in_section("policy", msg),
+        };
+        if max_deadline == 0 {
+            return Err(policy_at(
+                &p.max_deadline_secs,
+                "[policy] `max_deadline_secs` must be at least 1".into(),
             ));
         }
-        if !encryption.contains(&k.current.0) {
-            return Err(err(format!(
-                "[keys] `current` ({}) must be one of the `encryption` keys",
-                k.current.0
-            )));
-        }
-
-        let p = raw.policy;
-        if p.max_deadline_secs == 0 || p.min_claim_window_secs >= p.max_deadline_secs {
-            return Err(err(
-                "[policy]: need 0 < `min_claim_window_secs` < `max_deadline_secs` \
-                 (and `max_deadline_secs` > 0)"
+        if max_deadline > 10 * 365 * 24 * 3600 {
+            return Err(policy_at(
+                &p.max_deadline_secs,
+                "[policy] `max_deadline_secs` is more than 10 years: the journal must keep \
+                 (and the key ring honour) every envelope until its deadline"
                     .into(),
             ));
         }
+        if min_window == 0 || min_window >= max_deadline {
+            let which = if p.min_claim_window_secs.is_some() {
+                &p.min_claim_window_secs
+            } else {
+                &p.max_deadline_secs
+            };
+            return Err(policy_at(
+                which,
+                format!(
+                    "[policy]: need 0 < `min_claim_window_secs` ({min_window}) < \
+                     `max_deadline_secs` ({max_deadline})"
+                ),
+            ));
+        }
+        if skew > 24 * 3600 {
+            return Err(policy_at(
+                &p.clock_skew_secs,
+                format!("[policy] `clock_skew_secs` is {skew}; at most 86400 (one day)"),
+            ));
+        }
+        // [limits]
         let l = raw.limits;
-        if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&l.max_frame_bytes) {
-            return Err(err(format!(
-                "[limits] `max_frame_bytes` must be between {MIN_FRAME_BYTES} and {MAX_FRAME_BYTES}"
-            )));
+        let dl = Limits::default();
+        let limits = Limits {
+            max_frame_bytes: l
+                .max_frame_bytes
+                .as_ref()
+                .map_or(dl.max_frame_bytes, |v| *v.get_ref()),
+            max_connections: l
+                .max_connections
+                .as_ref()
+                .map_or(dl.max_connections, |v| *v.get_ref()),
+            idle_timeout_secs: l
+                .idle_timeout_secs
+                .as_ref()
+                .map_or(dl.idle_timeout_secs, |v| *v.get_ref()),
+        };
+        if let Some(v) = &l.max_frame_bytes {
+            if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(v.get_ref()) {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "[limits] `max_frame_bytes` is {}; must be between {MIN_FRAME_BYTES} and \
+                         {MAX_FRAME_BYTES}",
+                        v.get_ref()
+                    ),
+                ));
+            }
         }
-        if l.max_connections == 0 {
-            return Err(err("[limits] `max_connections` must be at least 1".into()));
+        if let Some(v) = &l.max_connections {
+            if *v.get_ref() == 0 || *v.get_ref() > 1_000_000 {
+                return Err(at(
+                    v.span(),
+                    "[limits] `max_connections` must be between 1 and 1000000".into(),
+                ));
+            }
         }
-        if l.idle_timeout_secs == 0 {
-            return Err(err("[limits] `idle_timeout_secs` must be at least 1".into()));
+        if let Some(v) = &l.idle_timeout_secs {
+            if *v.get_ref() == 0 || *v.get_ref() > 3600 {
+                return Err(at(
+                    v.span(),
+                    "[limits] `idle_timeout_secs` must be between 1 and 3600".into(),
+                ));
+            }
         }
 
         Ok(Config {
             path: path.to_owned(),
-            name: raw.name,
-            listen: raw.listen,
-            data_dir: abs(raw.data_dir),
-            token: TokenConfig {
-                module: abs(t.module),
-                token: selector,
-                pin,
-            },
-            softhsm2_conf: t.softhsm2_conf.map(abs),
-            keys: TpKeys {
-                signing: k.signing.0,
-                encryption,
-                current: k.current.0,
+            name: raw.name.into_inner(),
+            listen,
+            metrics_listen,
+            data_dir,
+            module,
+            selector,
+            pin,
+            softhsm2_conf,
+            keys: KeysConfig {
+                signing,
+                legacy_encryption,
+                legacy_current,
+                rsa_bits,
+                oaep,
             },
             policy: Policy {
-                max_deadline_secs: p.max_deadline_secs,
-                min_claim_window_secs: p.min_claim_window_secs,
-                clock_skew_secs: p.clock_skew_secs,
+                max_deadline_secs: max_deadline,
+                min_claim_window_secs: min_window,
+                clock_skew_secs: skew,
             },
-            limits: l,
+            require_subscription: p.require_subscription.unwrap_or(false),
+            limits,
         })
+    }
+
+    /// What the device layer needs to open the token. For an
+    /// `insecure_literal_pin` this puts the PIN into this process's
+    /// environment ([`LITERAL_PIN_VAR`]), so call it while the process is
+    /// still single-threaded (before the async runtime starts).
+    pub fn token_config(&self) -> TokenConfig {
+        let pin = match &self.pin {
+            PinSpec::File(p) => PinSource::File(p.clone()),
+            PinSpec::Env(v) => PinSource::Env(v.clone()),
+            PinSpec::InsecureLiteral(p) => {
+                std::env::set_var(LITERAL_PIN_VAR, p.as_str());
+                PinSource::Env(LITERAL_PIN_VAR.to_owned())
+            }
+        };
+        TokenConfig {
+            module: self.module.clone(),
+            token: self.selector.clone(),
+            pin,
+        }
+    }
+
+    /// The settings a running daemon cannot change by reloading.
+    pub fn restart_only(&self) -> (PathBuf, TokenSelector, Option<PathBuf>, PathBuf) {
+        (
+            self.module.clone(),
+            self.selector.clone(),
+            self.softhsm2_conf.clone(),
+            self.data_dir.clone(),
+        )
     }
 }
 
@@ -276,17 +665,18 @@ impl Config {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
-name = "test TP"
+    const GOOD: &str = r#"name = "test TP"
 data_dir = "data"
 [token]
 module = "/usr/lib/softhsm/libsofthsm2.so"
 label = "vtp-dev"
 pin_file = "user.pin"
 [keys]
-signing = "0011223344556677"
-encryption = ["8899aabbccddeeff", "0102030405060708"]
-current = "8899aabbccddeeff"
+signing = "pkcs11:token=vtp-dev;object=vtp-sign-0011223344556677;id=%00%11%22%33%44%55%66%77;type=private"
+[policy]
+max_deadline_secs = 86400
+[limits]
+max_connections = 10
 "#;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -297,84 +687,401 @@ current = "8899aabbccddeeff"
         parse(text).unwrap_err().to_string()
     }
 
+    /// The error names the file, the line and each needle.
+    #[track_caller]
+    fn fails(text: &str, line: usize, needles: &[&str]) {
+        let e = error(text);
+        assert!(e.starts_with("config file /etc/vtp/tp.toml: "), "{e}");
+        assert!(e.contains(&format!("line {line}")), "want line {line}: {e}");
+        for n in needles {
+            assert!(e.contains(n), "{n:?} not in {e}");
+        }
+    }
+
+    fn with(line: &str, replacement: &str) -> String {
+        assert!(GOOD.contains(line), "{line}");
+        GOOD.replace(line, replacement)
+    }
+
     #[test]
     fn minimal_config_gets_defaults_and_absolute_paths() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.metrics_listen, None);
         assert_eq!(c.data_dir, Path::new("/etc/vtp/data"));
+        assert_eq!(c.pin, PinSpec::File(PathBuf::from("/etc/vtp/user.pin")));
+        assert_eq!(c.selector, TokenSelector::Label("vtp-dev".into()));
+        assert_eq!(c.policy.max_deadline_secs, 86400);
+        assert_eq!(c.policy.min_claim_window_secs, 60);
+        assert_eq!(c.policy.clock_skew_secs, 300);
+        assert!(!c.require_subscription);
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_frame_bytes, DEFAULT_MAX_FRAME);
         assert_eq!(
-            c.token.pin,
-            PinSource::File(PathBuf::from("/etc/vtp/user.pin"))
+            c.keys.signing.clone().unwrap().id.unwrap().to_string(),
+            "0011223344556677"
         );
-        assert_eq!(c.token.token, TokenSelector::Label("vtp-dev".into()));
-        assert_eq!(c.policy, Policy::default());
-        assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.keys.encryption.len(), 2);
-        assert_eq!(c.keys.current.to_string(), "8899aabbccddeeff");
+        assert_eq!(c.keys.signing.clone().unwrap().line, 8);
+        assert_eq!(
+            c.keys
+                .signing
+                .clone()
+                .unwrap()
+                .uri
+                .as_ref()
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("vtp-dev")
+        );
+        assert_eq!(c.keys.rsa_bits, 3072);
+        assert_eq!(c.keys.oaep, OaepChoice::Auto);
+        assert!(c.keys.legacy_encryption.is_empty());
         assert!(c.softhsm2_conf.is_none());
     }
 
     #[test]
-    fn unknown_field_names_file_line_and_field() {
-        let e = error(&GOOD.replace("[keys]", "[keys]\nsigninq = \"x\""));
-        assert!(e.contains("/etc/vtp/tp.toml"), "{e}");
-        assert!(e.contains("line 9"), "{e}");
-        assert!(e.contains("signinq"), "{e}");
-        let e = error(&format!("{GOOD}[limits]\nmax_conections = 5\n"));
-        assert!(e.contains("max_conections"), "{e}");
+    fn every_field_parses() {
+        let c = parse(
+            r#"name = "TP"
+listen = "0.0.0.0:7400"
+metrics_listen = "127.0.0.1:7401"
+data_dir = "/var/lib/vtp"
+[token]
+module = "/usr/lib/x.so"
+serial = "0123456789abcdef"
+pin_env = "VTP_TP_PIN"
+softhsm2_conf = "softhsm2.conf"
+[keys]
+signing = "0011223344556677"
+rsa_bits = 4096
+oaep = "sha256"
+[policy]
+max_deadline_secs = 3600
+min_claim_window_secs = 120
+clock_skew_secs = 30
+require_subscription = true
+[limits]
+max_frame_bytes = 65536
+max_connections = 5
+idle_timeout_secs = 9
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:7401".parse().unwrap()));
+        assert_eq!(c.selector, TokenSelector::Serial("0123456789abcdef".into()));
+        assert_eq!(c.pin, PinSpec::Env("VTP_TP_PIN".into()));
+        assert_eq!(
+            c.softhsm2_conf.as_deref(),
+            Some(Path::new("/etc/vtp/softhsm2.conf"))
+        );
+        assert_eq!(c.keys.rsa_bits, 4096);
+        assert_eq!(c.keys.oaep, OaepChoice::Sha256);
+        assert!(c.keys.signing.clone().unwrap().uri.is_none());
+        assert_eq!(
+            c.policy,
+            Policy {
+                max_deadline_secs: 3600,
+                min_claim_window_secs: 120,
+                clock_skew_secs: 30
+            }
+        );
+        assert!(c.require_subscription);
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_frame_bytes: 65536,
+                max_connections: 5,
+                idle_timeout_secs: 9
+            }
+        );
     }
 
     #[test]
-    fn bad_key_id_names_its_line() {
-        let e = error(&GOOD.replace("\"0011223344556677\"", "\"00112233\""));
-        assert!(e.contains("line 9"), "{e}");
-        assert!(e.contains("00112233"), "{e}");
+    fn unknown_fields_name_file_line_and_field() {
+        fails(&with("[keys]", "[keys]\nsigninq = \"x\""), 8, &["signinq"]);
+        fails(
+            &with("max_connections = 10", "max_conections = 5"),
+            12,
+            &["max_conections"],
+        );
+        fails(&format!("{GOOD}[logging]\nlevel = 1\n"), 13, &["logging"]);
+        fails(
+            &with("label = \"vtp-dev\"", "label = \"vtp-dev\"\nslot = 0"),
+            6,
+            &["slot"],
+        );
+        fails(
+            &with("[policy]", "[policy]\nmax_deadline = 5"),
+            10,
+            &["max_deadline"],
+        );
     }
 
     #[test]
-    fn literal_pin_is_refused() {
-        let e = error(&GOOD.replace("pin_file = \"user.pin\"", "pin = \"1234\""));
-        assert!(e.contains("literal PIN is not supported"), "{e}");
-        assert!(!e.contains("1234"), "the PIN must not be echoed: {e}");
+    fn bad_values_name_their_line() {
+        // Each bad field on its own.
+        fails(&with("name = \"test TP\"", "name = \" \""), 1, &["`name`"]);
+        fails(&with("name = \"test TP\"", "name = 5"), 1, &["string"]);
+        fails(
+            &with("data_dir = \"data\"", "data_dir = \"\""),
+            2,
+            &["`data_dir`"],
+        );
+        fails(
+            &with("data_dir", "listen = \"not an address\"\ndata_dir"),
+            2,
+            &["invalid socket address"],
+        );
+        fails(
+            &with("data_dir", "metrics_listen = \"127.0.0.1\"\ndata_dir"),
+            2,
+            &["invalid socket address"],
+        );
+        fails(
+            &with(
+                "data_dir",
+                "listen = \"127.0.0.1:7400\"\nmetrics_listen = \"127.0.0.1:7400\"\ndata_dir",
+            ),
+            3,
+            &["must differ from `listen`"],
+        );
+        fails(
+            &with(
+                "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+                "module = \"\"",
+            ),
+            4,
+            &["`module`"],
+        );
+        fails(
+            &with("label = \"vtp-dev\"", "label = \"\""),
+            5,
+            &["`label`"],
+        );
+        fails(
+            &with("label = \"vtp-dev\"", "serial = \"\""),
+            5,
+            &["`serial`"],
+        );
+        fails(
+            &with("pin_file = \"user.pin\"", "pin_env = \"A=B\""),
+            6,
+            &["`pin_env`"],
+        );
+        fails(
+            &with("pin_file = \"user.pin\"", "pin_file = 7"),
+            6,
+            &["pin_file"],
+        );
+        fails(
+            &with("pin_file = \"user.pin\"", "insecure_literal_pin = \"\""),
+            6,
+            &["`insecure_literal_pin`"],
+        );
+        fails(
+            &with("[keys]", "[keys]\nrsa_bits = 1024"),
+            8,
+            &["`rsa_bits` is 1024", "2048"],
+        );
+        fails(
+            &with("[keys]", "[keys]\nrsa_bits = \"big\""),
+            8,
+            &["rsa_bits"],
+        );
+        fails(&with("[keys]", "[keys]\noaep = \"md5\""), 8, &["md5"]);
+        fails(
+            &with("max_deadline_secs = 86400", "max_deadline_secs = 0"),
+            10,
+            &["max_deadline_secs"],
+        );
+        fails(
+            &with(
+                "max_deadline_secs = 86400",
+                "max_deadline_secs = 999999999999",
+            ),
+            10,
+            &["10 years"],
+        );
+        fails(
+            &with("max_deadline_secs = 86400", "max_deadline_secs = -5"),
+            10,
+            &["max_deadline_secs"],
+        );
+        fails(
+            &with("[policy]", "[policy]\nmin_claim_window_secs = 999999999"),
+            10,
+            &["min_claim_window_secs"],
+        );
+        fails(
+            &with("[policy]", "[policy]\nmin_claim_window_secs = 0"),
+            10,
+            &["min_claim_window_secs"],
+        );
+        fails(
+            &with("[policy]", "[policy]\nclock_skew_secs = 100000"),
+            10,
+            &["clock_skew_secs"],
+        );
+        fails(
+            &with("[policy]", "[policy]\nrequire_subscription = \"yes\""),
+            10,
+            &["require_subscription"],
+        );
+        fails(
+            &format!("{GOOD}max_frame_bytes = 10\n"),
+            13,
+            &["max_frame_bytes", "8192"],
+        );
+        fails(
+            &with("max_connections = 10", "max_connections = 0"),
+            12,
+            &["max_connections"],
+        );
+        fails(
+            &format!("{GOOD}idle_timeout_secs = 0\n"),
+            13,
+            &["idle_timeout_secs"],
+        );
+        fails(
+            &format!("{GOOD}idle_timeout_secs = 99999\n"),
+            13,
+            &["idle_timeout_secs"],
+        );
     }
 
     #[test]
-    fn exactly_one_selector_and_pin_source() {
-        let e = error(&GOOD.replace("label = \"vtp-dev\"", "label = \"a\"\nserial = \"b\""));
-        assert!(e.contains("exactly one of `label` and `serial`"), "{e}");
-        let e = error(&GOOD.replace("label = \"vtp-dev\"\n", ""));
-        assert!(e.contains("exactly one of `label` and `serial`"), "{e}");
-        let e = error(&GOOD.replace(
-            "pin_file = \"user.pin\"",
-            "pin_file = \"p\"\npin_env = \"X\"",
-        ));
-        assert!(e.contains("exactly one of `pin_file` and `pin_env`"), "{e}");
-        let c =
-            parse(&GOOD.replace("pin_file = \"user.pin\"", "pin_env = \"VTP_TP_PIN\"")).unwrap();
-        assert_eq!(c.token.pin, PinSource::Env("VTP_TP_PIN".into()));
+    fn missing_required_fields_are_named() {
+        let e = error(&with("name = \"test TP\"\n", ""));
+        assert!(e.contains("missing field `name`"), "{e}");
+        let e = error(&with("data_dir = \"data\"\n", ""));
+        assert!(e.contains("`data_dir`"), "{e}");
+        let e = error(&with("module = \"/usr/lib/softhsm/libsofthsm2.so\"\n", ""));
+        assert!(e.contains("`module`"), "{e}");
+        // No [keys] yet (setting up a TP): valid here, refused by `serve`.
+        let c = parse(&GOOD.replace(
+            &GOOD[GOOD.find("[keys]").unwrap()..GOOD.find("[policy]").unwrap()],
+            "",
+        ))
+        .unwrap();
+        assert!(c.keys.signing.is_none());
     }
 
     #[test]
-    fn current_key_must_be_listed() {
-        let e = error(&GOOD.replace(
-            "current = \"8899aabbccddeeff\"",
-            "current = \"1111111111111111\"",
-        ));
-        assert!(e.contains("`current`"), "{e}");
+    fn key_references_are_checked() {
+        let sig = GOOD.lines().nth(7).unwrap();
+        fails(
+            &with(sig, "signing = \"00112233\""),
+            8,
+            &["[keys] `signing`", "\"00112233\"", "16-hex-digit"],
+        );
+        fails(
+            &with(
+                sig,
+                "signing = \"pkcs11:token=a;colour=blue;id=%00%11%22%33%44%55%66%77\"",
+            ),
+            8,
+            &["unknown attribute `colour`"],
+        );
+        fails(&with(sig, "signing = \"pkcs11:id=%00%11\""), 8, &["8-byte"]);
+        fails(
+            &with(sig, "signing = \"pkcs11:token=vtp-dev\""),
+            8,
+            &["names no key"],
+        );
+        fails(
+            &with(
+                sig,
+                "signing = \"pkcs11:id=%00%11%22%33%44%55%66%77?pin-value=4711\"",
+            ),
+            8,
+            &["never put a PIN"],
+        );
+        assert!(!error(&with(
+            sig,
+            "signing = \"pkcs11:id=%00%11%22%33%44%55%66%77?pin-value=4711\""
+        ))
+        .contains("4711"));
+        // Object-only URIs and bare ids are fine.
+        let c = parse(&with(sig, "signing = \"pkcs11:object=vtp-sign-x\"")).unwrap();
+        assert_eq!(c.keys.signing.clone().unwrap().id, None);
+        let c = parse(&with(sig, "signing = \"0011223344556677\"")).unwrap();
+        assert!(c.keys.signing.clone().unwrap().uri.is_none());
     }
 
     #[test]
-    fn limits_and_policy_are_checked() {
-        let e = error(&format!("{GOOD}[limits]\nmax_frame_bytes = 10\n"));
-        assert!(e.contains("max_frame_bytes"), "{e}");
-        let e = error(&format!("{GOOD}[limits]\nmax_connections = 0\n"));
-        assert!(e.contains("max_connections"), "{e}");
-        let e = error(&format!(
-            "{GOOD}[policy]\nmin_claim_window_secs = 999999999\n"
-        ));
-        assert!(e.contains("[policy]"), "{e}");
-        let e = error(&GOOD.replace("data_dir", "listen = \"not an address\"\ndata_dir"));
-        assert!(e.contains("line 3"), "{e}");
+    fn legacy_encryption_keys_are_accepted_for_import() {
+        let c = parse(&with(
+            "[policy]",
+            "encryption = [\"8899aabbccddeeff\", \"0102030405060708\"]\ncurrent = \"8899aabbccddeeff\"\n[policy]",
+        ))
+        .unwrap();
+        assert_eq!(c.keys.legacy_encryption.len(), 2);
+        assert_eq!(
+            c.keys.legacy_current.unwrap().id.unwrap().to_string(),
+            "8899aabbccddeeff"
+        );
+        fails(
+            &with(
+                "[policy]",
+                "encryption = [\"8899aabbccddeeff\"]\ncurrent = \"1111111111111111\"\n[policy]",
+            ),
+            10,
+            &["`current`", "must be one of"],
+        );
+        fails(
+            &with("[policy]", "encryption = [\"8899aabbccddeeff\"]\n[policy]"),
+            9,
+            &["needs `current`"],
+        );
+        fails(
+            &with(
+                "[policy]",
+                "encryption = [\"xyz\"]\ncurrent = \"xyz\"\n[policy]",
+            ),
+            9,
+            &["`encryption`"],
+        );
+    }
+
+    #[test]
+    fn pin_sources() {
+        let pin_line = "pin_file = \"user.pin\"";
+        fails(
+            &with(pin_line, "pin = \"1234\""),
+            6,
+            &["literal PIN is not supported"],
+        );
+        assert!(!error(&with(pin_line, "pin = \"1234\"")).contains("1234"));
+        fails(
+            &with(pin_line, "pin_file = \"p\"\npin_env = \"X\""),
+            7,
+            &["exactly one of `pin_file`, `pin_env`"],
+        );
+        fails(
+            &with(&format!("{pin_line}\n"), ""),
+            3,
+            &["set one of `pin_file` and `pin_env`"],
+        );
+        let c = parse(&with(pin_line, "pin_env = \"VTP_TP_PIN\"")).unwrap();
+        assert_eq!(c.pin, PinSpec::Env("VTP_TP_PIN".into()));
+        let c = parse(&with(pin_line, "insecure_literal_pin = \"4711\"")).unwrap();
+        assert_eq!(format!("{:?}", c.pin), "InsecureLiteral(***)");
+        assert!(!format!("{c:?}").contains("4711"));
+    }
+
+    #[test]
+    fn exactly_one_token_selector() {
+        fails(
+            &with("label = \"vtp-dev\"", "label = \"a\"\nserial = \"b\""),
+            6,
+            &["exactly one of `label` and `serial`"],
+        );
+        fails(
+            &with("label = \"vtp-dev\"\n", ""),
+            3,
+            &["exactly one of `label` and `serial`"],
+        );
     }
 
     #[test]
@@ -386,5 +1093,48 @@ current = "8899aabbccddeeff"
             e.contains("/nonexistent/tp.toml") && e.contains("cannot read"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_documented_sample_is_valid() {
+        let text = include_str!("../../docs/tp.toml.sample");
+        let c = Config::parse(text, Path::new("/etc/vtp/tp.toml")).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:7401".parse().unwrap()));
+        assert_eq!(c.pin, PinSpec::File("/etc/vtp/user.pin".into()));
+        assert_eq!(
+            c.keys.signing.clone().unwrap().id.unwrap().to_string(),
+            "8f1e0c2b9a7d6e5f"
+        );
+        assert_eq!(
+            c.keys
+                .signing
+                .clone()
+                .unwrap()
+                .uri
+                .as_ref()
+                .unwrap()
+                .object
+                .as_deref(),
+            Some("vtp-sign-8f1e0c2b9a7d6e5f")
+        );
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.limits, Limits::default());
+        // Every commented-out alternative parses too.
+        for (from, to) in [
+            ("label = \"vtp-prod\"", "serial = \"8b4201fdcfdf8fe0\""),
+            (
+                "pin_file = \"/etc/vtp/user.pin\"",
+                "pin_env = \"VTP_TP_PIN\"",
+            ),
+            ("# softhsm2_conf", "softhsm2_conf"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            Config::parse(&text.replace(from, to), Path::new("/etc/vtp/tp.toml")).unwrap();
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        fails(&with("[limits]", "[limits\n"), 11, &["tp.toml"]);
     }
 }

@@ -12,11 +12,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use vtp_device::softhsm::create_dev_token;
-use vtp_device::{generate_tp_keys, OaepHash, Token, TpKeys, TrustedParty};
+use vtp_device::{OaepHash, Token, TpKeys, TrustedParty};
 use vtp_protocol::tp_card::Policy;
 
 use crate::clock::Clock;
-use crate::config::{Limits, DEFAULT_LISTEN};
+use crate::config::{Limits, DEFAULT_LISTEN, SUGGESTED_METRICS_LISTEN};
+use crate::journal::Journal;
+use crate::keyring::{actor, NewKey};
+use crate::pkcs11_uri::Pkcs11Uri;
 
 /// Token label of development tokens.
 pub const DEV_LABEL: &str = "vtp-dev";
@@ -90,18 +93,72 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
     // SoftHSM reads SOFTHSM2_CONF at C_Initialize; we are still single-threaded.
     std::env::set_var("SOFTHSM2_CONF", &dev.conf);
     let token = Arc::new(Token::open(&dev.token_config()).context("cannot open the new token")?);
-    let keys = generate_tp_keys(&token, opts.rsa_bits, opts.oaep)
-        .context("cannot generate the TP keys")?;
+    let journal = Journal::open(&data_dir).context("cannot create the journal")?;
+    let who = actor("tp-daemon init");
+    // The same path as `tp-daemon keys generate`: on-token generation,
+    // attribute checks, self-test, key ring entry and audit records.
+    let enc = match token.generate_encryption_key(opts.rsa_bits, opts.oaep) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = journal.audit(
+                Clock::system().now(),
+                "key.generate-failed",
+                "-",
+                &e.to_string(),
+                &who,
+            );
+            return Err(e).context("cannot generate the TP's encryption key");
+        }
+    };
+    let enc_label = format!("vtp-enc-{enc}-{}", opts.oaep.as_str());
+    journal.add_key(
+        &NewKey {
+            id: enc,
+            label: enc_label.clone(),
+            bits: opts.rsa_bits,
+            oaep: opts.oaep,
+        },
+        true,
+        Clock::system().now(),
+        "key.generated",
+        &format!(
+            "encryption key RSA-{} OAEP-{}, label {enc_label}, generated on token \"{DEV_LABEL}\" \
+             by init; checks: CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, \
+             CKA_SENSITIVE, !CKA_EXTRACTABLE, one allowed mechanism: ok; OAEP self-test ok",
+            opts.rsa_bits,
+            opts.oaep.as_str().to_ascii_uppercase()
+        ),
+        &who,
+    )?;
+    let signing = crate::operator::generate_signing(&token, &journal, &who)
+        .context("cannot generate the TP's signing key")?;
+    let keys = TpKeys {
+        signing: signing.id,
+        encryption: vec![enc],
+        current: enc,
+    };
     let policy = Policy::default();
     let tp = TrustedParty::open(
-        token,
+        Arc::clone(&token),
         keys.clone(),
         &opts.name,
         policy.clone(),
         Clock::system().now(),
     )
     .context("cannot build the TP card")?;
+    journal.audit(
+        Clock::system().now(),
+        "card.signed",
+        &tp.card().id().0.to_hex(),
+        &format!(
+            "TP card signed by {}; encryption keys [{enc}], current {enc}",
+            signing.id
+        ),
+        &who,
+    )?;
+    drop(journal);
 
+    let signing_uri = Pkcs11Uri::for_key(&dev.label, &signing.label, signing.id).to_string();
     let text = config_template(&TemplateValues {
         name: &opts.name,
         listen: opts.listen,
@@ -110,7 +167,9 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
         label: &dev.label,
         pin_file: &dev.pin_file,
         softhsm2_conf: Some(&dev.conf),
-        keys: &keys,
+        signing: &signing_uri,
+        rsa_bits: opts.rsa_bits,
+        oaep: opts.oaep,
         policy: &policy,
         limits: &Limits::default(),
     });
@@ -139,7 +198,10 @@ pub struct TemplateValues<'a> {
     pub label: &'a str,
     pub pin_file: &'a Path,
     pub softhsm2_conf: Option<&'a Path>,
-    pub keys: &'a TpKeys,
+    /// PKCS#11 URI (or hex id) of the signing key.
+    pub signing: &'a str,
+    pub rsa_bits: u32,
+    pub oaep: OaepHash,
     pub policy: &'a Policy,
     pub limits: &'a Limits,
 }
@@ -153,15 +215,9 @@ fn qp(p: &Path) -> String {
     q(&p.display().to_string())
 }
 
-/// A `tp.toml` with every field explained.
+/// A `tp.toml` with every field explained (a shorter form of
+/// `docs/tp.toml.sample`).
 pub fn config_template(v: &TemplateValues) -> String {
-    let encryption = v
-        .keys
-        .encryption
-        .iter()
-        .map(|k| q(&k.to_string()))
-        .collect::<Vec<_>>()
-        .join(", ");
     let softhsm = match v.softhsm2_conf {
         Some(p) => format!("softhsm2_conf = {}", qp(p)),
         None => "# softhsm2_conf = \"/path/to/softhsm2.conf\"".into(),
@@ -169,8 +225,10 @@ pub fn config_template(v: &TemplateValues) -> String {
     format!(
         r#"# tp.toml — configuration of a vtp trusted-party daemon (`tp-daemon serve`).
 #
-# Unknown fields are errors. Relative paths are relative to this file's
-# directory. Written by `tp-daemon init`; edit freely, then restart the daemon.
+# Unknown fields are errors; every error names the line. Relative paths are
+# relative to this file's directory. Written by `tp-daemon init`; edit freely,
+# then reload (SIGHUP) or restart the daemon. docs/tp.toml.sample explains
+# every field at length; docs/operators.md is the operator's guide.
 
 # Name shown in the TP card that users receive.
 name = {name}
@@ -180,9 +238,14 @@ name = {name}
 # Default: "{default_listen}".
 listen = "{listen}"
 
+# Health (/healthz) and Prometheus metrics (/metrics) over plain HTTP, on a
+# separate, local address. Off when unset. `serve --metrics-listen` overrides.
+# metrics_listen = "{metrics_listen}"
+
 # Directory of the journal (journal.sqlite3): every resolution, invalid-envelope
-# verdict and unclaimed certificate the TP ever issued. Back it up: losing it
-# loses Alice's receipts and lets an envelope be answered differently.
+# verdict and unclaimed certificate the TP ever issued, the key ring and the
+# audit log. Back it up: losing it loses Alice's receipts and lets an envelope
+# be answered differently.
 data_dir = {data_dir}
 
 [token]
@@ -194,7 +257,8 @@ label = {label}
 # serial = "0123456789abcdef"
 # Where the token's user PIN comes from: set exactly one of them. A PIN file
 # should be readable by the daemon's user only (chmod 600). A literal PIN in
-# this file is not supported.
+# this file is refused, except as `insecure_literal_pin` (throw-away test
+# tokens only; the daemon warns loudly at every start).
 pin_file = {pin_file}
 # pin_env = "VTP_TP_PIN"
 # SoftHSM2 only: exported as SOFTHSM2_CONF before the module is loaded, so the
@@ -202,14 +266,17 @@ pin_file = {pin_file}
 {softhsm}
 
 [keys]
-# CKA_ID (16 hex digits) of the P-256 key that signs the TP card and every
-# affidavit. Changing it makes a new TP identity: users must get the new card.
-signing = "{signing}"
-# CKA_ID of every RSA decryption key still honoured. Keep old keys here after a
-# rotation until every envelope made for them is past its deadline.
-encryption = [{encryption}]
-# The key new envelopes should use (one of `encryption`).
-current = "{current}"
+# The P-256 key that signs the TP card and every affidavit, as an RFC 7512
+# PKCS#11 URI (token=, object= and id= are checked against the token) or as
+# its CKA_ID in 16 hex digits. Changing it makes a NEW TP identity.
+signing = {signing}
+# The encryption keys are NOT listed here: the key ring (current, standby,
+# previous and retired keys) lives in the journal. See and change it with
+#   tp-daemon keys list | generate | rotate | retire --config THIS_FILE
+# Defaults for new encryption keys: RSA size (2048, 3072 or 4096) and OAEP
+# hash ("sha1", "sha256" or "auto": SHA-256 if the token supports it).
+rsa_bits = {rsa_bits}
+oaep = "{oaep}"
 
 [policy]
 # Published in the TP card and enforced by the TP and its users.
@@ -220,6 +287,8 @@ max_deadline_secs = {max_deadline}
 min_claim_window_secs = {min_window}
 # Allowed difference between a client's clock and the TP's (default 300).
 clock_skew_secs = {skew}
+# Only subscribed identities may claim (`tp-daemon subscribers add`).
+require_subscription = false
 
 [limits]
 # Largest request frame in bytes; a longer one closes the connection
@@ -234,15 +303,16 @@ idle_timeout_secs = {idle}
 "#,
         name = q(v.name),
         default_listen = DEFAULT_LISTEN,
+        metrics_listen = SUGGESTED_METRICS_LISTEN,
         listen = v.listen,
         data_dir = qp(v.data_dir),
         module = qp(v.module),
         label = q(v.label),
         pin_file = qp(v.pin_file),
         softhsm = softhsm,
-        signing = v.keys.signing,
-        encryption = encryption,
-        current = v.keys.current,
+        signing = q(v.signing),
+        rsa_bits = v.rsa_bits,
+        oaep = v.oaep.as_str(),
         max_deadline = v.policy.max_deadline_secs,
         min_window = v.policy.min_claim_window_secs,
         skew = v.policy.clock_skew_secs,
@@ -259,11 +329,12 @@ mod tests {
 
     #[test]
     fn template_parses_back_to_the_same_values() {
-        let keys = TpKeys {
-            signing: "0011223344556677".parse().unwrap(),
-            encryption: vec!["8899aabbccddeeff".parse().unwrap()],
-            current: "8899aabbccddeeff".parse().unwrap(),
-        };
+        let signing = Pkcs11Uri::for_key(
+            "vtp-dev",
+            "vtp-sign-0011223344556677",
+            "0011223344556677".parse().unwrap(),
+        )
+        .to_string();
         let text = config_template(&TemplateValues {
             name: "Test \"TP\"",
             listen: "127.0.0.1:7400".parse().unwrap(),
@@ -272,13 +343,23 @@ mod tests {
             label: "vtp-dev",
             pin_file: Path::new("/var/lib/vtp/user.pin"),
             softhsm2_conf: Some(Path::new("/var/lib/vtp/softhsm2.conf")),
-            keys: &keys,
+            signing: &signing,
+            rsa_bits: 2048,
+            oaep: OaepHash::Sha1,
             policy: &Policy::default(),
             limits: &Limits::default(),
         });
         let c = Config::parse(&text, Path::new("/var/lib/vtp/tp.toml")).unwrap();
         assert_eq!(c.name, "Test \"TP\"");
-        assert_eq!(c.keys, keys);
+        assert_eq!(c.keys.signing.clone().unwrap().text, signing);
+        assert_eq!(
+            c.keys.signing.clone().unwrap().id.unwrap().to_string(),
+            "0011223344556677"
+        );
+        assert_eq!(c.keys.rsa_bits, 2048);
+        assert_eq!(c.keys.oaep, crate::config::OaepChoice::Sha1);
+        assert!(!c.require_subscription);
+        assert_eq!(c.metrics_listen, None);
         assert_eq!(c.policy, Policy::default());
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.data_dir, Path::new("/var/lib/vtp"));

@@ -20,6 +20,12 @@
 //! daemons share a journal), the recorded row wins and is returned, so what
 //! the caller releases is always what the journal holds.
 //!
+//! Since schema version 2 the journal also holds the TP's **key ring**
+//! (which encryption keys exist, which is current, which are retired), the
+//! **audit log** of key and subscriber events, and the **subscribers**; see
+//! [`crate::keyring`]. A version-1 journal is upgraded in place when opened
+//! read-write (the new tables are added; nothing else changes).
+//!
 //! Blocking: one connection behind a `std::sync::Mutex`; async callers go
 //! through [`Journal::blocking`], which runs on tokio's blocking pool.
 
@@ -37,7 +43,7 @@ use vtp_protocol::{Digest32, IdentityId, Timestamp};
 pub const FILE_NAME: &str = "journal.sqlite3";
 
 /// Bumped when the schema or the stored encodings change.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS resolved (
@@ -86,6 +92,10 @@ pub enum JournalError {
     Corrupt { path: PathBuf, detail: String },
     #[error("journal task failed: {0}")]
     Task(String),
+    /// A key-ring or subscriber operation the journal's state does not allow
+    /// (e.g. retiring the current key). The message is for the operator.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Row counts, for logs, tests and `tp-daemon journal stats`.
@@ -144,9 +154,20 @@ impl Journal {
             .map_err(sql)?;
         match version {
             0 => {
-                conn.execute_batch(SCHEMA).map_err(sql)?;
-                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                let tx = conn.unchecked_transaction().map_err(sql)?;
+                tx.execute_batch(SCHEMA).map_err(sql)?;
+                tx.execute_batch(crate::keyring::SCHEMA).map_err(sql)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(sql)?;
+                tx.commit().map_err(sql)?;
+            }
+            1 => {
+                let tx = conn.unchecked_transaction().map_err(sql)?;
+                tx.execute_batch(crate::keyring::SCHEMA).map_err(sql)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(sql)?;
+                tx.commit().map_err(sql)?;
+                tracing::info!(journal = %path.display(), "journal upgraded to schema version 2 (key ring, audit log, subscribers)");
             }
             SCHEMA_VERSION => {}
             other => {
@@ -198,13 +219,13 @@ impl Journal {
             .map_err(|e| JournalError::Task(e.to_string()))?
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done
         // transaction behind: rusqlite rolls back on drop.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sql(&self, source: rusqlite::Error) -> JournalError {
+    pub(crate) fn sql(&self, source: rusqlite::Error) -> JournalError {
         JournalError::Sqlite {
             path: self.path.clone(),
             source,

@@ -13,10 +13,15 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`config`] | `tp.toml`: parsing, defaults, validation with file/line in errors |
+//! | [`pkcs11_uri`] | RFC 7512 PKCS#11 URIs naming keys in the config and in output |
+//! | [`daemon`] | `serve`: root check, start-up, SIGTERM drain, SIGHUP reload |
+//! | [`metrics`] | `/healthz` and Prometheus `/metrics` on `metrics_listen` |
 //! | [`server`] | TCP accept loop, length-delimited frames, connection limits, idle timeouts, graceful shutdown |
 //! | [`service`] | one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out: the TP's rules (no sockets) |
 //! | [`single_flight`] | the per-z lock that makes concurrent identical claims wait for one resolution |
 //! | [`journal`] | embedded SQLite: resolutions, invalid-envelope verdicts, unclaimed certificates, committed durably before any answer |
+//! | [`keyring`] | in the journal: the encryption key ring, the audit log, the subscribers |
+//! | [`operator`] | opening the token, resolving key URIs, building the TP, the `keys` and `subscribers` commands |
 //! | [`clock`] | the daemon's clock and its test hook (`VTP_TEST_CLOCK_OFFSET_SECS`) |
 //! | [`init`] | `tp-daemon init --softhsm`: a development token, keys, a commented `tp.toml` |
 //!
@@ -24,8 +29,13 @@
 
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod init;
 pub mod journal;
+pub mod keyring;
+pub mod metrics;
+pub mod operator;
+pub mod pkcs11_uri;
 pub mod server;
 pub mod service;
 pub mod single_flight;

@@ -1,42 +1,61 @@
 //! `tp-daemon`: the command line of the vtp trusted party. Only wiring lives
 //! here; see the library's modules for the substance.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tracing::{info, warn};
-use vtp_device::{OaepHash, Token, TrustedParty};
+use vtp_device::OaepHash;
 
-use vtp_tp_daemon::clock::{Clock, OFFSET_ENV};
+use vtp_tp_daemon::clock::{rfc3339, Clock};
 use vtp_tp_daemon::config::Config;
+use vtp_tp_daemon::daemon::{serve, ServeOptions};
 use vtp_tp_daemon::init::{init_softhsm, InitOptions};
 use vtp_tp_daemon::journal::Journal;
-use vtp_tp_daemon::server::Server;
-use vtp_tp_daemon::service::Service;
+use vtp_tp_daemon::keyring::actor;
+use vtp_tp_daemon::operator::{self, NewKeyOptions};
 
 /// The vtp trusted party (TP): resolves certified-mail claims with keys held
 /// in a PKCS#11 token, and keeps a durable journal of every answer.
 #[derive(Parser)]
 #[command(name = "tp-daemon", version, propagate_version = true)]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VTP_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines with key=value fields.
+    Text,
+    /// One JSON object per line (for journald/Loki/Elasticsearch).
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Create a development TP: a SoftHSM2 token with fresh keys, a commented
-    /// tp.toml and the TP card, all in one directory.
+    /// tp.toml, the key ring and the TP card, all in one directory.
     Init(InitArgs),
-    /// Run the TP daemon.
+    /// Run the TP daemon (SIGTERM: drain and exit; SIGHUP: reload).
     Serve(ServeArgs),
-    /// Write the TP card (the public file users need) from the token.
-    Card(CardArgs),
+    /// Write the TP card (same as `keys export`).
+    Card(ExportArgs),
+    /// Manage the TP's keys: generate, list, rotate, retire, export.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage subscribers (who may claim when [policy] require_subscription).
+    Subscribers {
+        #[command(subcommand)]
+        command: SubscribersCommand,
+    },
     /// Inspect the journal.
     Journal {
         #[command(subcommand)]
@@ -50,7 +69,7 @@ struct InitArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
     /// Put the keys in a new SoftHSM2 development token (required: for a real
-    /// HSM, write tp.toml by hand).
+    /// HSM, see docs/operators.md).
     #[arg(long)]
     softhsm: bool,
     /// Size of the TP's RSA decryption key: 2048, 3072 or 4096.
@@ -73,25 +92,157 @@ enum OaepArg {
     Sha256,
 }
 
+impl From<OaepArg> for OaepHash {
+    fn from(o: OaepArg) -> Self {
+        match o {
+            OaepArg::Sha1 => OaepHash::Sha1,
+            OaepArg::Sha256 => OaepHash::Sha256,
+        }
+    }
+}
+
 #[derive(Args)]
-struct ServeArgs {
+struct ConfigArg {
     /// The tp.toml to use.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
     /// Listen here instead of the config's `listen` (port 0: any free port;
     /// the bound address is printed as `listening on ADDR`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Serve /healthz and /metrics here instead of the config's
+    /// `metrics_listen` (printed as `metrics on ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Run even as root (not recommended). Also: VTP_ALLOW_ROOT=1.
+    #[arg(long, env = "VTP_ALLOW_ROOT", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_root: bool,
 }
 
 #[derive(Args)]
-struct CardArgs {
-    /// The tp.toml to use.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+struct ExportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
     /// Where to write the card.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct NewKeyArgs {
+    /// RSA size of the new key (2048, 3072, 4096); default: [keys] rsa_bits.
+    #[arg(long, value_name = "BITS")]
+    rsa_bits: Option<u32>,
+    /// OAEP hash of the new key; default: [keys] oaep.
+    #[arg(long, value_enum)]
+    oaep: Option<OaepArg>,
+}
+
+impl NewKeyArgs {
+    fn options(&self) -> NewKeyOptions {
+        NewKeyOptions {
+            rsa_bits: self.rsa_bits,
+            oaep: self.oaep.map(Into::into),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a key on the token (sensitive, non-extractable, one
+    /// mechanism; checked after generation). An encryption key joins the
+    /// key ring as `standby` (or `current` if it is the first one); a signing
+    /// key is printed for `[keys] signing`.
+    Generate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Generate an RSA encryption key (the default).
+        #[arg(long, conflicts_with = "signing")]
+        encryption: bool,
+        /// Generate a P-256 signing key (a new TP identity once in use).
+        #[arg(long)]
+        signing: bool,
+        /// Make the new encryption key current right away.
+        #[arg(long, conflicts_with = "signing")]
+        current: bool,
+        #[command(flatten)]
+        new_key: NewKeyArgs,
+    },
+    /// List the TP's keys: id, label, algorithm, state, creation time and
+    /// the attribute checks.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also print each key's PKCS#11 URI.
+        #[arg(long)]
+        uri: bool,
+    },
+    /// Make a new encryption key current (generated now, or --to an existing
+    /// one). Older keys keep resolving envelopes made for them until retired.
+    /// Then send the daemon SIGHUP.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Promote this key (id, label or URI) instead of generating one.
+        #[arg(long, value_name = "KEY")]
+        to: Option<String>,
+        /// Replace the signing key instead: a NEW TP identity (needs
+        /// --new-identity); rewrites [keys] signing in the config.
+        #[arg(long)]
+        signing: bool,
+        /// Confirm that rotating the signing key makes a new TP identity.
+        #[arg(long, requires = "signing")]
+        new_identity: bool,
+        #[command(flatten)]
+        new_key: NewKeyArgs,
+    },
+    /// Stop honouring an encryption key: claims for envelopes made for it are
+    /// refused. Then send the daemon SIGHUP.
+    Retire {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key: id, label or PKCS#11 URI.
+        key: String,
+        /// Retire even though envelopes made for it may still be claimable.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the TP card (the public file users need).
+    Export(ExportArgs),
+}
+
+#[derive(Subcommand)]
+enum SubscribersCommand {
+    /// Subscribe an identity (id or card file); again to update it.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Identity id (64 hex digits) or identity card file.
+        identity: String,
+        /// Free text: who this is, an invoice number...
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Subscription end: RFC 3339 time or duration from now ("365d").
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+    },
+    /// Remove a subscriber.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        identity: String,
+    },
+    /// List subscribers.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,16 +250,23 @@ enum JournalCommand {
     /// Print how many resolutions, invalid-envelope verdicts and unclaimed
     /// certificates the journal holds (safe while the daemon runs).
     Stats {
-        /// The tp.toml to use.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the audit log (key and subscriber events), oldest first.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only the last N records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match run(cli) {
+    init_logging(cli.log_format);
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tp-daemon: error: {e:#}");
@@ -119,24 +277,33 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr (stdout carries `listening on ADDR` for scripts);
 /// `RUST_LOG` filters, default `info`.
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Init(args) => init(args),
-        Command::Serve(args) => serve(args),
-        Command::Card(args) => card(args),
-        Command::Journal {
-            command: JournalCommand::Stats { config },
-        } => journal_stats(&config),
+        Command::Serve(a) => serve(ServeOptions {
+            config: a.config.config,
+            listen: a.listen,
+            metrics_listen: a.metrics_listen,
+            allow_root: a.allow_root,
+        }),
+        Command::Card(a) => export(&a.config.config, &a.out, "tp-daemon card"),
+        Command::Keys { command } => keys(command),
+        Command::Subscribers { command } => subscribers(command),
+        Command::Journal { command } => journal(command),
     }
 }
 
@@ -144,18 +311,15 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     if !args.softhsm {
         bail!(
             "only development TPs can be created automatically (add --softhsm). For a real \
-             HSM, initialize the token with its vendor's tools, write tp.toml by hand (see the \
-             commented tp.toml that `init --softhsm` writes) and generate the keys with \
-             `tp-daemon keys generate` (coming soon)"
+             HSM, initialize the token with its vendor's tools, write tp.toml (see \
+             docs/tp.toml.sample) and generate the keys with `tp-daemon keys generate` \
+             (docs/operators.md walks through it)"
         );
     }
     let opts = InitOptions {
         data_dir: args.data_dir,
         rsa_bits: args.rsa_bits,
-        oaep: match args.oaep {
-            OaepArg::Sha1 => OaepHash::Sha1,
-            OaepArg::Sha256 => OaepHash::Sha256,
-        },
+        oaep: args.oaep.into(),
         name: args.name,
         listen: args.listen,
     };
@@ -174,7 +338,7 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     println!("  token:     {}", made.softhsm2_conf.display());
     println!("  user PIN:  {}", made.pin_file.display());
     println!(
-        "  keys:      signing {}, encryption {} (RSA-{}, OAEP-{})",
+        "  keys:      signing {}, encryption {} (RSA-{}, OAEP-{}; key ring in the journal)",
         made.keys.signing,
         enc.join(", "),
         opts.rsa_bits,
@@ -184,100 +348,317 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Load the config and open the token and the TP (everything before the
-/// runtime starts: SOFTHSM2_CONF must be set while we are single-threaded).
-fn open_tp(config_path: &Path, clock: Clock) -> anyhow::Result<(Config, Arc<TrustedParty>)> {
+/// Load the config, open the token and the journal (before any thread).
+fn open_all(
+    config_path: &Path,
+) -> anyhow::Result<(Config, std::sync::Arc<vtp_device::Token>, Journal)> {
     let config = Config::load(config_path)?;
-    if let Some(conf) = &config.softhsm2_conf {
-        if !conf.is_file() {
-            bail!(
-                "config file {}: [token] softhsm2_conf {}: no such file",
-                config.path.display(),
-                conf.display()
-            );
-        }
-        std::env::set_var("SOFTHSM2_CONF", conf);
-    }
-    let token = Arc::new(Token::open(&config.token)?);
-    let tp = TrustedParty::open(
-        token,
-        config.keys.clone(),
-        &config.name,
-        config.policy.clone(),
-        clock.now(),
-    )?;
-    Ok((config, Arc::new(tp)))
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let clock = Clock::from_env().map_err(|e| anyhow!(e))?;
-    if clock.offset_secs() != 0 {
-        warn!(
-            offset_secs = clock.offset_secs(),
-            "!!! {OFFSET_ENV} is set: the TP's clock is SHIFTED. This is a TEST HOOK; deadlines \
-             are judged on the shifted clock. Never set it in production. !!!"
-        );
-    }
-    let (config, tp) = open_tp(&args.config, clock)?;
+    let token = operator::open_token(&config)?;
     let journal = Journal::open(&config.data_dir)?;
-    let stats = journal.stats()?;
-    info!(
-        tp = %tp.card().id(),
-        journal = %journal.path().display(),
-        resolved = stats.resolved,
-        invalid = stats.invalid,
-        unclaimed = stats.unclaimed,
-        "trusted party ready"
-    );
-    let listen = args.listen.unwrap_or(config.listen);
-    let service = Arc::new(Service::new(tp, journal, clock));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let server = Server::bind(listen, service, config.limits.clone())
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = server.local_addr()?;
-        let shutdown = shutdown_signal()?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on {addr}")?;
-            out.flush()?;
-        }
-        info!(%addr, "listening");
-        server.run(shutdown).await;
-        Ok(())
-    })
+    Ok((config, token, journal))
 }
 
-/// Completes at the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = int.recv() => info!("SIGINT received"),
-        }
-    })
-}
+const RELOAD_HINT: &str = "a running daemon picks this up on SIGHUP (`systemctl reload \
+                           tp-daemon`, or `kill -HUP PID`); clients then fetch the new card \
+                           (`vtp tp fetch`)";
 
-fn card(args: CardArgs) -> anyhow::Result<()> {
-    let (_config, tp) = open_tp(&args.config, Clock::system())?;
-    std::fs::write(&args.out, tp.card().to_file())
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("wrote TP card {} to {}", tp.card().id(), args.out.display());
+fn export(config_path: &Path, out: &Path, command: &str) -> anyhow::Result<()> {
+    let (config, token, journal) = open_all(config_path)?;
+    let who = actor(command);
+    let live = operator::build_live(&config, &token, &journal, Clock::system(), &who)?;
+    let card = live.tp.card();
+    std::fs::write(out, card.to_file())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    journal.audit(
+        Clock::system().now(),
+        "card.exported",
+        &card.id().0.to_hex(),
+        &format!("written to {}", out.display()),
+        &who,
+    )?;
+    println!("wrote TP card {} to {}", card.id(), out.display());
     Ok(())
 }
 
-fn journal_stats(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let stats = Journal::open_read_only(&config.data_dir)?.stats()?;
-    println!("resolved {}", stats.resolved);
-    println!("invalid {}", stats.invalid);
-    println!("unclaimed {}", stats.unclaimed);
-    Ok(())
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Generate {
+            config,
+            encryption: _,
+            signing,
+            current,
+            new_key,
+        } => {
+            let (config, token, journal) = open_all(&config.config)?;
+            let _lock = operator::KeyLock::acquire(&config.data_dir)?;
+            let who = actor("tp-daemon keys generate");
+            if signing {
+                let k = operator::generate_signing(&token, &journal, &who)?;
+                println!(
+                    "generated signing key {} (ECDSA P-256), label {}",
+                    k.id, k.label
+                );
+                println!("  uri: {}", operator::key_uri(&token, &k.label, k.id));
+                if config.keys.signing.is_none() {
+                    println!(
+                        "put that URI into [keys] signing in {} (it is the TP's identity)",
+                        config.path.display()
+                    );
+                } else {
+                    println!(
+                        "it is not in use. Using it makes a NEW TP identity (envelopes made for \
+                         the old card are refused): `tp-daemon keys rotate --signing \
+                         --new-identity --to {}`",
+                        k.id
+                    );
+                }
+            } else {
+                let k = operator::generate_encryption(
+                    &config,
+                    &token,
+                    &journal,
+                    new_key.options(),
+                    current,
+                    &who,
+                )?;
+                let state = journal
+                    .key_ring()?
+                    .get(k.id)
+                    .map(|r| r.state.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "generated encryption key {} (RSA-{} OAEP-{}), label {}, state {state}",
+                    k.id,
+                    k.bits,
+                    k.oaep.as_str().to_ascii_uppercase(),
+                    k.label
+                );
+                println!("  uri: {}", operator::key_uri(&token, &k.label, k.id));
+                println!("{RELOAD_HINT}");
+            }
+            Ok(())
+        }
+        KeysCommand::List { config, uri } => {
+            let (config, token, journal) = open_all(&config.config)?;
+            print!(
+                "{}",
+                operator::list_keys_table(&config, &token, &journal, uri)?
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate {
+            config,
+            to,
+            signing,
+            new_identity,
+            new_key,
+        } => {
+            let path = config.config;
+            let (config, token, journal) = open_all(&path)?;
+            let _lock = operator::KeyLock::acquire(&config.data_dir)?;
+            let who = actor("tp-daemon keys rotate");
+            if signing {
+                if !new_identity {
+                    bail!(
+                        "rotating the signing key makes a NEW TP identity: every envelope made \
+                         for the current card is then refused, and users need the new card. \
+                         Add --new-identity if that is what you want"
+                    );
+                }
+                let (id, label) = match &to {
+                    Some(name) => {
+                        let r = vtp_tp_daemon::config::KeyRef::parse(name, 0)
+                            .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+                        let id = operator::resolve_key(&config, &token, &r, "--to", true)?;
+                        token.ec_public(id)?;
+                        let label = token
+                            .list_keys()?
+                            .into_iter()
+                            .find(|k| k.id == id)
+                            .map(|k| k.label)
+                            .unwrap_or_default();
+                        (id, label)
+                    }
+                    None => {
+                        let k = operator::generate_signing(&token, &journal, &who)?;
+                        (k.id, k.label)
+                    }
+                };
+                let uri = operator::key_uri(&token, &label, id);
+                operator::set_signing_in_config(&path, &uri)?;
+                journal.audit(
+                    Clock::system().now(),
+                    "key.signing-replaced",
+                    &id.to_string(),
+                    &format!(
+                        "[keys] signing in {} set to {uri} (was {}): new TP identity",
+                        path.display(),
+                        config
+                            .keys
+                            .signing
+                            .as_ref()
+                            .map_or("(none)", |s| s.text.as_str())
+                    ),
+                    &who,
+                )?;
+                println!("signing key is now {id} ({uri}) in {}", path.display());
+                println!("this is a NEW TP identity; {RELOAD_HINT}");
+                return Ok(());
+            }
+            let (new_id, old) = match &to {
+                Some(name) => {
+                    let ring = operator::load_ring(&config, &token, &journal, &who)?;
+                    let id = match operator::ring_key_named(&ring, name) {
+                        Ok(id) if ring.get(id).is_some() => id,
+                        _ => {
+                            // Not in the ring: adopt a key generated on the
+                            // token (e.g. by an interrupted `generate`).
+                            let r = vtp_tp_daemon::config::KeyRef::parse(name, 0)
+                                .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+                            let id = operator::resolve_key(&config, &token, &r, "--to", false)?;
+                            token.self_test_encryption_key(id)?;
+                            operator::adopt_encryption(&token, &journal, id, &who)?;
+                            id
+                        }
+                    };
+                    let old = journal.make_current(id, Clock::system().now(), &who)?;
+                    (id, old)
+                }
+                None => {
+                    let old = journal.key_ring()?.current().map(|k| k.id);
+                    let k = operator::generate_encryption(
+                        &config,
+                        &token,
+                        &journal,
+                        new_key.options(),
+                        true,
+                        &who,
+                    )?;
+                    (k.id, old)
+                }
+            };
+            match old {
+                Some(o) => println!(
+                    "encryption key {new_id} is now current; {o} stays honoured (previous) until \
+                     `tp-daemon keys retire {o}`"
+                ),
+                None => println!("encryption key {new_id} is now current"),
+            }
+            println!("{RELOAD_HINT}");
+            Ok(())
+        }
+        KeysCommand::Retire { config, key, force } => {
+            let config = Config::load(&config.config)?;
+            let journal = Journal::open(&config.data_dir)?;
+            let ring = journal.key_ring()?;
+            let id = operator::ring_key_named(&ring, &key)?;
+            let who = actor("tp-daemon keys retire");
+            let k = journal.retire_key(id, &config.policy, force, Clock::system().now(), &who)?;
+            println!(
+                "encryption key {id} retired at {}: claims for envelopes made for it are now \
+                 refused (answers already recorded are still served). The key stays on the \
+                 token; destroy it there when you no longer need it.",
+                rfc3339(k.retired_at.unwrap_or(0))
+            );
+            println!("{RELOAD_HINT}");
+            Ok(())
+        }
+        KeysCommand::Export(a) => export(&a.config.config, &a.out, "tp-daemon keys export"),
+    }
+}
+
+fn subscribers(command: SubscribersCommand) -> anyhow::Result<()> {
+    let now = Clock::system().now();
+    match command {
+        SubscribersCommand::Add {
+            config,
+            identity,
+            note,
+            expires,
+        } => {
+            let config = Config::load(&config.config)?;
+            let id = operator::identity_arg(&identity)?;
+            let expires = expires.map(|e| operator::expiry_arg(&e, now)).transpose()?;
+            let journal = Journal::open(&config.data_dir)?;
+            let new = journal.add_subscriber(
+                &id,
+                &note,
+                expires,
+                now,
+                &actor("tp-daemon subscribers add"),
+            )?;
+            println!(
+                "{} subscriber {} ({})",
+                if new { "added" } else { "updated" },
+                id.0.to_hex(),
+                operator::subscriber_state(expires, now)
+            );
+            if !config.require_subscription {
+                println!(
+                    "note: [policy] require_subscription is false in {}: everyone may claim",
+                    config.path.display()
+                );
+            }
+            Ok(())
+        }
+        SubscribersCommand::Remove { config, identity } => {
+            let config = Config::load(&config.config)?;
+            let id = operator::identity_arg(&identity)?;
+            let journal = Journal::open(&config.data_dir)?;
+            if !journal.remove_subscriber(&id, now, &actor("tp-daemon subscribers remove"))? {
+                bail!("{} is not a subscriber", id.0.to_hex());
+            }
+            println!("removed subscriber {}", id.0.to_hex());
+            Ok(())
+        }
+        SubscribersCommand::List { config } => {
+            let config = Config::load(&config.config)?;
+            let journal = Journal::open(&config.data_dir)?;
+            let subs = journal.subscribers()?;
+            println!(
+                "require_subscription = {} ({} subscribers)",
+                config.require_subscription,
+                subs.len()
+            );
+            for s in subs {
+                println!(
+                    "{}  added {}  {}  {}",
+                    s.identity.0.to_hex(),
+                    rfc3339(s.added_at),
+                    operator::subscriber_state(s.expires_at, now),
+                    s.note
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn journal(command: JournalCommand) -> anyhow::Result<()> {
+    match command {
+        JournalCommand::Stats { config } => {
+            let config = Config::load(&config.config)?;
+            let stats = Journal::open_read_only(&config.data_dir)?.stats()?;
+            println!("resolved {}", stats.resolved);
+            println!("invalid {}", stats.invalid);
+            println!("unclaimed {}", stats.unclaimed);
+            Ok(())
+        }
+        JournalCommand::Audit { config, limit } => {
+            let config = Config::load(&config.config)?;
+            let journal = Journal::open_read_only(&config.data_dir)?;
+            for r in journal.audit_log(limit)? {
+                println!(
+                    "{} #{} {} {} — {} [{}]",
+                    rfc3339(r.at),
+                    r.seq,
+                    r.event,
+                    r.subject,
+                    r.detail,
+                    r.actor
+                );
+            }
+            Ok(())
+        }
+    }
 }

@@ -16,8 +16,14 @@
 //!
 //! A decoded request is handled in its own task, so a client that hangs up
 //! mid-claim cannot cancel a resolution between the token and the journal.
-//! On shutdown the listener closes, each connection finishes the request it
-//! is working on, and the server waits a bounded time for them.
+//! On shutdown (SIGTERM) the listener closes, `/healthz` turns to
+//! `draining`, each connection finishes the request it is working on and
+//! sends its answer, and the server waits a bounded time
+//! ([`SHUTDOWN_GRACE`]) for them; then it waits (up to
+//! [`IN_FLIGHT_GRACE`]) for every request task still running, so a
+//! resolution that reached the token is committed to the journal before the
+//! process exits even if its client is gone. An answer is only ever sent
+//! after its commit, so every answered claim is in the journal.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,14 +39,20 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::codec::length_delimited::LengthDelimitedCodecError;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use vtp_protocol::wire::{decode_request, encode_response, ErrorCode, Response, WireError};
 
 use crate::config::Limits;
-use crate::service::{protocol_refusal, Service};
+use crate::metrics::Metrics;
+use crate::service::{protocol_refusal, request_kind, Service};
 
 /// How long shutdown waits for connections to finish their current request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown then waits for request tasks still running (a device
+/// operation and a journal commit take milliseconds; this bounds a hung
+/// token).
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(60);
 /// Limit on a response frame. Responses are built by the daemon (a sender's
 /// receipt list can outgrow the request limit), so only a sanity cap.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
@@ -71,6 +83,15 @@ pub struct Server {
     limits: Limits,
 }
 
+/// Decrements a gauge when dropped.
+struct GaugeGuard<'m>(&'m Metrics, fn(&Metrics));
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        (self.1)(self.0)
+    }
+}
+
 impl Server {
     pub async fn bind(
         addr: SocketAddr,
@@ -98,6 +119,7 @@ impl Server {
             service,
             limits,
         } = self;
+        let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -117,12 +139,14 @@ impl Server {
                                     limits: limits.clone(),
                                     stop: stop_rx.clone(),
                                     peer,
+                                    tracker: tracker.clone(),
                                     _permit: permit,
                                 };
                                 tasks.spawn(conn.run(stream));
                             }
                             Err(_) => {
                                 warn!(%peer, max = limits.max_connections, "too many connections; refusing");
+                                service.metrics().refusal("connection", ErrorCode::Busy);
                                 tasks.spawn(refuse_busy(stream));
                             }
                         }
@@ -136,9 +160,11 @@ impl Server {
             }
         }
         drop(listener);
+        service.metrics().set_draining();
         let _ = stop_tx.send(true);
         info!(
             connections = tasks.len(),
+            in_flight = tracker.len(),
             "shutting down: finishing requests in progress"
         );
         let drained = timeout(SHUTDOWN_GRACE, async {
@@ -151,6 +177,20 @@ impl Server {
                 "shutdown grace period over; closing the rest"
             );
             tasks.abort_all();
+        }
+        tracker.close();
+        if !tracker.is_empty() {
+            info!(
+                in_flight = tracker.len(),
+                "waiting for request tasks to finish (resolutions are committed before exit)"
+            );
+        }
+        if timeout(IN_FLIGHT_GRACE, tracker.wait()).await.is_err() {
+            warn!(
+                in_flight = tracker.len(),
+                "request tasks still running after the grace period; exiting anyway \
+                 (nothing uncommitted was ever answered)"
+            );
         }
         info!("server stopped");
     }
@@ -192,6 +232,8 @@ struct Connection {
     limits: Limits,
     stop: watch::Receiver<bool>,
     peer: SocketAddr,
+    /// Request tasks, waited for at shutdown.
+    tracker: TaskTracker,
     /// Held for the life of the connection (`max_connections`).
     _permit: OwnedSemaphorePermit,
 }
@@ -199,6 +241,10 @@ struct Connection {
 impl Connection {
     async fn run(mut self, stream: TcpStream) {
         debug!(peer = %self.peer, "connection opened");
+        let service = Arc::clone(&self.service);
+        let metrics = service.metrics();
+        metrics.connection_opened();
+        let _open = GaugeGuard(metrics, Metrics::connection_closed);
         let (r, w) = stream.into_split();
         let mut reader = FramedRead::new(r, codec(self.limits.max_frame_bytes));
         let mut writer = FramedWrite::new(w, codec(MAX_RESPONSE));
@@ -221,6 +267,7 @@ impl Connection {
                         .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
                     if too_long {
                         warn!(peer = %self.peer, max = self.limits.max_frame_bytes, "frame too long; closing");
+                        metrics.refusal("frame", ErrorCode::Malformed);
                         let frame = error_frame(
                             ErrorCode::Malformed,
                             format!(
@@ -258,16 +305,34 @@ impl Connection {
     }
 
     async fn answer(&self, frame: &[u8]) -> Response {
+        let metrics = self.service.metrics();
         let request = match decode_request(frame) {
             Ok(r) => r,
             Err(e) => {
                 debug!(peer = %self.peer, error = %e, "undecodable request");
-                return protocol_refusal(&e);
+                metrics.request("undecodable");
+                let r = protocol_refusal(&e);
+                if let Response::Error(WireError { code, .. }) = &r {
+                    metrics.refusal("undecodable", *code);
+                }
+                return r;
             }
         };
-        // Own task: runs to completion even if this connection is dropped.
+        let kind = request_kind(&request);
+        metrics.request(kind);
+        // Own task: runs to completion even if this connection is dropped,
+        // and shutdown waits for it (the tracker).
         let service = Arc::clone(&self.service);
-        match tokio::spawn(async move { service.handle(request).await }).await {
+        let response = match self
+            .tracker
+            .spawn(async move {
+                let m = Arc::clone(service.metrics());
+                m.request_started();
+                let _g = GaugeGuard(&m, Metrics::request_finished);
+                service.handle(request).await
+            })
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 warn!(peer = %self.peer, error = %e, "request handler failed");
@@ -276,6 +341,10 @@ impl Connection {
                     message: "the TP failed while handling this request; retry".into(),
                 })
             }
+        };
+        if let Response::Error(WireError { code, .. }) = &response {
+            metrics.refusal(kind, *code);
         }
+        response
     }
 }

@@ -9,10 +9,11 @@
 //! and a failure before the commit leaves nothing behind, so the claim can be
 //! retried.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use tracing::{info, warn};
-use vtp_device::{DeviceError, TrustedParty};
+use vtp_device::{DeviceError, KeyId, TrustedParty};
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::claim::Claim;
 use vtp_protocol::tp_card::TpCard;
@@ -23,14 +24,25 @@ use vtp_protocol::{Digest32, ProtocolError};
 
 use crate::clock::{rfc3339, Clock};
 use crate::journal::{Journal, JournalError};
+use crate::keyring::{KeyRing, KeyState};
+use crate::metrics::Metrics;
 use crate::single_flight::SingleFlight;
+
+/// What a configuration reload (SIGHUP) replaces: the TP with its card, the
+/// key ring it was built from, and the subscription policy.
+pub struct Live {
+    pub tp: Arc<TrustedParty>,
+    pub ring: KeyRing,
+    pub require_subscription: bool,
+}
 
 /// Shared state of the daemon. Cheap to share behind an `Arc`.
 pub struct Service {
-    tp: Arc<TrustedParty>,
+    live: RwLock<Arc<Live>>,
     journal: Journal,
     clock: Clock,
     flights: SingleFlight<Digest32>,
+    metrics: Arc<Metrics>,
 }
 
 /// First 16 hex digits of a hash: enough to find it in logs.
@@ -101,38 +113,150 @@ fn affidavit_at(o: &ClaimOutcome) -> u64 {
     }
 }
 
+/// The metrics name of a request.
+pub fn request_kind(r: &Request) -> &'static str {
+    match r {
+        Request::GetCard => "card",
+        Request::Claim(_) => "claim",
+        Request::Unclaimed(_) => "unclaimed",
+        Request::FetchReceipts(_) => "receipts",
+    }
+}
+
 impl Service {
-    pub fn new(tp: Arc<TrustedParty>, journal: Journal, clock: Clock) -> Service {
+    pub fn new(live: Live, journal: Journal, clock: Clock, metrics: Arc<Metrics>) -> Service {
+        metrics.serving_card(
+            live.tp.card().id().0.to_hex(),
+            KeyId(live.tp.card().body().current_key.0).to_string(),
+        );
         Service {
-            tp,
+            live: RwLock::new(Arc::new(live)),
             journal,
             clock,
             flights: SingleFlight::new(),
+            metrics,
         }
     }
 
-    pub fn card(&self) -> &TpCard {
-        self.tp.card()
+    /// The TP, card and key ring being served now.
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Serve a new card / key ring / policy from now on (SIGHUP). Requests
+    /// already running finish with the state they started with.
+    pub fn replace_live(&self, live: Live) {
+        self.metrics.serving_card(
+            live.tp.card().id().0.to_hex(),
+            KeyId(live.tp.card().body().current_key.0).to_string(),
+        );
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+    }
+
+    /// The card being served now.
+    pub fn card(&self) -> TpCard {
+        self.live().tp.card().clone()
     }
 
     pub fn journal(&self) -> &Journal {
         &self.journal
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Answer one request.
     pub async fn handle(&self, request: Request) -> Response {
         match request {
-            Request::GetCard => Response::Card(self.card().clone()),
+            Request::GetCard => Response::Card(self.card()),
             Request::Claim(claim) => self.claim(claim).await,
             Request::Unclaimed(req) => self.unclaimed(req).await,
             Request::FetchReceipts(req) => self.fetch_receipts(req).await,
         }
     }
 
+    /// A claim for an envelope made for a key the TP retired: answer from
+    /// the journal if it was resolved before, else refuse, saying so.
+    async fn claim_for_retired_key(
+        &self,
+        live: &Live,
+        claim: &Claim,
+        key: KeyId,
+        retired_at: u64,
+    ) -> Response {
+        let z = claim.z_hash();
+        let refusal = || {
+            info!(z = %short(&z), key = %key, "claim refused: the envelope's TP key is retired");
+            refuse(
+                ErrorCode::UnknownKey,
+                format!(
+                    "the TP retired encryption key {key} at {}: it no longer resolves envelopes \
+                     made for that key (the sender must send again using the TP's current card)",
+                    rfc3339(retired_at)
+                ),
+            )
+        };
+        // The envelope carries the card it was made with; if it is this
+        // TP's card (same signing key, self-signed), it authenticates the
+        // claim as well as the current card would.
+        let embedded = &claim.body.envelope.tp_card;
+        if embedded.id() != live.tp.card().id() {
+            return refusal();
+        }
+        let Ok(verified) = claim.verify_authentic(embedded, self.clock.now()) else {
+            return refusal();
+        };
+        let envelope_id = verified.envelope().header().envelope_id();
+        let recorded = self
+            .journal
+            .blocking(move |j| match j.resolved(&z)? {
+                Some(o) => Ok(Some(o)),
+                None => j.invalid_verdict(&envelope_id),
+            })
+            .await;
+        match recorded {
+            Ok(Some(o)) => {
+                self.metrics.resolution(outcome_name(&o), true);
+                info!(z = %short(&z), outcome = outcome_name(&o), "claim answered from the journal (retired key)");
+                Response::Claim(o)
+            }
+            Ok(None) => refusal(),
+            Err(e) => journal_refusal(&z, &e),
+        }
+    }
+
     async fn claim(&self, claim: Claim) -> Response {
+        self.metrics.claim();
+        let live = self.live();
         let z = claim.z_hash();
         let requested = claim.body.requested;
-        let verified = match claim.verify_authentic(self.card(), self.clock.now()) {
+        let key = KeyId(claim.body.envelope.header.key_id.0);
+        match live.ring.get(key) {
+            Some(k) if k.state == KeyState::Retired => {
+                return self
+                    .claim_for_retired_key(&live, &claim, key, k.retired_at.unwrap_or(0))
+                    .await;
+            }
+            Some(_) => {}
+            None if live
+                .tp
+                .card()
+                .key(claim.body.envelope.header.key_id)
+                .is_err() =>
+            {
+                info!(z = %short(&z), key = %key, "claim refused: unknown TP key");
+                return refuse(
+                    ErrorCode::UnknownKey,
+                    format!(
+                        "the TP has no encryption key {key}; envelopes must be made with the TP's \
+                         current card (fetch it again)"
+                    ),
+                );
+            }
+            None => {}
+        }
+        let verified = match claim.verify_authentic(live.tp.card(), self.clock.now()) {
             Ok(v) => v,
             Err(e) => {
                 info!(z = %short(&z), error = %e, "claim refused: not authentic");
@@ -164,6 +288,7 @@ impl Service {
         match recorded {
             Err(e) => return journal_refusal(&z, &e),
             Ok(Recorded::Outcome(o)) => {
+                self.metrics.resolution(outcome_name(&o), true);
                 info!(z = %short(&z), outcome = outcome_name(&o), "claim answered from the journal");
                 return Response::Claim(o);
             }
@@ -183,6 +308,39 @@ impl Service {
             Ok(Recorded::Nothing) => {}
         }
 
+        // Seed 001's subscription model: the TP helps only its subscribers.
+        // Checked after the journal, so a recorded answer is never withheld.
+        if live.require_subscription {
+            let recipient = verified.envelope().header().recipient;
+            let now = self.clock.now();
+            let sub = self
+                .journal
+                .blocking(move |j| j.subscriber(&recipient))
+                .await;
+            match sub {
+                Err(e) => return journal_refusal(&z, &e),
+                Ok(Some(s)) if s.active_at(now) => {}
+                Ok(found) => {
+                    let why = match found {
+                        Some(s) => format!(
+                            "its subscription expired at {}",
+                            rfc3339(s.expires_at.unwrap_or(0))
+                        ),
+                        None => "it is not subscribed".to_owned(),
+                    };
+                    info!(z = %short(&z), recipient = %short(&recipient.0), "claim refused: not a subscriber");
+                    return refuse(
+                        ErrorCode::NotAuthorized,
+                        format!(
+                            "this TP resolves claims for its subscribers only, and identity {} \
+                             (the recipient) {why}; contact the TP's operator",
+                            recipient.0.to_hex()
+                        ),
+                    );
+                }
+            }
+        }
+
         // Read the clock again: we may have waited for the lock.
         let now = self.clock.now();
         if let Err(e) = verified.check_deadline(now) {
@@ -190,9 +348,12 @@ impl Service {
             return protocol_refusal(&e);
         }
 
-        let tp = Arc::clone(&self.tp);
+        let tp = Arc::clone(&live.tp);
+        let metrics = Arc::clone(&self.metrics);
         let resolved = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let outcome = tp.resolve(&verified, now);
+            metrics.device_op("resolve", started.elapsed());
             (outcome, verified)
         })
         .await;
@@ -210,12 +371,15 @@ impl Service {
 
         // Commit before release (DESIGN.md §3 step 3).
         let receipt = verified.receipt().receipt().clone();
+        let started = Instant::now();
         let recorded = self
             .journal
             .blocking(move |j| j.record_claim(&outcome, &receipt, now))
             .await;
+        self.metrics.journal_commit(started.elapsed());
         match recorded {
             Ok(o) => {
+                self.metrics.resolution(outcome_name(&o), false);
                 info!(z = %short(&z), outcome = outcome_name(&o), "claim resolved and recorded");
                 Response::Claim(o)
             }
@@ -224,8 +388,9 @@ impl Service {
     }
 
     async fn unclaimed(&self, req: UnclaimedRequest) -> Response {
+        let live = self.live();
         let z = req.body.envelope.header.z_hash;
-        let env = match req.verify(self.card(), self.clock.now()) {
+        let env = match req.verify(live.tp.card(), self.clock.now()) {
             Ok(env) => env,
             Err(e) => {
                 info!(z = %short(&z), error = %e, "unclaimed request refused");
@@ -267,13 +432,21 @@ impl Service {
             );
         }
         if let Some(a) = unclaimed {
+            self.metrics.unclaimed(true);
             info!(z = %short(&z), "unclaimed certificate answered from the journal");
             return Response::Unclaimed(a);
         }
 
-        let tp = Arc::clone(&self.tp);
+        let tp = Arc::clone(&live.tp);
+        let metrics = Arc::clone(&self.metrics);
         let signed: Result<Result<Affidavit, DeviceError>, _> =
-            tokio::task::spawn_blocking(move || tp.unclaimed(&env, now)).await;
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let r = tp.unclaimed(&env, now);
+                metrics.device_op("unclaimed", started.elapsed());
+                r
+            })
+            .await;
         let affidavit = match signed {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => return device_refusal(&z, &e),
@@ -282,12 +455,15 @@ impl Service {
                 return refuse(ErrorCode::Unavailable, "the TP failed; retry");
             }
         };
-        match self
+        let started = Instant::now();
+        let recorded = self
             .journal
             .blocking(move |j| j.record_unclaimed(&affidavit, now))
-            .await
-        {
+            .await;
+        self.metrics.journal_commit(started.elapsed());
+        match recorded {
             Ok(a) => {
+                self.metrics.unclaimed(false);
                 info!(z = %short(&z), "unclaimed certificate issued and recorded");
                 Response::Unclaimed(a)
             }
@@ -296,7 +472,7 @@ impl Service {
     }
 
     async fn fetch_receipts(&self, req: FetchRequest) -> Response {
-        let sender = match req.verify(self.card(), self.clock.now()) {
+        let sender = match req.verify(self.live().tp.card(), self.clock.now()) {
             Ok(id) => id,
             Err(e) => {
                 info!(error = %e, "receipt request refused");

@@ -122,6 +122,23 @@ impl TestTp {
         }
     }
 
+    /// A TP in a directory the test prepared itself (config at `config`).
+    pub fn custom(dir: tempfile::TempDir, config: PathBuf) -> TestTp {
+        TestTp {
+            dir,
+            config,
+            log_count: std::cell::Cell::new(0),
+        }
+    }
+
+    /// An empty directory for a [`TestTp::custom`].
+    pub fn empty_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("tpd-test-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -148,9 +165,17 @@ impl TestTp {
     }
 
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.start_with(&["--allow-root"], env)
+    }
+
+    /// Start `tp-daemon serve --listen 127.0.0.1:0` with extra arguments; with
+    /// `--metrics-listen`, also read the `metrics on ADDR` line.
+    pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.next_log();
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--config")
             .arg(&self.config)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -160,11 +185,19 @@ impl TestTp {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let lines = if args.contains(&"--metrics-listen") {
+            2
+        } else {
+            1
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            let mut r = BufReader::new(stdout);
+            for _ in 0..lines {
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let _ = tx.send(line);
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
@@ -175,18 +208,39 @@ impl TestTp {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
+        let metrics = (lines == 2).then(|| {
+            let m = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+            m.trim()
+                .strip_prefix("metrics on ")
+                .unwrap_or_else(|| panic!("no metrics line: {m:?}"))
+                .parse()
+                .unwrap()
+        });
         Daemon {
             child,
             addr: addr.parse().unwrap(),
+            metrics,
             log,
         }
     }
 
     /// Run `tp-daemon serve` expecting it to fail at start-up.
     pub fn serve_expecting_failure(&self) -> (ExitStatus, String) {
+        self.serve_expecting_failure_with(&["--allow-root"], &[])
+    }
+
+    pub fn serve_expecting_failure_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--config")
             .arg(&self.config)
+            .envs(env.iter().copied())
+            .env_remove("VTP_ALLOW_ROOT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -214,6 +268,31 @@ impl TestTp {
         (status, stderr)
     }
 
+    /// Run `tp-daemon ARGS --config THIS`; (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> CliRun {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The journal, read-only, with plain SQL (what a backup would hold).
+    pub fn journal_db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.path().join("journal.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
     /// `tp-daemon journal stats`: (resolved, invalid, unclaimed).
     pub fn journal_stats(&self) -> (u64, u64, u64) {
         let out = Command::new(BIN)
@@ -236,6 +315,38 @@ impl TestTp {
     }
 }
 
+/// The result of one `tp-daemon` command.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    #[track_caller]
+    pub fn ok(self) -> CliRun {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        self
+    }
+    #[track_caller]
+    pub fn fails(self) -> CliRun {
+        assert_eq!(self.code, 1, "command should have failed: {self:#?}");
+        assert!(
+            self.stderr.contains("tp-daemon: error: "),
+            "a failure says why: {self:#?}"
+        );
+        self
+    }
+    /// The `tp-daemon: error:` line.
+    pub fn error_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("tp-daemon: error: "))
+            .unwrap_or_else(|| panic!("no error line in {}", self.stderr))
+    }
+}
+
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -251,6 +362,8 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
+    /// The metrics endpoint, when started with `--metrics-listen`.
+    pub metrics: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
@@ -266,6 +379,53 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    /// SIGHUP: reload the config and the key ring.
+    pub fn hup(&self) {
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGHUP) }, 0);
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn send_term(&self) {
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
+    }
+
+    /// Wait for the exit (after a signal).
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        wait_timeout(&mut self.child, limit).expect("daemon did not exit")
+    }
+
+    /// Poll the log until it contains `needle` (count times).
+    pub fn wait_log(&self, needle: &str, count: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log_text();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{needle:?} x{count} not in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One HTTP GET on the metrics endpoint: (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let addr = self.metrics.expect("started with --metrics-listen");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
     }
 
     /// SIGTERM, then wait for the exit.

@@ -1,0 +1,853 @@
+//! The TP's key ring, its audit log and its subscribers — all in the journal.
+//!
+//! **Why the journal and not `tp.toml`.** Which encryption keys the TP
+//! honours is state that changes while the daemon runs (`keys rotate`,
+//! `keys retire` from another process) and that must stay consistent with
+//! the resolutions the journal records: a restored journal backup must come
+//! with the key ring of its time. Keeping both in one SQLite file gives
+//! atomic updates (a rotation is one transaction: new current key, old one
+//! demoted, audit records), one file to back up, safe concurrent access by
+//! the daemon and the operator's commands, and no rewriting of a
+//! hand-commented config file. `tp.toml` keeps what an operator decides once:
+//! the token, the signing key (the TP's identity) and the defaults for new
+//! keys.
+//!
+//! Encryption key states:
+//! - `current`: new envelopes use it (exactly one key, once any exists);
+//! - `standby`: generated and published in the TP card, not yet current;
+//! - `previous`: was current; still resolves envelopes made for it;
+//! - `retired`: no longer honoured or published; claims for envelopes made
+//!   for it are refused with a clear message (recorded answers are still
+//!   served). The key stays on the token until an operator destroys it.
+//!
+//! Signing keys are not in the ring (the config names the one in use), but
+//! their generation is audited like every key event, and `keys list` takes
+//! their creation time from the audit log.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use vtp_device::{KeyId, OaepHash, TpKeys};
+use vtp_protocol::tp_card::Policy;
+use vtp_protocol::{IdentityId, Timestamp};
+
+use crate::clock::rfc3339;
+use crate::journal::{Journal, JournalError};
+
+/// Tables added in journal schema version 2.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keyring (
+    key_id        BLOB PRIMARY KEY NOT NULL,  -- CKA_ID, 8 bytes
+    label         TEXT NOT NULL,              -- CKA_LABEL
+    bits          INTEGER NOT NULL,           -- RSA modulus size
+    oaep          TEXT NOT NULL,              -- sha1 | sha256
+    state         TEXT NOT NULL,              -- current | standby | previous | retired
+    created_at    INTEGER NOT NULL,
+    current_since INTEGER,                    -- when it last became current
+    superseded_at INTEGER,                    -- when it last stopped being current
+    retired_at    INTEGER
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS keyring_one_current ON keyring (state) WHERE state = 'current';
+
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    event   TEXT NOT NULL,     -- e.g. key.generated, key.current, key.retired
+    subject TEXT NOT NULL,     -- key id (hex), identity id (hex), TP id, ...
+    detail  TEXT NOT NULL,
+    actor   TEXT NOT NULL      -- which command, uid and pid
+);
+CREATE INDEX IF NOT EXISTS audit_by_subject ON audit (subject, seq);
+
+CREATE TABLE IF NOT EXISTS subscribers (
+    identity   BLOB PRIMARY KEY NOT NULL,  -- IdentityId (SHA-256 of the card)
+    note       TEXT NOT NULL,
+    added_at   INTEGER NOT NULL,
+    expires_at INTEGER                     -- NULL: no expiry
+) WITHOUT ROWID;
+";
+
+/// Where an encryption key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    Current,
+    Standby,
+    Previous,
+    Retired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Current => "current",
+            KeyState::Standby => "standby",
+            KeyState::Previous => "previous",
+            KeyState::Retired => "retired",
+        }
+    }
+    fn parse(s: &str) -> Option<KeyState> {
+        Some(match s {
+            "current" => KeyState::Current,
+            "standby" => KeyState::Standby,
+            "previous" => KeyState::Previous,
+            "retired" => KeyState::Retired,
+            _ => return None,
+        })
+    }
+    /// Published in the card and resolving envelopes.
+    pub fn honoured(self) -> bool {
+        self != KeyState::Retired
+    }
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One encryption key of the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingKey {
+    pub id: KeyId,
+    pub label: String,
+    pub bits: u32,
+    pub oaep: OaepHash,
+    pub state: KeyState,
+    pub created_at: Timestamp,
+    pub current_since: Option<Timestamp>,
+    pub superseded_at: Option<Timestamp>,
+    pub retired_at: Option<Timestamp>,
+}
+
+impl RingKey {
+    /// "RSA-3072 OAEP-SHA1".
+    pub fn algorithm(&self) -> String {
+        format!(
+            "RSA-{} OAEP-{}",
+            self.bits,
+            self.oaep.as_str().to_ascii_uppercase()
+        )
+    }
+
+    /// When retiring this key can no longer strand a claim: every envelope
+    /// made for it while it was current (or published) is past its deadline.
+    pub fn safe_to_retire_at(&self, policy: &Policy) -> Timestamp {
+        let last_use = self
+            .superseded_at
+            .unwrap_or(self.created_at)
+            .max(self.created_at);
+        last_use + policy.max_deadline_secs + policy.clock_skew_secs
+    }
+}
+
+/// A key to add to the ring.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: KeyId,
+    pub label: String,
+    pub bits: u32,
+    pub oaep: OaepHash,
+}
+
+/// The ring as read from the journal, oldest key first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRing {
+    pub keys: Vec<RingKey>,
+}
+
+impl KeyRing {
+    pub fn current(&self) -> Option<&RingKey> {
+        self.keys.iter().find(|k| k.state == KeyState::Current)
+    }
+    pub fn get(&self, id: KeyId) -> Option<&RingKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+    /// The device's view: every honoured key, and the current one.
+    pub fn tp_keys(&self, signing: KeyId) -> Result<TpKeys, String> {
+        let current = self.current().ok_or_else(|| {
+            "the key ring has no current encryption key (run `tp-daemon keys rotate`, or \
+             `tp-daemon keys generate --encryption` on a new TP)"
+                .to_owned()
+        })?;
+        Ok(TpKeys {
+            signing,
+            encryption: self
+                .keys
+                .iter()
+                .filter(|k| k.state.honoured())
+                .map(|k| k.id)
+                .collect(),
+            current: current.id,
+        })
+    }
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub event: String,
+    pub subject: String,
+    pub detail: String,
+    pub actor: String,
+}
+
+/// One subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub identity: IdentityId,
+    pub note: String,
+    pub added_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Subscriber {
+    pub fn active_at(&self, now: Timestamp) -> bool {
+        match self.expires_at {
+            None => true,
+            Some(e) => now < e,
+        }
+    }
+}
+
+/// Who is acting, for audit records: the command, uid and pid.
+pub fn actor(command: &str) -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    format!("{command} (uid {uid}, pid {})", std::process::id())
+}
+
+fn key_id_from(b: Vec<u8>) -> rusqlite::Result<KeyId> {
+    <[u8; 8]>::try_from(b.as_slice()).map(KeyId).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "key id is not 8 bytes".into(),
+        )
+    })
+}
+
+fn oaep_from(s: &str) -> Option<OaepHash> {
+    match s {
+        "sha1" => Some(OaepHash::Sha1),
+        "sha256" => Some(OaepHash::Sha256),
+        _ => None,
+    }
+}
+
+const RING_COLUMNS: &str =
+    "key_id, label, bits, oaep, state, created_at, current_since, superseded_at, retired_at";
+
+fn ring_row(r: &rusqlite::Row) -> rusqlite::Result<(KeyId, RingRowRest)> {
+    Ok((
+        key_id_from(r.get(0)?)?,
+        RingRowRest {
+            label: r.get(1)?,
+            bits: r.get(2)?,
+            oaep: r.get(3)?,
+            state: r.get(4)?,
+            created_at: r.get(5)?,
+            current_since: r.get(6)?,
+            superseded_at: r.get(7)?,
+            retired_at: r.get(8)?,
+        },
+    ))
+}
+
+struct RingRowRest {
+    label: String,
+    bits: u32,
+    oaep: String,
+    state: String,
+    created_at: i64,
+    current_since: Option<i64>,
+    superseded_at: Option<i64>,
+    retired_at: Option<i64>,
+}
+
+fn insert_audit(
+    tx: &rusqlite::Connection,
+    at: Timestamp,
+    event: &str,
+    subject: &str,
+    detail: &str,
+    actor: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO audit (at, event, subject, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at as i64, event, subject, detail, actor],
+    )?;
+    Ok(())
+}
+
+impl Journal {
+    fn ring_key(&self, id: KeyId, rest: RingRowRest) -> Result<RingKey, JournalError> {
+        let corrupt = |what: &str| JournalError::Corrupt {
+            path: self.path().to_owned(),
+            detail: format!("key ring entry {id}: {what}"),
+        };
+        Ok(RingKey {
+            id,
+            label: rest.label,
+            bits: rest.bits,
+            oaep: oaep_from(&rest.oaep).ok_or_else(|| corrupt("unknown OAEP hash"))?,
+            state: KeyState::parse(&rest.state).ok_or_else(|| corrupt("unknown state"))?,
+            created_at: rest.created_at as Timestamp,
+            current_since: rest.current_since.map(|t| t as Timestamp),
+            superseded_at: rest.superseded_at.map(|t| t as Timestamp),
+            retired_at: rest.retired_at.map(|t| t as Timestamp),
+        })
+    }
+
+    /// The whole key ring, oldest key first.
+    pub fn key_ring(&self) -> Result<KeyRing, JournalError> {
+        let rows: Vec<(KeyId, RingRowRest)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {RING_COLUMNS} FROM keyring ORDER BY created_at, key_id"
+                ))
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt
+                .query_map([], ring_row)
+                .map_err(|e| self.sql(e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.sql(e))?;
+            rows
+        };
+        let keys = rows
+            .into_iter()
+            .map(|(id, rest)| self.ring_key(id, rest))
+            .collect::<Result<_, _>>()?;
+        Ok(KeyRing { keys })
+    }
+
+    /// Append one audit record.
+    pub fn audit(
+        &self,
+        at: Timestamp,
+        event: &str,
+        subject: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<(), JournalError> {
+        let conn = self.conn();
+        insert_audit(&conn, at, event, subject, detail, actor).map_err(|e| self.sql(e))
+    }
+
+    /// The audit log, oldest first (at most `limit` most recent records).
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, at, event, subject, detail, actor FROM \
+                 (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(AuditRecord {
+                    seq: r.get(0)?,
+                    at: r.get::<_, i64>(1)? as Timestamp,
+                    event: r.get(2)?,
+                    subject: r.get(3)?,
+                    detail: r.get(4)?,
+                    actor: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// When a key (of any kind) was first generated or imported, per the
+    /// audit log.
+    pub fn key_first_seen(&self, id: KeyId) -> Result<Option<Timestamp>, JournalError> {
+        let conn = self.conn();
+        let t: Option<i64> = conn
+            .query_row(
+                "SELECT MIN(at) FROM audit WHERE subject = ?1 AND event IN \
+                 ('key.generated', 'key.imported')",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(t.map(|t| t as Timestamp))
+    }
+
+    /// Add an encryption key to the ring (state `standby`, or `current` —
+    /// the old current key becomes `previous`), with its audit records, in
+    /// one transaction. `event` is `key.generated` or `key.imported`.
+    pub fn add_key(
+        &self,
+        key: &NewKey,
+        make_current: bool,
+        at: Timestamp,
+        event: &str,
+        detail: &str,
+        actor: &str,
+    ) -> Result<(), JournalError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT state FROM keyring WHERE key_id = ?1",
+                [&key.id.as_bytes()[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        if let Some(state) = exists {
+            return Err(JournalError::Refused(format!(
+                "key {} is already in the key ring ({state})",
+                key.id
+            )));
+        }
+        tx.execute(
+            &format!("INSERT INTO keyring ({RING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'standby', ?5, NULL, NULL, NULL)"),
+            params![
+                &key.id.as_bytes()[..],
+                key.label,
+                key.bits,
+                key.oaep.as_str(),
+                at as i64
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        insert_audit(&tx, at, event, &key.id.to_string(), detail, actor)
+            .map_err(|e| self.sql(e))?;
+        if make_current {
+            make_current_in(&tx, key.id, at, actor).map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Make a `standby` or `previous` key current; the current key becomes
+    /// `previous`. Returns the key that was current.
+    pub fn make_current(
+        &self,
+        id: KeyId,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<Option<KeyId>, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let state: Option<String> = tx
+            .query_row(
+                "SELECT state FROM keyring WHERE key_id = ?1",
+                [&id.as_bytes()[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        match state.as_deref() {
+            None => {
+                return Err(JournalError::Refused(format!(
+                    "key {id} is not in the key ring (see `tp-daemon keys list`)"
+                )))
+            }
+            Some("current") => {
+                return Err(JournalError::Refused(format!(
+                    "key {id} is already current"
+                )))
+            }
+            Some("retired") => {
+                return Err(JournalError::Refused(format!(
+                    "key {id} is retired; a retired key never comes back (generate a new one)"
+                )))
+            }
+            Some(_) => {}
+        }
+        let old = make_current_in(&tx, id, at, actor).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(old)
+    }
+
+    /// Retire a key that is not current. Unless `force`, refuse while
+    /// envelopes made for it may still be claimed (see
+    /// [`RingKey::safe_to_retire_at`]).
+    pub fn retire_key(
+        &self,
+        id: KeyId,
+        policy: &Policy,
+        force: bool,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<RingKey, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let row = tx
+            .query_row(
+                &format!("SELECT {RING_COLUMNS} FROM keyring WHERE key_id = ?1"),
+                [&id.as_bytes()[..]],
+                ring_row,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let Some((_, rest)) = row else {
+            return Err(JournalError::Refused(format!(
+                "key {id} is not in the key ring (see `tp-daemon keys list`)"
+            )));
+        };
+        let key = self.ring_key(id, rest)?;
+        match key.state {
+            KeyState::Current => {
+                return Err(JournalError::Refused(format!(
+                    "key {id} is the current encryption key; make another key current first \
+                     (`tp-daemon keys rotate`)"
+                )))
+            }
+            KeyState::Retired => {
+                return Err(JournalError::Refused(format!(
+                    "key {id} was already retired at {}",
+                    rfc3339(key.retired_at.unwrap_or(0))
+                )))
+            }
+            KeyState::Standby | KeyState::Previous => {}
+        }
+        let safe = key.safe_to_retire_at(policy);
+        if at < safe && !force {
+            return Err(JournalError::Refused(format!(
+                "key {id} may still have envelopes whose deadline has not passed (it was in use \
+                 until {}, and deadlines reach up to max_deadline_secs + clock_skew_secs = {} s \
+                 later); retiring it now would leave their recipients unable to claim. Wait until \
+                 {}, or pass --force if you know no such envelope exists",
+                rfc3339(key.superseded_at.unwrap_or(key.created_at)),
+                policy.max_deadline_secs + policy.clock_skew_secs,
+                rfc3339(safe)
+            )));
+        }
+        tx.execute(
+            "UPDATE keyring SET state = 'retired', retired_at = ?2 WHERE key_id = ?1",
+            params![&id.as_bytes()[..], at as i64],
+        )
+        .map_err(|e| self.sql(e))?;
+        let detail = if at < safe {
+            format!(
+                "retired with --force before {} (was {})",
+                rfc3339(safe),
+                key.state
+            )
+        } else {
+            format!("retired (was {})", key.state)
+        };
+        insert_audit(&tx, at, "key.retired", &id.to_string(), &detail, actor)
+            .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(RingKey {
+            state: KeyState::Retired,
+            retired_at: Some(at),
+            ..key
+        })
+    }
+
+    // ---- subscribers -----------------------------------------------------
+
+    /// Add (or update) a subscriber; `true` if it is new.
+    pub fn add_subscriber(
+        &self,
+        identity: &IdentityId,
+        note: &str,
+        expires_at: Option<Timestamp>,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<bool, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let existed: bool = tx
+            .query_row(
+                "SELECT COUNT(*) FROM subscribers WHERE identity = ?1",
+                [&identity.0 .0[..]],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| self.sql(e))?
+            > 0;
+        tx.execute(
+            "INSERT INTO subscribers (identity, note, added_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (identity) DO UPDATE SET note = excluded.note, expires_at = excluded.expires_at",
+            params![&identity.0 .0[..], note, at as i64, expires_at.map(|t| t as i64)],
+        )
+        .map_err(|e| self.sql(e))?;
+        let detail = format!(
+            "{} subscriber \"{note}\", {}",
+            if existed { "updated" } else { "added" },
+            match expires_at {
+                Some(t) => format!("expires {}", rfc3339(t)),
+                None => "no expiry".into(),
+            }
+        );
+        let event = if existed {
+            "subscriber.updated"
+        } else {
+            "subscriber.added"
+        };
+        insert_audit(&tx, at, event, &identity.0.to_hex(), &detail, actor)
+            .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(!existed)
+    }
+
+    /// Remove a subscriber; `false` if it was not subscribed.
+    pub fn remove_subscriber(
+        &self,
+        identity: &IdentityId,
+        at: Timestamp,
+        actor: &str,
+    ) -> Result<bool, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let n = tx
+            .execute(
+                "DELETE FROM subscribers WHERE identity = ?1",
+                [&identity.0 .0[..]],
+            )
+            .map_err(|e| self.sql(e))?;
+        if n > 0 {
+            insert_audit(
+                &tx,
+                at,
+                "subscriber.removed",
+                &identity.0.to_hex(),
+                "removed",
+                actor,
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(n > 0)
+    }
+
+    fn subscriber_rows(
+        &self,
+        filter: Option<&IdentityId>,
+    ) -> Result<Vec<Subscriber>, JournalError> {
+        let conn = self.conn();
+        let (sql, args): (&str, Vec<Vec<u8>>) = match filter {
+            Some(id) => (
+                "SELECT identity, note, added_at, expires_at FROM subscribers WHERE identity = ?1",
+                vec![id.0 .0.to_vec()],
+            ),
+            None => (
+                "SELECT identity, note, added_at, expires_at FROM subscribers ORDER BY added_at, identity",
+                vec![],
+            ),
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let b: Vec<u8> = r.get(0)?;
+                let id: [u8; 32] = b.as_slice().try_into().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Blob,
+                        "identity is not 32 bytes".into(),
+                    )
+                })?;
+                Ok(Subscriber {
+                    identity: IdentityId(vtp_protocol::Digest32(id)),
+                    note: r.get(1)?,
+                    added_at: r.get::<_, i64>(2)? as Timestamp,
+                    expires_at: r.get::<_, Option<i64>>(3)?.map(|t| t as Timestamp),
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    pub fn subscribers(&self) -> Result<Vec<Subscriber>, JournalError> {
+        self.subscriber_rows(None)
+    }
+
+    pub fn subscriber(&self, id: &IdentityId) -> Result<Option<Subscriber>, JournalError> {
+        Ok(self.subscriber_rows(Some(id))?.pop())
+    }
+}
+
+/// Inside a transaction: `id` becomes current, the old current `previous`.
+fn make_current_in(
+    tx: &rusqlite::Connection,
+    id: KeyId,
+    at: Timestamp,
+    actor: &str,
+) -> rusqlite::Result<Option<KeyId>> {
+    let old: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT key_id FROM keyring WHERE state = 'current'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let old = old.map(key_id_from).transpose()?;
+    if let Some(old) = old {
+        tx.execute(
+            "UPDATE keyring SET state = 'previous', superseded_at = ?2 WHERE key_id = ?1",
+            params![&old.as_bytes()[..], at as i64],
+        )?;
+    }
+    tx.execute(
+        "UPDATE keyring SET state = 'current', current_since = ?2 WHERE key_id = ?1",
+        params![&id.as_bytes()[..], at as i64],
+    )?;
+    let detail = match old {
+        Some(o) => format!(
+            "now the current encryption key (replaces {o}, which stays honoured as previous)"
+        ),
+        None => "now the current encryption key".to_owned(),
+    };
+    insert_audit(tx, at, "key.current", &id.to_string(), &detail, actor)?;
+    Ok(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> NewKey {
+        NewKey {
+            id: KeyId([n; 8]),
+            label: format!("vtp-enc-{}-sha1", KeyId([n; 8])),
+            bits: 2048,
+            oaep: OaepHash::Sha1,
+        }
+    }
+
+    #[test]
+    fn ring_lifecycle_with_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.key_ring().unwrap().is_empty());
+        let policy = Policy {
+            max_deadline_secs: 100,
+            min_claim_window_secs: 10,
+            clock_skew_secs: 5,
+        };
+        j.add_key(&key(1), true, 1000, "key.generated", "g", "test")
+            .unwrap();
+        j.add_key(&key(2), false, 1010, "key.generated", "g", "test")
+            .unwrap();
+        let ring = j.key_ring().unwrap();
+        assert_eq!(ring.current().unwrap().id, KeyId([1; 8]));
+        assert_eq!(ring.get(KeyId([2; 8])).unwrap().state, KeyState::Standby);
+        let tk = ring.tp_keys(KeyId([9; 8])).unwrap();
+        assert_eq!(tk.encryption, vec![KeyId([1; 8]), KeyId([2; 8])]);
+
+        // Adding twice is refused.
+        let e = j
+            .add_key(&key(2), false, 1011, "key.generated", "g", "test")
+            .unwrap_err();
+        assert!(e.to_string().contains("already in the key ring"), "{e}");
+
+        // Rotate to the standby key.
+        assert_eq!(
+            j.make_current(KeyId([2; 8]), 1020, "test").unwrap(),
+            Some(KeyId([1; 8]))
+        );
+        let ring = j.key_ring().unwrap();
+        let old = ring.get(KeyId([1; 8])).unwrap();
+        assert_eq!(old.state, KeyState::Previous);
+        assert_eq!(old.superseded_at, Some(1020));
+        assert_eq!(old.safe_to_retire_at(&policy), 1125);
+
+        // The current key cannot be retired; a recent one only with force.
+        let e = j
+            .retire_key(KeyId([2; 8]), &policy, true, 1030, "test")
+            .unwrap_err();
+        assert!(e.to_string().contains("current encryption key"), "{e}");
+        let e = j
+            .retire_key(KeyId([1; 8]), &policy, false, 1030, "test")
+            .unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        let r = j
+            .retire_key(KeyId([1; 8]), &policy, false, 1125, "test")
+            .unwrap();
+        assert_eq!(r.state, KeyState::Retired);
+        let e = j
+            .retire_key(KeyId([1; 8]), &policy, true, 1200, "test")
+            .unwrap_err();
+        assert!(e.to_string().contains("already retired"), "{e}");
+        let e = j.make_current(KeyId([1; 8]), 1200, "test").unwrap_err();
+        assert!(e.to_string().contains("never comes back"), "{e}");
+        let e = j
+            .retire_key(KeyId([7; 8]), &policy, true, 1200, "test")
+            .unwrap_err();
+        assert!(e.to_string().contains("not in the key ring"), "{e}");
+
+        let ring = j.key_ring().unwrap();
+        assert_eq!(
+            ring.tp_keys(KeyId([9; 8])).unwrap().encryption,
+            vec![KeyId([2; 8])]
+        );
+
+        let log = j.audit_log(100).unwrap();
+        let events: Vec<&str> = log.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                "key.generated",
+                "key.current",
+                "key.generated",
+                "key.current",
+                "key.retired"
+            ]
+        );
+        assert_eq!(j.key_first_seen(KeyId([2; 8])).unwrap(), Some(1010));
+        assert_eq!(j.audit_log(1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn subscribers_with_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let id = IdentityId(vtp_protocol::Digest32([5; 32]));
+        assert!(j.subscriber(&id).unwrap().is_none());
+        assert!(j.add_subscriber(&id, "Bob", Some(2000), 1000, "t").unwrap());
+        assert!(!j.add_subscriber(&id, "Bob B.", None, 1100, "t").unwrap());
+        let s = j.subscriber(&id).unwrap().unwrap();
+        assert_eq!(s.note, "Bob B.");
+        assert!(s.active_at(5000));
+        assert_eq!(j.subscribers().unwrap().len(), 1);
+        assert!(j.remove_subscriber(&id, 1200, "t").unwrap());
+        assert!(!j.remove_subscriber(&id, 1300, "t").unwrap());
+        let events: Vec<String> = j
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "subscriber.added",
+                "subscriber.updated",
+                "subscriber.removed"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_version_1_journal_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = rusqlite::Connection::open(dir.path().join(crate::journal::FILE_NAME)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE resolved (z_hash BLOB PRIMARY KEY); PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.key_ring().unwrap().is_empty());
+        j.audit(1, "x", "y", "z", "t").unwrap();
+    }
+}

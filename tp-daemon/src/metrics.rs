@@ -1,0 +1,436 @@
+//! Health and Prometheus metrics, served on their own local address
+//! (`metrics_listen`, e.g. `127.0.0.1:7401`), never on the TP's port.
+//!
+//! `GET /healthz` answers `200 ok` while the daemon serves and `503 draining`
+//! once it is shutting down. `GET /metrics` answers the OpenMetrics text
+//! format (which Prometheus scrapes natively), encoded by the
+//! `prometheus-client` crate; the HTTP side is a few lines of hand-written
+//! HTTP/1.0 (one request per connection, `Connection: close`), because two
+//! fixed GET endpoints do not justify an HTTP server stack in the TP.
+//!
+//! Metric families (all prefixed `vtp_`):
+//! - `requests_total{kind}`: decoded requests (`card`, `claim`, `unclaimed`,
+//!   `receipts`) and undecodable frames (`undecodable`);
+//! - `claims_total`: claims received;
+//! - `resolutions_total{outcome,source}`: claim answers — `resolved` or
+//!   `invalid_envelope`, from the `device` (a new resolution) or the
+//!   `journal` (a repeated claim);
+//! - `unclaimed_certificates_total{source}`;
+//! - `refusals_total{request,reason}`: error answers by request kind and
+//!   `ErrorCode` (`malformed`, `rejected`, `deadline`, `unknown_key`,
+//!   `not_authorized`, `busy`, `unavailable`);
+//! - `device_op_duration_seconds{op}`: histogram of token operations
+//!   (`resolve`, `unclaimed`);
+//! - `journal_commit_duration_seconds`: histogram of durable commits;
+//! - `connections_open`, `in_flight_requests`: gauges;
+//! - `config_reloads_total{result}`;
+//! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+use vtp_protocol::wire::ErrorCode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResolutionLabel {
+    outcome: &'static str,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    request: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabel {
+    tp_id: String,
+    current_key: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~4 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+/// The daemon's metrics; cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<KindLabel, Counter>,
+    claims: Counter,
+    resolutions: Family<ResolutionLabel, Counter>,
+    unclaimed: Family<SourceLabel, Counter>,
+    refusals: Family<RefusalLabel, Counter>,
+    device_ops: HistogramFamily<OpLabel>,
+    journal_commits: Histogram,
+    connections: Gauge,
+    in_flight: Gauge,
+    reloads: Family<ResultLabel, Counter>,
+    info: Family<InfoLabel, Gauge>,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The metrics name of an error code.
+pub fn reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Malformed => "malformed",
+        ErrorCode::Rejected => "rejected",
+        ErrorCode::Deadline => "deadline",
+        ErrorCode::UnknownKey => "unknown_key",
+        ErrorCode::NotAuthorized => "not_authorized",
+        ErrorCode::Busy => "busy",
+        ErrorCode::Unavailable => "unavailable",
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vtp");
+        let requests = Family::<KindLabel, Counter>::default();
+        registry.register("requests", "Requests received, by kind", requests.clone());
+        let claims = Counter::default();
+        registry.register("claims", "Claims received", claims.clone());
+        let resolutions = Family::<ResolutionLabel, Counter>::default();
+        registry.register(
+            "resolutions",
+            "Claim answers by outcome, from the device (new) or the journal (repeated)",
+            resolutions.clone(),
+        );
+        let unclaimed = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "unclaimed_certificates",
+            "Unclaimed certificates answered, from the device (new) or the journal",
+            unclaimed.clone(),
+        );
+        let refusals = Family::<RefusalLabel, Counter>::default();
+        registry.register(
+            "refusals",
+            "Error answers, by request kind and reason (wire ErrorCode)",
+            refusals.clone(),
+        );
+        let device_ops: HistogramFamily<OpLabel> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "device_op_duration_seconds",
+            "Latency of token operations (resolve: decrypt + checks + sign)",
+            device_ops.clone(),
+        );
+        let journal_commits = latency_histogram();
+        registry.register(
+            "journal_commit_duration_seconds",
+            "Latency of durable journal commits",
+            journal_commits.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open client connections",
+            connections.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result",
+            reloads.clone(),
+        );
+        let info = Family::<InfoLabel, Gauge>::default();
+        registry.register(
+            "tp_info",
+            "The TP card being served (value 1)",
+            info.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            claims,
+            resolutions,
+            unclaimed,
+            refusals,
+            device_ops,
+            journal_commits,
+            connections,
+            in_flight,
+            reloads,
+            info,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn request(&self, kind: &'static str) {
+        self.requests.get_or_create(&KindLabel { kind }).inc();
+    }
+    pub fn claim(&self) {
+        self.claims.inc();
+    }
+    pub fn resolution(&self, outcome: &'static str, from_journal: bool) {
+        let source = if from_journal { "journal" } else { "device" };
+        self.resolutions
+            .get_or_create(&ResolutionLabel { outcome, source })
+            .inc();
+    }
+    pub fn unclaimed(&self, from_journal: bool) {
+        let source = if from_journal { "journal" } else { "device" };
+        self.unclaimed.get_or_create(&SourceLabel { source }).inc();
+    }
+    pub fn refusal(&self, request: &'static str, code: ErrorCode) {
+        self.refusals
+            .get_or_create(&RefusalLabel {
+                request,
+                reason: reason(code),
+            })
+            .inc();
+    }
+    pub fn device_op(&self, op: &'static str, took: Duration) {
+        self.device_ops
+            .get_or_create(&OpLabel { op })
+            .observe(took.as_secs_f64());
+    }
+    pub fn journal_commit(&self, took: Duration) {
+        self.journal_commits.observe(took.as_secs_f64());
+    }
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+    pub fn request_finished(&self) {
+        self.in_flight.dec();
+    }
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+    pub fn serving_card(&self, tp_id: String, current_key: String) {
+        self.info.clear();
+        self.info
+            .get_or_create(&InfoLabel { tp_id, current_key })
+            .set(1);
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The bound metrics endpoint.
+pub struct MetricsServer {
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+}
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl MetricsServer {
+    pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        if !addr.ip().is_loopback() {
+            warn!(%addr, "metrics_listen is not a loopback address: the metrics endpoint has no authentication");
+        }
+        Ok(MetricsServer {
+            listener: TcpListener::bind(addr).await?,
+            metrics,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until the task is dropped (aborted at shutdown).
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    let m = Arc::clone(&self.metrics);
+                    tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), answer(stream, &m)).await;
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, m: &Metrics) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 8192 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut words = line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", CONTENT_TYPE, m.encode()),
+        ("GET", "/healthz") if m.draining() => {
+            ("503 Service Unavailable", "text/plain", "draining\n".into())
+        }
+        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    };
+    debug!(method, path, status, "metrics request");
+    let head = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    if method != "HEAD" {
+        let _ = stream.write_all(body.as_bytes()).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family() {
+        let m = Metrics::new();
+        m.request("claim");
+        m.claim();
+        m.resolution("resolved", false);
+        m.refusal("claim", ErrorCode::UnknownKey);
+        m.device_op("resolve", Duration::from_millis(2));
+        m.journal_commit(Duration::from_millis(1));
+        m.serving_card("abc".into(), "0011".into());
+        m.serving_card("def".into(), "2233".into());
+        let text = m.encode();
+        for needle in [
+            "vtp_requests_total{kind=\"claim\"} 1",
+            "vtp_claims_total 1",
+            "vtp_resolutions_total{outcome=\"resolved\",source=\"device\"} 1",
+            "vtp_refusals_total{request=\"claim\",reason=\"unknown_key\"} 1",
+            "vtp_device_op_duration_seconds_bucket{le=\"0.004\",op=\"resolve\"} 1",
+            "vtp_journal_commit_duration_seconds_count 1",
+            "vtp_tp_info{tp_id=\"def\",current_key=\"2233\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "{needle} not in\n{text}");
+        }
+        assert!(!text.contains("tp_id=\"abc\""), "old card info cleared");
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn healthz_turns_to_draining_and_bad_requests_are_answered() {
+        let m = Arc::new(Metrics::new());
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), Arc::clone(&m))
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let task = tokio::spawn(server.run());
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200 OK"));
+        m.set_draining();
+        let r = get(addr, "/healthz").await;
+        assert!(
+            r.starts_with("HTTP/1.0 503") && r.ends_with("draining\n"),
+            "{r}"
+        );
+        let r = get(addr, "/metrics?x=1").await;
+        assert!(
+            r.contains("application/openmetrics-text") && r.contains("# EOF"),
+            "{r}"
+        );
+        assert!(get(addr, "/other").await.starts_with("HTTP/1.0 404"));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.0 405"), "{out}");
+        task.abort();
+    }
+}
