@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds every binary, runs
 # every test (unit, device tests on a real SoftHSM token, end-to-end tests with
-# real daemon processes and the real CLI), then checks formatting and lints.
+# real daemon processes and the real CLI), runs the device and end-to-end
+# tests again on kryoptic, then checks formatting and lints.
 #   scripts/test.sh            # everything
-#   VTP_SKIP_LINT=1 scripts/test.sh   # tests only
+#   VTP_SKIP_LINT=1 scripts/test.sh   # without fmt/clippy
+#   VTP_SKIP_KRYOPTIC=1 scripts/test.sh   # SoftHSM2 only (no kryoptic build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 
 cargo build --workspace --bins --locked
+echo "== all tests, SoftHSM2 token"
 cargo test --workspace --locked --no-fail-fast
+
+# The device and end-to-end suites again on a second PKCS#11 implementation,
+# kryoptic (built once from crates.io and cached; see scripts/build-kryoptic.sh).
+if [ -z "${VTP_SKIP_KRYOPTIC:-}" ]; then
+  echo "== device and end-to-end tests, kryoptic token"
+  VTP_KRYOPTIC_MODULE="$(bash scripts/build-kryoptic.sh | tail -1)"
+  export VTP_KRYOPTIC_MODULE
+  VTP_TEST_TOKEN=kryoptic cargo test -p vtp-device -p vtp-e2e --locked --no-fail-fast
+fi
 
 if [ -z "${VTP_SKIP_LINT:-}" ]; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true

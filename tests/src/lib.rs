@@ -91,11 +91,24 @@ pub struct Tp {
 }
 
 impl Tp {
-    /// `tp-daemon init --softhsm` in a fresh directory (RSA-2048 for speed).
+    /// `tp-daemon init` of a development token in a fresh directory
+    /// (RSA-2048 for speed). The token is SoftHSM2 unless `VTP_TEST_TOKEN`
+    /// says `kryoptic`: the whole suite runs on either.
     pub fn init() -> Tp {
         let dir = tempfile::tempdir().expect("tempdir");
+        let kind = std::env::var("VTP_TEST_TOKEN")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .unwrap_or_else(|| "softhsm".into());
         let out = Command::new(bin("tp-daemon"))
-            .args(["init", "--softhsm", "--rsa-bits", "2048", "--data-dir"])
+            .args([
+                "init",
+                "--dev-token",
+                &kind,
+                "--rsa-bits",
+                "2048",
+                "--data-dir",
+            ])
             .arg(dir.path().join("tp"))
             .output()
             .expect("run tp-daemon init");

@@ -48,6 +48,10 @@ pub const DEFAULT_RSA_BITS: u32 = 3072;
 /// device layer (which reads PINs from files or variables only).
 pub const LITERAL_PIN_VAR: &str = "VTP_INTERNAL_LITERAL_PIN_FROM_CONFIG";
 
+/// What `serve` cannot change on SIGHUP: module, token, software-token
+/// config files, data directory.
+pub type RestartOnly = (PathBuf, TokenSelector, [Option<PathBuf>; 2], PathBuf);
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,6 +69,8 @@ pub struct Config {
     pub pin: PinSpec,
     /// SoftHSM only: exported as `SOFTHSM2_CONF` before the module loads.
     pub softhsm2_conf: Option<PathBuf>,
+    /// kryoptic only: exported as `KRYOPTIC_CONF` before the module loads.
+    pub kryoptic_conf: Option<PathBuf>,
     pub keys: KeysConfig,
     pub policy: Policy,
     /// Only subscribed identities may claim (`tp-daemon subscribers`).
@@ -244,6 +250,7 @@ struct RawToken {
     pin: Option<S<toml::Value>>,
     insecure_literal_pin: Option<S<String>>,
     softhsm2_conf: Option<S<PathBuf>>,
+    kryoptic_conf: Option<S<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +444,10 @@ impl Config {
             .softhsm2_conf
             .map(|p| path_value(p, "[token] `softhsm2_conf`"))
             .transpose()?;
+        let kryoptic_conf = t
+            .kryoptic_conf
+            .map(|p| path_value(p, "[token] `kryoptic_conf`"))
+            .transpose()?;
 
         // [keys]
         let k = raw.keys;
@@ -613,6 +624,7 @@ impl Config {
             selector,
             pin,
             softhsm2_conf,
+            kryoptic_conf,
             keys: KeysConfig {
                 signing,
                 legacy_encryption,
@@ -651,13 +663,26 @@ impl Config {
     }
 
     /// The settings a running daemon cannot change by reloading.
-    pub fn restart_only(&self) -> (PathBuf, TokenSelector, Option<PathBuf>, PathBuf) {
+    pub fn restart_only(&self) -> RestartOnly {
         (
             self.module.clone(),
             self.selector.clone(),
-            self.softhsm2_conf.clone(),
+            [self.softhsm2_conf.clone(), self.kryoptic_conf.clone()],
             self.data_dir.clone(),
         )
+    }
+
+    /// The software-token configuration files this config names, with the
+    /// environment variable each module reads it from.
+    pub fn module_conf_env(&self) -> Vec<(&'static str, &'static str, &Path)> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.softhsm2_conf {
+            v.push(("softhsm2_conf", "SOFTHSM2_CONF", p.as_path()));
+        }
+        if let Some(p) = &self.kryoptic_conf {
+            v.push(("kryoptic_conf", "KRYOPTIC_CONF", p.as_path()));
+        }
+        v
     }
 }
 

@@ -1,6 +1,6 @@
-//! `tp-daemon init --softhsm`: a complete development TP in one directory —
-//! a SoftHSM2 token with fresh TP keys, a commented `tp.toml`, and the TP
-//! card to hand to users.
+//! `tp-daemon init --softhsm` (or `--dev-token kryoptic`): a complete
+//! development TP in one directory — a software token (SoftHSM2 or kryoptic)
+//! with fresh TP keys, a commented `tp.toml`, and the TP card to hand to users.
 //!
 //! Development and tests only: a production TP's token is initialized by its
 //! operators in a real HSM, and its `tp.toml` is written by hand from the
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use vtp_device::softhsm::create_dev_token;
+use vtp_device::devtoken::{create_dev_token, DevTokenKind};
 use vtp_device::{OaepHash, Token, TpKeys, TrustedParty};
 use vtp_protocol::tp_card::Policy;
 
@@ -32,8 +32,11 @@ pub const CARD_FILE: &str = "tp-card.vtp";
 #[derive(Debug, Clone)]
 pub struct InitOptions {
     pub data_dir: PathBuf,
+    /// Which software token to create.
+    pub kind: DevTokenKind,
     pub rsa_bits: u32,
-    pub oaep: OaepHash,
+    /// `None`: the best OAEP hash that kind of token supports.
+    pub oaep: Option<OaepHash>,
     pub name: String,
     pub listen: SocketAddr,
 }
@@ -42,8 +45,9 @@ impl InitOptions {
     pub fn new(data_dir: PathBuf) -> Self {
         InitOptions {
             data_dir,
+            kind: DevTokenKind::SoftHsm,
             rsa_bits: 3072,
-            oaep: OaepHash::Sha1,
+            oaep: None,
             name: "vtp TP".into(),
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
         }
@@ -56,14 +60,18 @@ pub struct Initialized {
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub card: PathBuf,
-    pub softhsm2_conf: PathBuf,
+    /// The software token's configuration file.
+    pub module_conf: PathBuf,
     pub pin_file: PathBuf,
+    /// The OAEP hash the encryption key got.
+    pub oaep: OaepHash,
     pub keys: TpKeys,
 }
 
-/// Create the development TP. Sets `SOFTHSM2_CONF` in this process, so call
-/// it before any other thread starts and before any PKCS#11 module loads.
-pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
+/// Create the development TP. Sets the token's configuration variable
+/// (`SOFTHSM2_CONF` or `KRYOPTIC_CONF`) in this process, so call it before
+/// any other thread starts and before any PKCS#11 module loads.
+pub fn init_dev(opts: &InitOptions) -> anyhow::Result<Initialized> {
     let config_path = opts.data_dir.join(CONFIG_FILE);
     if config_path.exists() {
         bail!(
@@ -71,7 +79,8 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
             config_path.display()
         );
     }
-    let softhsm_dir = opts.data_dir.join("softhsm");
+    let token_dir_name = opts.kind.name();
+    let softhsm_dir = opts.data_dir.join(token_dir_name);
     if softhsm_dir.exists() {
         // A half-finished earlier init: a second token with the same label
         // would make the label ambiguous.
@@ -89,15 +98,18 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
         .with_context(|| format!("cannot resolve {}", opts.data_dir.display()))?;
     let config_path = data_dir.join(CONFIG_FILE);
 
-    let dev = create_dev_token(&data_dir.join("softhsm"), DEV_LABEL)?;
-    // SoftHSM reads SOFTHSM2_CONF at C_Initialize; we are still single-threaded.
-    std::env::set_var("SOFTHSM2_CONF", &dev.conf);
+    let dev = create_dev_token(opts.kind, &data_dir.join(token_dir_name), DEV_LABEL)?;
+    // The module reads its config variable at C_Initialize; we are still
+    // single-threaded.
+    let (var, conf) = dev.conf_env();
+    std::env::set_var(var, conf);
+    let oaep = opts.oaep.unwrap_or(opts.kind.preferred_oaep());
     let token = Arc::new(Token::open(&dev.token_config()).context("cannot open the new token")?);
     let journal = Journal::open(&data_dir).context("cannot create the journal")?;
     let who = actor("tp-daemon init");
     // The same path as `tp-daemon keys generate`: on-token generation,
     // attribute checks, self-test, key ring entry and audit records.
-    let enc = match token.generate_encryption_key(opts.rsa_bits, opts.oaep) {
+    let enc = match token.generate_encryption_key(opts.rsa_bits, oaep) {
         Ok(id) => id,
         Err(e) => {
             let _ = journal.audit(
@@ -110,13 +122,13 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
             return Err(e).context("cannot generate the TP's encryption key");
         }
     };
-    let enc_label = format!("vtp-enc-{enc}-{}", opts.oaep.as_str());
+    let enc_label = format!("vtp-enc-{enc}-{}", oaep.as_str());
     journal.add_key(
         &NewKey {
             id: enc,
             label: enc_label.clone(),
             bits: opts.rsa_bits,
-            oaep: opts.oaep,
+            oaep,
         },
         true,
         Clock::system().now(),
@@ -126,7 +138,7 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
              by init; checks: CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, \
              CKA_SENSITIVE, !CKA_EXTRACTABLE, one allowed mechanism: ok; OAEP self-test ok",
             opts.rsa_bits,
-            opts.oaep.as_str().to_ascii_uppercase()
+            oaep.as_str().to_ascii_uppercase()
         ),
         &who,
     )?;
@@ -166,10 +178,11 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
         module: &dev.module,
         label: &dev.label,
         pin_file: &dev.pin_file,
-        softhsm2_conf: Some(&dev.conf),
+        softhsm2_conf: (opts.kind == DevTokenKind::SoftHsm).then_some(dev.conf.as_path()),
+        kryoptic_conf: (opts.kind == DevTokenKind::Kryoptic).then_some(dev.conf.as_path()),
         signing: &signing_uri,
         rsa_bits: opts.rsa_bits,
-        oaep: opts.oaep,
+        oaep,
         policy: &policy,
         limits: &Limits::default(),
     });
@@ -183,8 +196,9 @@ pub fn init_softhsm(opts: &InitOptions) -> anyhow::Result<Initialized> {
         data_dir,
         config: config_path,
         card: card_path,
-        softhsm2_conf: dev.conf,
+        module_conf: dev.conf,
         pin_file: dev.pin_file,
+        oaep,
         keys,
     })
 }
@@ -198,6 +212,7 @@ pub struct TemplateValues<'a> {
     pub label: &'a str,
     pub pin_file: &'a Path,
     pub softhsm2_conf: Option<&'a Path>,
+    pub kryoptic_conf: Option<&'a Path>,
     /// PKCS#11 URI (or hex id) of the signing key.
     pub signing: &'a str,
     pub rsa_bits: u32,
@@ -218,10 +233,15 @@ fn qp(p: &Path) -> String {
 /// A `tp.toml` with every field explained (a shorter form of
 /// `docs/tp.toml.sample`).
 pub fn config_template(v: &TemplateValues) -> String {
-    let softhsm = match v.softhsm2_conf {
+    let mut softhsm = match v.softhsm2_conf {
         Some(p) => format!("softhsm2_conf = {}", qp(p)),
         None => "# softhsm2_conf = \"/path/to/softhsm2.conf\"".into(),
     };
+    softhsm.push_str("\n# kryoptic only: exported as KRYOPTIC_CONF before the module is loaded.\n");
+    softhsm.push_str(&match v.kryoptic_conf {
+        Some(p) => format!("kryoptic_conf = {}", qp(p)),
+        None => "# kryoptic_conf = \"/path/to/kryoptic.conf\"".into(),
+    });
     format!(
         r#"# tp.toml — configuration of a vtp trusted-party daemon (`tp-daemon serve`).
 #
@@ -343,6 +363,7 @@ mod tests {
             label: "vtp-dev",
             pin_file: Path::new("/var/lib/vtp/user.pin"),
             softhsm2_conf: Some(Path::new("/var/lib/vtp/softhsm2.conf")),
+            kryoptic_conf: None,
             signing: &signing,
             rsa_bits: 2048,
             oaep: OaepHash::Sha1,

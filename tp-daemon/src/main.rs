@@ -12,7 +12,7 @@ use vtp_device::OaepHash;
 use vtp_tp_daemon::clock::{rfc3339, Clock};
 use vtp_tp_daemon::config::Config;
 use vtp_tp_daemon::daemon::{serve, ServeOptions};
-use vtp_tp_daemon::init::{init_softhsm, InitOptions};
+use vtp_tp_daemon::init::{init_dev, InitOptions};
 use vtp_tp_daemon::journal::Journal;
 use vtp_tp_daemon::keyring::actor;
 use vtp_tp_daemon::operator::{self, NewKeyOptions};
@@ -68,16 +68,21 @@ struct InitArgs {
     /// Directory to create the TP in (token, tp.toml, card, journal).
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
-    /// Put the keys in a new SoftHSM2 development token (required: for a real
-    /// HSM, see docs/operators.md).
-    #[arg(long)]
+    /// Put the keys in a new SoftHSM2 development token (same as
+    /// `--dev-token softhsm`). For a real HSM, see docs/operators.md.
+    #[arg(long, conflicts_with = "dev_token")]
     softhsm: bool,
+    /// Put the keys in a new development token of this software token:
+    /// `softhsm` or `kryoptic` (kryoptic: build it with scripts/build-kryoptic.sh).
+    #[arg(long, value_name = "KIND")]
+    dev_token: Option<vtp_device::devtoken::DevTokenKind>,
     /// Size of the TP's RSA decryption key: 2048, 3072 or 4096.
     #[arg(long, default_value_t = 3072, value_name = "BITS")]
     rsa_bits: u32,
-    /// OAEP hash of the decryption key. SoftHSM 2.6 supports only sha1.
-    #[arg(long, value_enum, default_value_t = OaepArg::Sha1)]
-    oaep: OaepArg,
+    /// OAEP hash of the decryption key (default: the best the token supports:
+    /// sha1 on SoftHSM 2.6, sha256 on kryoptic).
+    #[arg(long, value_enum)]
+    oaep: Option<OaepArg>,
     /// Name shown in the TP card.
     #[arg(long, default_value = "vtp TP")]
     name: String,
@@ -308,25 +313,28 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn init(args: InitArgs) -> anyhow::Result<()> {
-    if !args.softhsm {
-        bail!(
+    let kind = match (args.softhsm, args.dev_token) {
+        (true, _) => vtp_device::devtoken::DevTokenKind::SoftHsm,
+        (false, Some(k)) => k,
+        (false, None) => bail!(
             "only development TPs can be created automatically (add --softhsm). For a real \
              HSM, initialize the token with its vendor's tools, write tp.toml (see \
              docs/tp.toml.sample) and generate the keys with `tp-daemon keys generate` \
              (docs/operators.md walks through it)"
-        );
-    }
+        ),
+    };
     let opts = InitOptions {
         data_dir: args.data_dir,
+        kind,
         rsa_bits: args.rsa_bits,
-        oaep: args.oaep.into(),
+        oaep: args.oaep.map(Into::into),
         name: args.name,
         listen: args.listen,
     };
-    let made = init_softhsm(&opts)?;
+    let made = init_dev(&opts)?;
     let enc: Vec<String> = made.keys.encryption.iter().map(|k| k.to_string()).collect();
     println!(
-        "created a development TP (SoftHSM2 token \"{}\"; not for production) in {}",
+        "created a development TP ({kind} token \"{}\"; not for production) in {}",
         vtp_tp_daemon::init::DEV_LABEL,
         made.data_dir.display()
     );
@@ -335,14 +343,14 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
         "  TP card:   {}  (give this file to users)",
         made.card.display()
     );
-    println!("  token:     {}", made.softhsm2_conf.display());
+    println!("  token:     {}", made.module_conf.display());
     println!("  user PIN:  {}", made.pin_file.display());
     println!(
         "  keys:      signing {}, encryption {} (RSA-{}, OAEP-{}; key ring in the journal)",
         made.keys.signing,
         enc.join(", "),
         opts.rsa_bits,
-        opts.oaep
+        made.oaep
     );
     println!("next: tp-daemon serve --config {}", made.config.display());
     Ok(())

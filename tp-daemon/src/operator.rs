@@ -32,15 +32,15 @@ use crate::service::Live;
 /// `insecure_literal_pin`, the variable carrying it) in this process: call
 /// it before any other thread starts.
 pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
-    if let Some(conf) = &config.softhsm2_conf {
+    for (field, var, conf) in config.module_conf_env() {
         if !conf.is_file() {
             bail!(
-                "config file {}: [token] softhsm2_conf {}: no such file",
+                "config file {}: [token] {field} {}: no such file",
                 config.path.display(),
                 conf.display()
             );
         }
-        std::env::set_var("SOFTHSM2_CONF", conf);
+        std::env::set_var(var, conf);
     }
     if matches!(config.pin, PinSpec::InsecureLiteral(_)) {
         warn!(
