@@ -6,6 +6,7 @@
 #   scripts/test.sh            # everything
 #   VTP_SKIP_LINT=1 scripts/test.sh   # without fmt/clippy
 #   VTP_SKIP_KRYOPTIC=1 scripts/test.sh   # SoftHSM2 only (no kryoptic build)
+#   VTP_SKIP_FUZZ=1 scripts/test.sh       # without the fuzz smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
@@ -21,6 +22,13 @@ if [ -z "${VTP_SKIP_KRYOPTIC:-}" ]; then
   VTP_KRYOPTIC_MODULE="$(bash scripts/build-kryoptic.sh | tail -1)"
   export VTP_KRYOPTIC_MODULE
   VTP_TEST_TOKEN=kryoptic cargo test -p vtp-device -p vtp-e2e --locked --no-fail-fast
+fi
+
+# A short fuzz run of every target over the committed corpus (libFuzzer via
+# cargo-fuzz on stable; see docs/fuzzing.md). VTP_FUZZ_SECONDS per target.
+if [ -z "${VTP_SKIP_FUZZ:-}" ]; then
+  echo "== fuzz smoke"
+  bash scripts/fuzz-smoke.sh "${VTP_FUZZ_SECONDS:-20}"
 fi
 
 if [ -z "${VTP_SKIP_LINT:-}" ]; then

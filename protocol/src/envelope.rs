@@ -118,8 +118,9 @@ impl Envelope {
                 "the enclosed sender card is not the sender named in the header",
             ));
         }
-        self.sender_card.verify(
-            &signing_digest(domain::ENVELOPE, h),
+        self.sender_card.verify_statement(
+            domain::ENVELOPE,
+            h,
             &self.signature,
             "envelope (sender's signature)",
         )?;
@@ -240,7 +241,7 @@ pub fn check_deadline(
             deadline - now
         )));
     }
-    if deadline - now > p.max_deadline_secs + p.clock_skew_secs {
+    if deadline - now > p.max_deadline_secs.saturating_add(p.clock_skew_secs) {
         return Err(ProtocolError::Deadline(format!(
             "the deadline is {} s away, the TP accepts at most {} s",
             deadline - now,

@@ -32,11 +32,19 @@ pub fn sealed_len(plain_len: u64) -> u64 {
 pub fn plain_len(sealed_len: u64) -> Result<u64, ProtocolError> {
     let full = (CHUNK + TAG) as u64;
     let n = sealed_len.div_ceil(full).max(1);
+    let impossible = || ProtocolError::malformed("message ciphertext", "impossible length");
     let last = sealed_len
         .checked_sub((n - 1) * full)
         .filter(|l| *l >= TAG as u64)
-        .ok_or_else(|| ProtocolError::malformed("message ciphertext", "impossible length"))?;
-    Ok((n - 1) * CHUNK as u64 + last - TAG as u64)
+        .ok_or_else(impossible)?;
+    let plain = (n - 1) * CHUNK as u64 + last - TAG as u64;
+    // Only lengths some plaintext seals to: `k` full chunks followed by a bare
+    // tag would otherwise pass as `k` chunks and leave the tag unread (found
+    // by the `message_opener` fuzz target).
+    if self::sealed_len(plain) != sealed_len {
+        return Err(impossible());
+    }
+    Ok(plain)
 }
 
 /// Encrypts a message of known length chunk by chunk.
@@ -170,6 +178,25 @@ mod tests {
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 5] {
             roundtrip(len);
         }
+    }
+
+    #[test]
+    fn only_lengths_that_some_message_seals_to_are_accepted() {
+        for len in [
+            0u64,
+            1,
+            100,
+            CHUNK as u64,
+            CHUNK as u64 + 1,
+            3 * CHUNK as u64,
+        ] {
+            assert_eq!(plain_len(sealed_len(len)).unwrap(), len);
+        }
+        // k full chunks plus a stray tag's worth of bytes.
+        for k in 1..4u64 {
+            assert!(plain_len(k * (CHUNK + TAG) as u64 + TAG as u64).is_err());
+        }
+        assert!(plain_len(TAG as u64 - 1).is_err());
     }
 
     #[test]
