@@ -17,7 +17,7 @@ use aes_gcm::Aes256Gcm;
 use common::{now, TestTp, World};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
 use vtp_protocol::encoding::{domain, signing_digest, CmHasher};
 use vtp_protocol::envelope::{self, Envelope};
 use vtp_protocol::identity::{test_sign, IdentityCard, IdentitySecret};
@@ -33,6 +33,18 @@ use vtp_protocol::Digest32;
 struct Journal {
     outcomes: HashMap<Digest32, ClaimOutcome>,
     resolved: Vec<ResolvedReceipt>,
+    /// Records written so far (the stand-in keeps no real chain).
+    records: u64,
+}
+
+impl Journal {
+    fn next_position(&mut self) -> ChainPosition {
+        self.records += 1;
+        ChainPosition {
+            seq: self.records,
+            prev: Digest32([self.records as u8; 32]),
+        }
+    }
 }
 
 struct FakeTp {
@@ -89,7 +101,12 @@ impl FakeTp {
                     });
                 let outcome = match plain.map(|p| vc.check_inside(&p)) {
                     Some(Ok(inside)) => {
-                        let affidavit = self.sign(AffidavitBody::resolved(&vc, &inside, now));
+                        let affidavit = self.sign(AffidavitBody::resolved(
+                            &vc,
+                            &inside,
+                            now,
+                            j.next_position(),
+                        ));
                         j.resolved.push(ResolvedReceipt {
                             receipt: vc.receipt().receipt().clone(),
                             affidavit: affidavit.clone(),
@@ -100,7 +117,11 @@ impl FakeTp {
                         }
                     }
                     _ => ClaimOutcome::InvalidEnvelope {
-                        affidavit: self.sign(AffidavitBody::invalid_envelope(&vc, now)),
+                        affidavit: self.sign(AffidavitBody::invalid_envelope(
+                            &vc,
+                            now,
+                            j.next_position(),
+                        )),
                     },
                 };
                 j.outcomes.insert(c.z_hash(), outcome.clone());
@@ -123,11 +144,15 @@ impl FakeTp {
             // only after the deadline), so tests need not wait for one.
             Request::Unclaimed(u) => match u.verify(card, now) {
                 Ok(env) => {
-                    let j = self.journal.lock().unwrap();
+                    let mut j = self.journal.lock().unwrap();
                     if j.outcomes.contains_key(&env.header().z_hash) {
                         refuse(ErrorCode::Rejected, "this envelope was resolved")
                     } else {
-                        Response::Unclaimed(self.sign(AffidavitBody::unclaimed(&env, now)))
+                        Response::Unclaimed(self.sign(AffidavitBody::unclaimed(
+                            &env,
+                            now,
+                            j.next_position(),
+                        )))
                     }
                 }
                 Err(e) => refuse(ErrorCode::Rejected, e),

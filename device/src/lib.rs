@@ -16,6 +16,11 @@
 //! - [`ops`]: the primitive operations: OAEP unwrap + AES-GCM decrypt (with
 //!   its two-layer result: `DoesNotDecrypt` for bad input, `DeviceError` for
 //!   everything else), ECDSA signing, and the encryption-key self-test.
+//! - [`trusted_party`]: the TP's operations: `resolve` (in two halves,
+//!   `decide` and `sign_decision`, so the daemon can fix the journal position
+//!   before the affidavit is signed) and `unclaimed`.
+//! - [`test_faults`]: TEST HOOKS ONLY — crash and device faults injected
+//!   inside `resolve`, inert unless a program installs them.
 //! - [`devtoken`], [`softhsm`], [`kryoptic`]: creating SoftHSM2 or kryoptic
 //!   tokens for development and tests only (`VTP_TEST_TOKEN` picks one in
 //!   tests; `docs/tokens.md` lists how the two differ).
@@ -27,6 +32,7 @@ pub mod keys;
 pub mod kryoptic;
 pub mod ops;
 pub mod softhsm;
+pub mod test_faults;
 pub mod token;
 pub mod trusted_party;
 
@@ -34,4 +40,4 @@ pub use config::{Pin, PinSource, TokenConfig, TokenSelector};
 pub use error::{DeviceError, DoesNotDecrypt};
 pub use keys::{KeyId, KeyInfo, KeyKind, OaepHash, ParseKeyIdError, RsaPublic};
 pub use token::{Token, TokenInfoSummary};
-pub use trusted_party::{generate_tp_keys, TpKeys, TrustedParty};
+pub use trusted_party::{generate_tp_keys, Decision, TpKeys, TrustedParty};

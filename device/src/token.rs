@@ -81,6 +81,8 @@ pub(crate) struct CachedKey {
 /// `C_Finalize`: the module stays initialized for the rest of the process.
 pub struct Token {
     pkcs11: Pkcs11,
+    /// The module's path (test faults reach C_CloseAllSessions through it).
+    module: std::path::PathBuf,
     slot: Slot,
     info: TokenInfoSummary,
     /// The anchor session: keeps the login alive. Also the session used for
@@ -213,6 +215,7 @@ impl Token {
         tracing::info!(label = %info.label, serial = %info.serial, quirks = ?quirks, "token opened and logged in");
         Ok(Token {
             pkcs11,
+            module: config.module.clone(),
             slot,
             info,
             anchor: Mutex::new(anchor),
@@ -310,6 +313,60 @@ impl Token {
             }
             other => other,
         }
+    }
+
+    /// TEST HOOK (see `crate::test_faults`): `C_Logout` from a side session,
+    /// which logs the whole process out, while no operation is in flight.
+    pub(crate) fn test_fault_logout(&self) -> Result<(), DeviceError> {
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .pkcs11
+            .open_rw_session(self.slot)
+            .map_err(|e| DeviceError::pkcs11("C_OpenSession", e))?;
+        match s.logout() {
+            Ok(()) => Ok(()),
+            Err(e) if rv_of(&e) == Some(RvError::UserNotLoggedIn) => Ok(()),
+            Err(e) => Err(DeviceError::pkcs11("C_Logout", e)),
+        }
+    }
+
+    /// TEST HOOK (see `crate::test_faults`): `C_CloseAllSessions` on the
+    /// token's slot, while no operation is in flight. Every session of the
+    /// process, the anchor and the pooled ones included, becomes invalid.
+    /// `cryptoki` does not expose the call, so it is reached through the
+    /// module's function list (`dlopen` returns the module already loaded).
+    pub(crate) fn test_fault_close_all_sessions(&self) -> Result<(), DeviceError> {
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let fail = |rv: String| DeviceError::Pkcs11 {
+            op: "C_CloseAllSessions (test fault)",
+            rv,
+        };
+        // SAFETY: the library is the PKCS#11 module this process already
+        // loaded and initialized; C_GetFunctionList and C_CloseAllSessions
+        // are called as the PKCS#11 specification defines them.
+        unsafe {
+            let lib = libloading::Library::new(&self.module).map_err(|e| fail(e.to_string()))?;
+            let get: libloading::Symbol<
+                unsafe extern "C" fn(
+                    *mut *mut cryptoki_sys::CK_FUNCTION_LIST,
+                ) -> cryptoki_sys::CK_RV,
+            > = lib
+                .get(b"C_GetFunctionList\0")
+                .map_err(|e| fail(e.to_string()))?;
+            let mut list = std::ptr::null_mut();
+            let rv = get(&mut list);
+            if rv != cryptoki_sys::CKR_OK || list.is_null() {
+                return Err(fail(format!("C_GetFunctionList returned {rv:#x}")));
+            }
+            let close_all = (*list)
+                .C_CloseAllSessions
+                .ok_or_else(|| fail("no C_CloseAllSessions in the function list".into()))?;
+            let rv = close_all(self.slot.id());
+            if rv != cryptoki_sys::CKR_OK {
+                return Err(fail(format!("returned {rv:#x}")));
+            }
+        }
+        Ok(())
     }
 
     /// Label, serial, manufacturer and model of the token, as read at open.

@@ -1,21 +1,33 @@
 //! The trusted party as the daemon sees it: its keys on the token, its card,
-//! and the only two operations it may ask for — `resolve` (decrypt z, check it
-//! against the signed header, sign the affidavit, all in one call) and
-//! `unclaimed`. No raw decrypt or sign is reachable from outside this crate
-//! through this type; per-message plaintext is wiped when the call returns.
+//! and the only operations it may ask for — `resolve` (decrypt z, check it
+//! against the signed header, sign the affidavit) and `unclaimed`. No raw
+//! decrypt or sign is reachable from outside this crate through this type;
+//! per-message plaintext is wiped when the call returns.
+//!
+//! `resolve` comes in two halves because every affidavit names the journal
+//! record it will be stored in (`AffidavitBody::journal`), and the daemon can
+//! assign that position only in order, one record at a time: it runs the
+//! expensive half, [`TrustedParty::decide`] (RSA unwrap + AES-GCM in the
+//! token, then the checks), concurrently, and the cheap half,
+//! [`TrustedParty::sign_decision`] (one ECDSA signature), in its sequencer.
+//! Between the two, the outcome is a [`Decision`]: opaque, not `Clone`, its
+//! secret half wiped on drop, and only this type can turn it into anything —
+//! so what leaves the crate is still only ever a checked, signed outcome.
 
 use std::sync::Arc;
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
 use vtp_protocol::claim::VerifiedClaim;
 use vtp_protocol::envelope::VerifiedEnvelope;
 use vtp_protocol::seal::Z_NONCE;
 use vtp_protocol::tp_card::{self, Policy, TpCard, TpCardBody, TpEncKey};
 use vtp_protocol::wire::ClaimOutcome;
-use vtp_protocol::{EcPoint, Signature, Timestamp};
+use vtp_protocol::{Digest32, EcPoint, Signature, Timestamp};
+use zeroize::Zeroizing;
 
 use crate::error::DeviceError;
 use crate::keys::{KeyId, OaepHash};
+use crate::test_faults;
 use crate::token::Token;
 
 /// Which token objects make up the TP.
@@ -41,6 +53,56 @@ pub fn generate_tp_keys(
         encryption: vec![enc],
         current: enc,
     })
+}
+
+/// The token did not show a key this TP is configured with, even after the
+/// device layer tried to log in again (e.g. it was logged out once more in
+/// between). The key is not unknown — claims for it are valid — the token is
+/// not answering as it should: report a retryable device error, never
+/// [`DeviceError::KeyNotFound`] (which the daemon answers with "unknown
+/// key", telling the client not to retry).
+fn key_vanished(e: DeviceError) -> DeviceError {
+    match e {
+        DeviceError::KeyNotFound { what, id_hex } => DeviceError::Pkcs11 {
+            op: "C_FindObjects",
+            rv: format!(
+                "the token does not show the TP's {what} key {id_hex} right now (logged out or \
+                 sessions lost again?)"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// A claim decrypted and checked by [`TrustedParty::decide`], waiting for
+/// its journal position and signature. Holds `E_B(k_m)` for a resolution
+/// (wiped when dropped unsigned); nothing in it can be read or copied
+/// outside this crate.
+pub struct Decision {
+    /// The affidavit to sign, with a placeholder journal position.
+    body: AffidavitBody,
+    /// `Some` for a resolution.
+    wrapped_km: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Decision {
+    /// `"resolved"` or `"invalid-envelope"`.
+    pub fn kind(&self) -> &'static str {
+        self.body.kind()
+    }
+    /// The z this decision is about.
+    pub fn z_hash(&self) -> Digest32 {
+        self.body.z_hash
+    }
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decision")
+            .field("kind", &self.kind())
+            .field("z_hash", &self.body.z_hash)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The TP: a logged-in token, its key set and the card built from it.
@@ -114,8 +176,9 @@ impl TrustedParty {
         &self.keys
     }
 
-    /// The atomic device operation. Returns a signed outcome or an error after
-    /// which nothing was released:
+    /// The atomic device operation in one call: [`Self::decide`], then
+    /// [`Self::sign_decision`] at journal position `journal`. Returns a
+    /// signed outcome or an error after which nothing was released:
     /// - z decrypts in the token and its inside agrees with the signed header:
     ///   a `Resolved` affidavit and `E_B(k_m)` for the recipient;
     /// - z does not decrypt, or disagrees: an `InvalidEnvelope` affidavit —
@@ -126,7 +189,19 @@ impl TrustedParty {
         &self,
         claim: &VerifiedClaim,
         now: Timestamp,
+        journal: ChainPosition,
     ) -> Result<ClaimOutcome, DeviceError> {
+        let decision = self.decide(claim, now)?;
+        self.sign_decision(decision, journal)
+    }
+
+    /// First half of [`Self::resolve`], the expensive one: decrypt z in the
+    /// token and check its inside against the signed header. Nothing is
+    /// signed yet and nothing can be taken out of the [`Decision`]: the
+    /// daemon assigns the journal position (which must be known before the
+    /// affidavit is signed) and then has [`Self::sign_decision`] sign it.
+    /// Errors as for [`Self::resolve`].
+    pub fn decide(&self, claim: &VerifiedClaim, now: Timestamp) -> Result<Decision, DeviceError> {
         let header = claim.envelope().header();
         let key = KeyId(header.key_id.0);
         if !self.keys.encryption.contains(&key) {
@@ -136,56 +211,105 @@ impl TrustedParty {
             });
         }
         let z = &claim.envelope().envelope().z;
-        let decrypted = self.token.unwrap_and_decrypt(
-            key,
-            &z.wrapped_key,
-            &Z_NONCE,
-            &claim.aad(),
-            &z.sealed,
-        )?;
+        test_faults::before_decrypt();
+        let decrypted = self
+            .token
+            .unwrap_and_decrypt(key, &z.wrapped_key, &Z_NONCE, &claim.aad(), &z.sealed)
+            .map_err(key_vanished)?;
+        // TEST HOOK (inert unless installed): crash point `after-decrypt`
+        // and device faults between the decryption and the signature.
+        test_faults::after_decrypt(&self.token)?;
         let inside = match decrypted {
             Ok(plain) => claim.check_inside(&plain).ok(),
             Err(_does_not_decrypt) => {
-                self.token.self_test_encryption_key(key)?;
+                self.token
+                    .self_test_encryption_key(key)
+                    .map_err(key_vanished)?;
                 None
             }
         };
-        match inside {
+        // `at` and the journal position are filled in when signing.
+        let unplaced = ChainPosition {
+            seq: 0,
+            prev: ChainPosition::GENESIS_PREV,
+        };
+        Ok(match inside {
             Some(mut inside) => {
-                let body = AffidavitBody::resolved(claim, &inside, now);
-                let affidavit = self.sign(body)?;
-                let wrapped_km = std::mem::take(&mut inside.wrapped_km);
+                let body = AffidavitBody::resolved(claim, &inside, now, unplaced);
+                let wrapped_km = Zeroizing::new(std::mem::take(&mut inside.wrapped_km));
                 zeroize::Zeroize::zeroize(&mut inside);
-                Ok(ClaimOutcome::Resolved {
-                    affidavit,
-                    wrapped_km,
-                })
+                Decision {
+                    body,
+                    wrapped_km: Some(wrapped_km),
+                }
             }
-            None => Ok(ClaimOutcome::InvalidEnvelope {
-                affidavit: self.sign(AffidavitBody::invalid_envelope(claim, now))?,
-            }),
-        }
+            None => Decision {
+                body: AffidavitBody::invalid_envelope(claim, now, unplaced),
+                wrapped_km: None,
+            },
+        })
     }
 
-    /// Sign an unclaimed certificate. The caller (the daemon) checks the
-    /// deadline has passed and that its journal never resolved this z.
+    /// Second half of [`Self::resolve`]: sign the affidavit of a
+    /// [`Decision`] at journal position `journal` and hand out the outcome
+    /// (with `E_B(k_m)` for a resolution). The decision is consumed either
+    /// way; after an error, decide again.
+    pub fn sign_decision(
+        &self,
+        decision: Decision,
+        journal: ChainPosition,
+    ) -> Result<ClaimOutcome, DeviceError> {
+        if journal.seq == 0 {
+            return Err(DeviceError::InvalidArgument(
+                "an affidavit at journal position 0".into(),
+            ));
+        }
+        if decision.body.tp != self.card.id() {
+            return Err(DeviceError::InvalidArgument(
+                "a decision made by another TP identity".into(),
+            ));
+        }
+        let mut decision = decision;
+        let mut body = decision.body.clone();
+        body.journal = journal;
+        let affidavit = self.sign(body)?;
+        Ok(match decision.wrapped_km.take() {
+            Some(mut km) => ClaimOutcome::Resolved {
+                affidavit,
+                wrapped_km: std::mem::take(&mut *km),
+            },
+            None => ClaimOutcome::InvalidEnvelope { affidavit },
+        })
+    }
+
+    /// Sign an unclaimed certificate, recorded at journal position
+    /// `journal`. The caller (the daemon) checks the deadline has passed and
+    /// that its journal never resolved this z.
     pub fn unclaimed(
         &self,
         env: &VerifiedEnvelope,
         now: Timestamp,
+        journal: ChainPosition,
     ) -> Result<Affidavit, DeviceError> {
         if now < env.header().deadline {
             return Err(DeviceError::InvalidArgument(
                 "an unclaimed certificate before the deadline".into(),
             ));
         }
-        self.sign(AffidavitBody::unclaimed(env, now))
+        if journal.seq == 0 {
+            return Err(DeviceError::InvalidArgument(
+                "an affidavit at journal position 0".into(),
+            ));
+        }
+        self.sign(AffidavitBody::unclaimed(env, now, journal))
     }
 
     fn sign(&self, body: AffidavitBody) -> Result<Affidavit, DeviceError> {
+        test_faults::before_sign()?;
         let sig = self
             .token
-            .sign_p256(self.keys.signing, &body.signing_digest().0)?;
+            .sign_p256(self.keys.signing, &body.signing_digest().0)
+            .map_err(key_vanished)?;
         Ok(Affidavit {
             body,
             signature: Signature(sig),

@@ -34,12 +34,24 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// Every test of this binary runs alone. The fixture changes the process
+/// environment (`set_var`) while other threads could be reading it (spawning
+/// `softhsm2-util`, a module calling `getenv` in `C_Initialize`), which is
+/// undefined behaviour in glibc and was seen here as a SIGSEGV in about one
+/// parallel run in three. The tests take milliseconds; serializing costs
+/// nothing.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn config() -> TokenConfig {
     fixture().dev.token_config()
 }
 
 #[test]
 fn missing_module_names_the_path() {
+    let _serial = serial();
     let mut cfg = config();
     cfg.module = PathBuf::from("/nonexistent/libpkcs11-missing.so");
     let e = Token::open(&cfg).unwrap_err();
@@ -51,6 +63,7 @@ fn missing_module_names_the_path() {
 
 #[test]
 fn a_file_that_is_not_a_module_is_a_module_error() {
+    let _serial = serial();
     let mut cfg = config();
     cfg.module = fixture().dev.conf.clone();
     let e = Token::open(&cfg).unwrap_err();
@@ -61,6 +74,7 @@ fn a_file_that_is_not_a_module_is_a_module_error() {
 
 #[test]
 fn unknown_label_lists_the_tokens_present() {
+    let _serial = serial();
     let mut cfg = config();
     cfg.token = TokenSelector::Label("no-such-token".into());
     let e = Token::open(&cfg).unwrap_err();
@@ -83,6 +97,7 @@ fn unknown_label_lists_the_tokens_present() {
 
 #[test]
 fn unknown_serial_is_not_found() {
+    let _serial = serial();
     let mut cfg = config();
     cfg.token = TokenSelector::Serial("0000000000000000".into());
     let e = Token::open(&cfg).unwrap_err();
@@ -92,6 +107,7 @@ fn unknown_serial_is_not_found() {
 
 #[test]
 fn wrong_pin_is_reported_as_such() {
+    let _serial = serial();
     let f = fixture();
     let wrong = f.dir.path().join("wrong.pin");
     std::fs::write(&wrong, "not-the-pin\n").unwrap();
@@ -104,6 +120,7 @@ fn wrong_pin_is_reported_as_such() {
 
 #[test]
 fn unset_pin_variable_names_it() {
+    let _serial = serial();
     fixture();
     let mut cfg = config();
     cfg.pin = PinSource::Env("VTP_DEVICE_TEST_PIN_NEVER_SET".into());
@@ -118,6 +135,7 @@ fn unset_pin_variable_names_it() {
 
 #[test]
 fn missing_pin_file_names_it() {
+    let _serial = serial();
     let f = fixture();
     let mut cfg = config();
     let missing = f.dir.path().join("missing.pin");
@@ -132,6 +150,7 @@ fn missing_pin_file_names_it() {
 
 #[test]
 fn pin_from_environment_is_read_and_trimmed() {
+    let _serial = serial();
     fixture();
     let pin = PinSource::Env(PIN_VAR.into()).read().unwrap();
     assert_eq!(format!("{pin:?}"), "Pin(***)");
@@ -139,6 +158,7 @@ fn pin_from_environment_is_read_and_trimmed() {
 
 #[test]
 fn dev_token_files_are_private() {
+    let _serial = serial();
     use std::os::unix::fs::PermissionsExt;
     let f = fixture();
     for p in [&f.dev.pin_file, &f.dev.so_pin_file] {
@@ -164,6 +184,7 @@ fn dev_token_files_are_private() {
 
 #[test]
 fn dev_token_directory_must_be_fresh() {
+    let _serial = serial();
     let f = fixture();
     let e = create_dev_token(f.dev.kind, f.dir.path(), "again").unwrap_err();
     assert!(matches!(e, DeviceError::DevToken { .. }), "{e}");

@@ -9,6 +9,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 use vtp_device::{generate_tp_keys, DeviceError, KeyId, Token, TpKeys, TrustedParty};
+use vtp_protocol::affidavit::ChainPosition;
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::CmHasher;
 use vtp_protocol::envelope::{self, Envelope};
@@ -24,6 +25,11 @@ use vtp_protocol::Digest32;
 mod common;
 
 const NOW: u64 = 1_800_000_000;
+/// A journal position for the affidavits (the daemon assigns real ones).
+const AT: ChainPosition = ChainPosition {
+    seq: 7,
+    prev: Digest32([7; 32]),
+};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -98,13 +104,14 @@ fn resolves_an_honest_claim_in_the_token() {
     let env = envelope(&tp, &alice, &bob, 1, |_| {});
     let claim = claim_for(&tp, &env, &bob);
     let vc = claim.verify(tp.card(), NOW + 10).unwrap();
-    match tp.resolve(&vc, NOW + 10).unwrap() {
+    match tp.resolve(&vc, NOW + 10, AT).unwrap() {
         ClaimOutcome::Resolved {
             affidavit,
             wrapped_km,
         } => {
             affidavit.verify(tp.card(), vc.envelope()).unwrap();
             assert_eq!(affidavit.body.kind(), "resolved");
+            assert_eq!(affidavit.body.journal, AT, "signed at its journal position");
             unwrap_released_key(&bob, vc.envelope(), &wrapped_km).unwrap();
         }
         other => panic!("expected resolution, got {other:?}"),
@@ -119,7 +126,7 @@ fn inside_that_disagrees_gets_an_invalid_envelope_affidavit() {
     let vc = claim_for(&tp, &env, &bob)
         .verify(tp.card(), NOW + 10)
         .unwrap();
-    match tp.resolve(&vc, NOW + 10).unwrap() {
+    match tp.resolve(&vc, NOW + 10, AT).unwrap() {
         ClaimOutcome::InvalidEnvelope { affidavit } => {
             affidavit.verify(tp.card(), vc.envelope()).unwrap();
             assert_eq!(affidavit.body.kind(), "invalid-envelope");
@@ -146,7 +153,7 @@ fn undecryptable_z_gets_an_invalid_envelope_affidavit() {
         .verify(tp.card(), NOW + 10)
         .unwrap();
     assert!(matches!(
-        tp.resolve(&vc, NOW + 10).unwrap(),
+        tp.resolve(&vc, NOW + 10, AT).unwrap(),
         ClaimOutcome::InvalidEnvelope { .. }
     ));
 }
@@ -173,7 +180,7 @@ fn a_key_not_in_the_tp_set_is_refused_not_judged() {
     let tp2 =
         TrustedParty::open(f.token.clone(), narrowed, "test TP", Policy::default(), NOW).unwrap();
     assert!(matches!(
-        tp2.resolve(&vc, NOW + 10),
+        tp2.resolve(&vc, NOW + 10, AT),
         Err(DeviceError::KeyNotFound { .. })
     ));
 }
@@ -190,4 +197,44 @@ fn opening_with_a_missing_key_fails_clearly() {
         .err()
         .expect("a missing key must be refused");
     assert!(err.to_string().contains("0909090909090909"), "{err}");
+}
+
+#[test]
+fn decide_then_sign_places_the_affidavit_and_refuses_position_zero() {
+    let tp = tp();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let env = envelope(&tp, &alice, &bob, 5, |_| {});
+    let vc = claim_for(&tp, &env, &bob)
+        .verify(tp.card(), NOW + 10)
+        .unwrap();
+    let d = tp.decide(&vc, NOW + 10).unwrap();
+    assert_eq!(d.kind(), "resolved");
+    assert_eq!(d.z_hash(), vc.envelope().header().z_hash);
+    // Position 0 is "not recorded": refused, and the decision is gone.
+    assert!(matches!(
+        tp.sign_decision(
+            d,
+            ChainPosition {
+                seq: 0,
+                prev: Digest32([0; 32])
+            }
+        ),
+        Err(DeviceError::InvalidArgument(_))
+    ));
+    let d = tp.decide(&vc, NOW + 10).unwrap();
+    let at = ChainPosition {
+        seq: 42,
+        prev: Digest32([4; 32]),
+    };
+    match tp.sign_decision(d, at).unwrap() {
+        ClaimOutcome::Resolved {
+            affidavit,
+            wrapped_km,
+        } => {
+            affidavit.verify(tp.card(), vc.envelope()).unwrap();
+            assert_eq!(affidavit.body.journal, at);
+            unwrap_released_key(&bob, vc.envelope(), &wrapped_km).unwrap();
+        }
+        other => panic!("expected resolution, got {other:?}"),
+    }
 }

@@ -1,6 +1,16 @@
 //! The TP's signed statements about an envelope. Each names the envelope, its
-//! parties and deadline, and when the TP made it; the signing digest is what
-//! the token signs.
+//! parties and deadline, when the TP made it, and where the TP recorded it in
+//! its journal; the signing digest is what the token signs.
+//!
+//! **Journal position.** The TP's journal is a hash chain: record `seq`
+//! carries the hash of record `seq - 1` (see the daemon's `docs/journal.md`).
+//! Every affidavit names the record it is stored in ([`ChainPosition`]), and
+//! the TP signs that together with the statement. So an affidavit is also
+//! the TP's signed promise that its journal holds this statement at that
+//! place after exactly that history: a journal that later lacks the record,
+//! holds something else there, or was rewritten before it, is proven wrong by
+//! the affidavit alone; two different affidavits naming the same position
+//! prove that the TP forked its journal.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +42,26 @@ pub enum Statement {
     Unclaimed,
 }
 
+/// Where an affidavit is recorded in the TP's journal: its record's sequence
+/// number (the first record is 1) and the hash of the record before it (all
+/// zero for the first record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChainPosition {
+    pub seq: u64,
+    pub prev: Digest32,
+}
+
+impl ChainPosition {
+    /// The `prev` of the first record.
+    pub const GENESIS_PREV: Digest32 = Digest32([0; 32]);
+}
+
+impl std::fmt::Display for ChainPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{} (after {})", self.seq, &self.prev.to_hex()[..16])
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AffidavitBody {
     pub tp: TpId,
@@ -42,10 +72,17 @@ pub struct AffidavitBody {
     pub deadline: Timestamp,
     pub at: Timestamp,
     pub statement: Statement,
+    /// The journal record this affidavit is stored in.
+    pub journal: ChainPosition,
 }
 
 impl AffidavitBody {
-    fn from_env(env: &VerifiedEnvelope, at: Timestamp, statement: Statement) -> Self {
+    fn from_env(
+        env: &VerifiedEnvelope,
+        at: Timestamp,
+        statement: Statement,
+        journal: ChainPosition,
+    ) -> Self {
         let h = env.header();
         AffidavitBody {
             tp: h.tp,
@@ -56,9 +93,15 @@ impl AffidavitBody {
             deadline: h.deadline,
             at,
             statement,
+            journal,
         }
     }
-    pub fn resolved(claim: &VerifiedClaim, inside: &Inside, at: Timestamp) -> Self {
+    pub fn resolved(
+        claim: &VerifiedClaim,
+        inside: &Inside,
+        at: Timestamp,
+        journal: ChainPosition,
+    ) -> Self {
         Self::from_env(
             claim.envelope(),
             at,
@@ -69,9 +112,10 @@ impl AffidavitBody {
                 commit_salt: inside.commit_salt,
                 wrapped_km_hash: inside.wrapped_km_hash(),
             },
+            journal,
         )
     }
-    pub fn invalid_envelope(claim: &VerifiedClaim, at: Timestamp) -> Self {
+    pub fn invalid_envelope(claim: &VerifiedClaim, at: Timestamp, journal: ChainPosition) -> Self {
         Self::from_env(
             claim.envelope(),
             at,
@@ -79,10 +123,11 @@ impl AffidavitBody {
                 key_id: claim.envelope().header().key_id,
                 receipt_hash: claim.receipt().receipt().hash(),
             },
+            journal,
         )
     }
-    pub fn unclaimed(env: &VerifiedEnvelope, at: Timestamp) -> Self {
-        Self::from_env(env, at, Statement::Unclaimed)
+    pub fn unclaimed(env: &VerifiedEnvelope, at: Timestamp, journal: ChainPosition) -> Self {
+        Self::from_env(env, at, Statement::Unclaimed, journal)
     }
     /// The digest the TP's token signs.
     pub fn signing_digest(&self) -> Digest32 {
@@ -113,6 +158,12 @@ impl Affidavit {
             ));
         }
         tp.verify(&self.body.signing_digest(), &self.signature, "TP affidavit")?;
+        if self.body.journal.seq == 0 {
+            return Err(ProtocolError::mismatch(
+                "affidavit",
+                "it names no journal record (sequence number 0)",
+            ));
+        }
         let h = env.header();
         // An invalid-envelope verdict is about one header; a resolution is
         // about z (any header that agrees with z's inside).

@@ -66,12 +66,13 @@ impl Claim {
     ) -> Result<VerifiedClaim, ProtocolError> {
         let env = self.body.envelope.verify(tp)?;
         let receipt = self.body.receipt.verify(&env)?;
-        receipt.receipt().recipient_card.verify(
-            &signing_digest(domain::CLAIM, &self.body),
+        receipt.receipt().recipient_card.verify_statement(
+            domain::CLAIM,
+            &self.body,
             &self.signature,
             "claim (recipient's signature)",
         )?;
-        if self.body.requested > now + tp.policy().clock_skew_secs {
+        if self.body.requested > now.saturating_add(tp.policy().clock_skew_secs) {
             return Err(ProtocolError::Deadline(
                 "the claim is dated in the future: check your clock".into(),
             ));

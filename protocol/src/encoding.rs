@@ -28,6 +28,10 @@ pub enum Kind {
     Affidavit = 7,
     Request = 8,
     Response = 9,
+    ContractProposal = 10,
+    ContractAgreement = 11,
+    ContractSignature = 12,
+    ContractBundle = 13,
 }
 
 impl Kind {
@@ -42,6 +46,10 @@ impl Kind {
             Kind::Affidavit => "TP affidavit",
             Kind::Request => "request",
             Kind::Response => "response",
+            Kind::ContractProposal => "contract proposal",
+            Kind::ContractAgreement => "contract agreement",
+            Kind::ContractSignature => "contract signature",
+            Kind::ContractBundle => "contract bundle",
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -56,6 +64,10 @@ impl Kind {
             Affidavit,
             Request,
             Response,
+            ContractProposal,
+            ContractAgreement,
+            ContractSignature,
+            ContractBundle,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)

@@ -17,18 +17,22 @@
 //! | [`envelope`] | A1: the signed envelope header, z and its checks by Bob (B1) |
 //! | [`receipt`] | B1: Bob's receipt and Alice's check of it |
 //! | [`opening`] | A2/B2: the opening of z and its check |
+//! | [`contract`] | contract signing over certified mail: preliminary agreement, Alice's contract signature, the executed-contract bundle and its check |
 //! | [`claim`] | Bob's claim to the TP and the TP-side checks before decryption |
 //! | [`affidavit`] | the TP's signed statements: resolved, invalid envelope, unclaimed |
 //! | [`evidence`] | the judge: offline verification of delivery evidence |
 //! | [`wire`] | requests and responses between clients and the TP daemon |
 //! | [`error`] | one error enum with context for every check above |
+//! | `cache` | memo of card and public-key checks already passed (decoding the same card again is cheap) |
 //!
 //! Every signature is ECDSA P-256 over `SHA-256(domain tag || 0x00 || body)`
 //! (see [`encoding::signing_digest`]); each message kind has its own tag, so
 //! no signature can be replayed as another kind of statement.
 
 pub mod affidavit;
+mod cache;
 pub mod claim;
+pub mod contract;
 pub mod encoding;
 pub mod envelope;
 pub mod error;

@@ -74,8 +74,9 @@ impl Receipt {
                 "it is signed by someone other than the envelope's recipient",
             ));
         }
-        self.recipient_card.verify(
-            &signing_digest(domain::RECEIPT, b),
+        self.recipient_card.verify_statement(
+            domain::RECEIPT,
+            b,
             &self.signature,
             "receipt (recipient's signature)",
         )?;

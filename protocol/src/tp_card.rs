@@ -4,7 +4,11 @@
 use rsa::{BigUint, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::{self, domain, signing_digest, tagged_hash, Kind};
+use crate::cache;
+use crate::encoding::{self, canonical, domain, signing_digest, tagged_hash, Kind};
+
+/// Memo domain of TP cards (see `crate::cache`).
+const MEMO_DOMAIN: &str = "vtp/v1/memo/tp-card";
 use crate::{Digest32, EcPoint, KeyId, ProtocolError, Signature, Timestamp, TpId};
 
 /// Hash used by RSA-OAEP (and its MGF1) for one key. SoftHSM 2.6 only offers
@@ -125,24 +129,32 @@ pub struct TpCard {
 impl TryFrom<RawTpCard> for TpCard {
     type Error = ProtocolError;
     fn try_from(raw: RawTpCard) -> Result<Self, ProtocolError> {
-        raw.body.sign_key.verify(
-            &raw.body.signing_digest(),
-            &raw.signature,
-            "TP card (self-signature)",
-        )?;
-        for k in &raw.body.enc_keys {
-            k.public_key()?;
-        }
-        if !raw
-            .body
-            .enc_keys
-            .iter()
-            .any(|k| k.id == raw.body.current_key)
-        {
-            return Err(ProtocolError::malformed(
-                "TP card",
-                "current key is not among its keys",
-            ));
+        let body = canonical(&raw.body);
+        // Every envelope carries the TP card: a TP checks its own card (and
+        // a client the card it uses) once per process (see `crate::cache`).
+        let memo = cache::card_key(MEMO_DOMAIN, &body, &raw.signature.0);
+        if cache::cards().get(&memo).is_none() {
+            raw.body.sign_key.verify_statement(
+                domain::TP_CARD,
+                &body,
+                &raw.signature,
+                "TP card (self-signature)",
+            )?;
+            for k in &raw.body.enc_keys {
+                k.public_key()?;
+            }
+            if !raw
+                .body
+                .enc_keys
+                .iter()
+                .any(|k| k.id == raw.body.current_key)
+            {
+                return Err(ProtocolError::malformed(
+                    "TP card",
+                    "current key is not among its keys",
+                ));
+            }
+            cache::cards().insert(memo, ());
         }
         let id = tp_id(&raw.body.sign_key);
         Ok(TpCard {

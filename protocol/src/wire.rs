@@ -114,8 +114,9 @@ impl FetchRequest {
     /// The requester is the card's owner, asking this TP, recently.
     pub fn verify(&self, tp: &TpCard, now: Timestamp) -> Result<IdentityId, ProtocolError> {
         check_fresh(self.body.tp, self.body.requested, tp, now)?;
-        self.body.sender_card.verify(
-            &signing_digest(domain::FETCH, &self.body),
+        self.body.sender_card.verify_statement(
+            domain::FETCH,
+            &self.body,
             &self.signature,
             "receipt request",
         )?;
@@ -159,8 +160,9 @@ impl UnclaimedRequest {
                 "only the sender or the recipient may ask about this envelope".into(),
             ));
         }
-        self.body.requester_card.verify(
-            &signing_digest(domain::UNCLAIMED_REQUEST, &self.body),
+        self.body.requester_card.verify_statement(
+            domain::UNCLAIMED_REQUEST,
+            &self.body,
             &self.signature,
             "unclaimed request",
         )?;

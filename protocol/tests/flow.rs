@@ -12,7 +12,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use sha2::{Digest, Sha256};
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::{self, Kind};
 use vtp_protocol::envelope::{self, Envelope};
@@ -24,6 +24,12 @@ use vtp_protocol::receipt::Receipt;
 use vtp_protocol::seal::Z_NONCE;
 use vtp_protocol::tp_card::{OaepHash, Policy, TpCard, TpCardBody, TpEncKey};
 use vtp_protocol::{Digest32, EcPoint, KeyId, ProtocolError, Signature};
+
+/// Where the stand-in TP says it recorded its affidavits.
+const FIRST_RECORD: ChainPosition = ChainPosition {
+    seq: 1,
+    prev: ChainPosition::GENESIS_PREV,
+};
 
 const NOW: u64 = 1_800_000_000;
 const DEADLINE: u64 = NOW + 3600;
@@ -83,10 +89,13 @@ impl Tp {
             });
         let (body, released) = match plain.map(|p| vc.check_inside(&p)) {
             Some(Ok(inside)) => (
-                AffidavitBody::resolved(&vc, &inside, NOW + 10),
+                AffidavitBody::resolved(&vc, &inside, NOW + 10, FIRST_RECORD),
                 Some(inside.wrapped_km.clone()),
             ),
-            _ => (AffidavitBody::invalid_envelope(&vc, NOW + 10), None),
+            _ => (
+                AffidavitBody::invalid_envelope(&vc, NOW + 10, FIRST_RECORD),
+                None,
+            ),
         };
         let signature = Tp::sign_digest(&self.sign, &body.signing_digest());
         Ok((Affidavit { body, signature }, released))

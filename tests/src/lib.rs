@@ -88,6 +88,9 @@ pub struct Tp {
     child: Option<Child>,
     /// Shifts the daemon's clock (test hook VTP_TEST_CLOCK_OFFSET_SECS).
     pub clock_offset: i64,
+    /// Extra environment of the daemon (e.g. the test hooks VTP_TEST_FAULT,
+    /// VTP_TEST_DEVICE_FAULT).
+    pub env: Vec<(String, String)>,
 }
 
 impl Tp {
@@ -119,6 +122,7 @@ impl Tp {
             addr: String::new(),
             child: None,
             clock_offset: 0,
+            env: Vec::new(),
         }
     }
 
@@ -182,6 +186,7 @@ impl Tp {
         if self.clock_offset != 0 {
             cmd.env("VTP_TEST_CLOCK_OFFSET_SECS", self.clock_offset.to_string());
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.spawn().expect("spawn tp-daemon serve")
     }
 

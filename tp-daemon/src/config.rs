@@ -191,7 +191,21 @@ pub struct Limits {
     /// Connections served at once; more are answered `Busy` and closed.
     pub max_connections: usize,
     /// A connection that completes no request frame for this long is closed.
+    /// It bounds a whole frame, however slowly its bytes arrive.
     pub idle_timeout_secs: u64,
+    /// Connections served at once from one client address (IPv4 address or
+    /// IPv6 /64); more are answered `Busy` and closed.
+    pub max_connections_per_ip: usize,
+    /// A connection is closed after this long, once its current request is
+    /// answered (clients reconnect; the `vtp` client uses one connection
+    /// per request).
+    pub max_connection_secs: u64,
+    /// Requests answered per second on average for one identity (the
+    /// claimant or requester); 0 turns per-identity limiting off. See
+    /// [`crate::rate_limit`].
+    pub identity_rate_per_sec: u32,
+    /// Requests one identity may make in a burst above that rate.
+    pub identity_burst: u32,
 }
 
 impl Default for Limits {
@@ -200,6 +214,10 @@ impl Default for Limits {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_connections: 1024,
             idle_timeout_secs: 30,
+            max_connections_per_ip: 256,
+            max_connection_secs: 600,
+            identity_rate_per_sec: 10,
+            identity_burst: 50,
         }
     }
 }
@@ -207,6 +225,9 @@ impl Default for Limits {
 impl Limits {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn max_connection_time(&self) -> Duration {
+        Duration::from_secs(self.max_connection_secs)
     }
 }
 
@@ -278,6 +299,10 @@ struct RawLimits {
     max_frame_bytes: Option<S<usize>>,
     max_connections: Option<S<usize>>,
     idle_timeout_secs: Option<S<u64>>,
+    max_connections_per_ip: Option<S<usize>>,
+    max_connection_secs: Option<S<u64>>,
+    identity_rate_per_sec: Option<S<u32>>,
+    identity_burst: Option<S<u32>>,
 }
 
 /// Line (1-based) of a byte offset.
@@ -584,6 +609,22 @@ impl Config {
                 .idle_timeout_secs
                 .as_ref()
                 .map_or(dl.idle_timeout_secs, |v| *v.get_ref()),
+            max_connections_per_ip: l
+                .max_connections_per_ip
+                .as_ref()
+                .map_or(dl.max_connections_per_ip, |v| *v.get_ref()),
+            max_connection_secs: l
+                .max_connection_secs
+                .as_ref()
+                .map_or(dl.max_connection_secs, |v| *v.get_ref()),
+            identity_rate_per_sec: l
+                .identity_rate_per_sec
+                .as_ref()
+                .map_or(dl.identity_rate_per_sec, |v| *v.get_ref()),
+            identity_burst: l
+                .identity_burst
+                .as_ref()
+                .map_or(dl.identity_burst, |v| *v.get_ref()),
         };
         if let Some(v) = &l.max_frame_bytes {
             if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(v.get_ref()) {
@@ -610,6 +651,44 @@ impl Config {
                 return Err(at(
                     v.span(),
                     "[limits] `idle_timeout_secs` must be between 1 and 3600".into(),
+                ));
+            }
+        }
+        if let Some(v) = &l.max_connections_per_ip {
+            if *v.get_ref() == 0 || *v.get_ref() > 1_000_000 {
+                return Err(at(
+                    v.span(),
+                    "[limits] `max_connections_per_ip` must be between 1 and 1000000".into(),
+                ));
+            }
+        }
+        if let Some(v) = &l.max_connection_secs {
+            if *v.get_ref() < limits.idle_timeout_secs || *v.get_ref() > 86_400 {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "[limits] `max_connection_secs` must be between `idle_timeout_secs` ({}) \
+                         and 86400",
+                        limits.idle_timeout_secs
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &l.identity_rate_per_sec {
+            if *v.get_ref() > 1_000_000 {
+                return Err(at(
+                    v.span(),
+                    "[limits] `identity_rate_per_sec` must be at most 1000000 (0: no \
+                     per-identity limit)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(v) = &l.identity_burst {
+            if *v.get_ref() == 0 || *v.get_ref() > 1_000_000 {
+                return Err(at(
+                    v.span(),
+                    "[limits] `identity_burst` must be between 1 and 1000000".into(),
                 ));
             }
         }
@@ -790,6 +869,10 @@ require_subscription = true
 max_frame_bytes = 65536
 max_connections = 5
 idle_timeout_secs = 9
+max_connections_per_ip = 3
+max_connection_secs = 120
+identity_rate_per_sec = 2
+identity_burst = 7
 "#,
         )
         .unwrap();
@@ -817,7 +900,11 @@ idle_timeout_secs = 9
             Limits {
                 max_frame_bytes: 65536,
                 max_connections: 5,
-                idle_timeout_secs: 9
+                idle_timeout_secs: 9,
+                max_connections_per_ip: 3,
+                max_connection_secs: 120,
+                identity_rate_per_sec: 2,
+                identity_burst: 7,
             }
         );
     }
@@ -972,6 +1059,26 @@ idle_timeout_secs = 9
             &format!("{GOOD}idle_timeout_secs = 99999\n"),
             13,
             &["idle_timeout_secs"],
+        );
+        fails(
+            &format!("{GOOD}max_connections_per_ip = 0\n"),
+            13,
+            &["max_connections_per_ip"],
+        );
+        fails(
+            &format!("{GOOD}idle_timeout_secs = 60\nmax_connection_secs = 59\n"),
+            14,
+            &["max_connection_secs", "(60)"],
+        );
+        fails(
+            &format!("{GOOD}identity_rate_per_sec = 1.5\n"),
+            13,
+            &["identity_rate_per_sec"],
+        );
+        fails(
+            &format!("{GOOD}identity_burst = 0\n"),
+            13,
+            &["identity_burst"],
         );
     }
 

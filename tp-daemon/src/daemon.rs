@@ -72,6 +72,9 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
              are judged on the shifted clock. Never set it in production. !!!"
         );
     }
+    // TEST HOOKS (crate::faults): inert unless VTP_TEST_FAULT or
+    // VTP_TEST_DEVICE_FAULT is set; then a loud warning.
+    crate::faults::install_from_env().map_err(|e| anyhow!(e))?;
     // Everything that touches the environment happens before the runtime
     // starts threads (SOFTHSM2_CONF is read at C_Initialize).
     let config = Config::load(&opts.config)?;
@@ -94,7 +97,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let listen = opts.listen.unwrap_or(config.listen);
     let metrics_listen = opts.metrics_listen.or(config.metrics_listen);
     let metrics = Arc::new(Metrics::new());
-    let service = Arc::new(Service::new(live, journal, clock, Arc::clone(&metrics)));
+    let service = Arc::new(Service::new(live, journal, clock, Arc::clone(&metrics))?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,6 +139,9 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         info!(%addr, metrics = ?metrics_addr, "listening");
         let metrics_task = metrics_server.map(|m| tokio::spawn(m.run()));
         server.run(shutdown).await;
+        // Every answered claim is committed; commit what is still queued.
+        let s = Arc::clone(&service);
+        let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
         reloader.abort();
         if let Some(t) = metrics_task {
             t.abort();

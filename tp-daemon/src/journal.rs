@@ -6,7 +6,16 @@
 //! `synchronous=FULL` (the WAL is fsynced before a commit returns) and
 //! `PRAGMA integrity_check` when the daemon starts.
 //!
-//! Three tables, each keyed by what its statement is about:
+//! Since schema version 3 the answers form a **tamper-evident hash chain**
+//! (see [`crate::chain`] and `docs/journal.md`): the `records` table holds
+//! every resolution, invalid-envelope verdict and unclaimed certificate as
+//! record `seq = 1, 2, ...`, each with the hash of the one before, and each
+//! affidavit names (and the TP signs) its record's position. Records are
+//! written only by the daemon's single writer, in batches (group commit,
+//! [`crate::writer`]); this module reads them.
+//!
+//! Three lookup tables index the chain, each keyed by what its statement is
+//! about, each row naming its record's `seq`:
 //! - `resolved`: keyed by `z_hash`. A resolution is about z (any header that
 //!   agrees with z's inside), so a second claim for the same z gets it back.
 //! - `invalid`: keyed by `envelope_id`. An invalid-envelope verdict is about
@@ -16,47 +25,60 @@
 //!   envelope it is about; lookups by z alone tell the claim path that z was
 //!   declared unclaimed.
 //!
-//! Inserts never overwrite: if a row already exists (only possible if two
-//! daemons share a journal), the recorded row wins and is returned, so what
-//! the caller releases is always what the journal holds.
+//! `tp_cards` keeps every TP card the daemon served (self-signed), so that
+//! `tp-daemon journal verify` can check every affidavit's signature offline.
 //!
-//! Since schema version 2 the journal also holds the TP's **key ring**
-//! (which encryption keys exist, which is current, which are retired), the
-//! **audit log** of key and subscriber events, and the **subscribers**; see
-//! [`crate::keyring`]. A version-1 journal is upgraded in place when opened
-//! read-write (the new tables are added; nothing else changes).
+//! The journal also holds the TP's **key ring** (which encryption keys
+//! exist, which is current, which are retired), the **audit log** of key and
+//! subscriber events, and the **subscribers**; see [`crate::keyring`].
 //!
-//! Blocking: one connection behind a `std::sync::Mutex`; async callers go
-//! through [`Journal::blocking`], which runs on tokio's blocking pool.
+//! **Upgrades.** A version-1 or -2 journal (before the chain) is upgraded in
+//! place when opened read-write *if it holds no answers* (as `tp-daemon
+//! init` leaves it): the answer tables are replaced, the key ring, audit log
+//! and subscribers are kept. One that holds answers is refused with an
+//! explanation: its affidavits name no chain position and cannot be
+//! re-signed; keep it (read-only) with the build that wrote it.
+//!
+//! Blocking: one read connection behind a `std::sync::Mutex`; async callers
+//! go through [`Journal::blocking`], which runs on tokio's blocking pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody, Statement};
-use vtp_protocol::encoding::canonical;
-use vtp_protocol::receipt::Receipt;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use vtp_protocol::affidavit::Affidavit;
+use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{ClaimOutcome, ResolvedReceipt};
 use vtp_protocol::{Digest32, IdentityId, Timestamp};
+
+use crate::chain::{self, Head, JournalRecord};
 
 /// File name of the journal inside the data directory.
 pub const FILE_NAME: &str = "journal.sqlite3";
 
 /// Bumped when the schema or the stored encodings change.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
+/// The chain and its index (schema version 3).
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    seq        INTEGER PRIMARY KEY,  -- 1, 2, 3, ... without gaps
+    kind       TEXT NOT NULL,        -- resolved | invalid-envelope | unclaimed
+    prev_hash  BLOB NOT NULL,        -- hash of record seq-1 (zeros for seq 1)
+    hash       BLOB NOT NULL,        -- H(domain, seq, prev_hash, body)
+    body       BLOB NOT NULL         -- postcard JournalRecord
+);
+
 CREATE TABLE IF NOT EXISTS resolved (
     z_hash      BLOB PRIMARY KEY NOT NULL,
     envelope_id BLOB NOT NULL,
     sender      BLOB NOT NULL,
     recipient   BLOB NOT NULL,
     deadline    INTEGER NOT NULL,
-    outcome     BLOB NOT NULL,   -- postcard ClaimOutcome::Resolved
-    receipt     BLOB NOT NULL,   -- postcard Receipt (Alice's receipt)
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,    -- the affidavit's `at`
+    seq         INTEGER NOT NULL UNIQUE
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS resolved_by_sender ON resolved (sender, created_at);
+CREATE INDEX IF NOT EXISTS resolved_by_sender ON resolved (sender, seq);
 
 CREATE TABLE IF NOT EXISTS invalid (
     envelope_id BLOB PRIMARY KEY NOT NULL,
@@ -64,9 +86,8 @@ CREATE TABLE IF NOT EXISTS invalid (
     sender      BLOB NOT NULL,
     recipient   BLOB NOT NULL,
     deadline    INTEGER NOT NULL,
-    outcome     BLOB NOT NULL,   -- postcard ClaimOutcome::InvalidEnvelope
-    receipt     BLOB NOT NULL,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    seq         INTEGER NOT NULL UNIQUE
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS unclaimed (
@@ -75,9 +96,15 @@ CREATE TABLE IF NOT EXISTS unclaimed (
     sender      BLOB NOT NULL,
     recipient   BLOB NOT NULL,
     deadline    INTEGER NOT NULL,
-    affidavit   BLOB NOT NULL,   -- postcard Affidavit (Statement::Unclaimed)
     created_at  INTEGER NOT NULL,
+    seq         INTEGER NOT NULL UNIQUE,
     PRIMARY KEY (z_hash, envelope_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS tp_cards (
+    tp_id      BLOB PRIMARY KEY NOT NULL,
+    card       BLOB NOT NULL,        -- the card file (self-signed)
+    first_seen INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -104,6 +131,8 @@ pub struct Stats {
     pub resolved: u64,
     pub invalid: u64,
     pub unclaimed: u64,
+    /// Records in the chain (the sum of the three above).
+    pub records: u64,
 }
 
 /// A handle to the journal; cheap to clone.
@@ -153,23 +182,8 @@ impl Journal {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
         match version {
-            0 => {
-                let tx = conn.unchecked_transaction().map_err(sql)?;
-                tx.execute_batch(SCHEMA).map_err(sql)?;
-                tx.execute_batch(crate::keyring::SCHEMA).map_err(sql)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(sql)?;
-                tx.commit().map_err(sql)?;
-            }
-            1 => {
-                let tx = conn.unchecked_transaction().map_err(sql)?;
-                tx.execute_batch(crate::keyring::SCHEMA).map_err(sql)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(sql)?;
-                tx.commit().map_err(sql)?;
-                tracing::info!(journal = %path.display(), "journal upgraded to schema version 2 (key ring, audit log, subscribers)");
-            }
             SCHEMA_VERSION => {}
+            0..=2 => upgrade(&conn, &path, version)?,
             other => {
                 return Err(JournalError::Corrupt {
                     path,
@@ -232,29 +246,47 @@ impl Journal {
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    /// The record a lookup row points to.
+    fn record_via(
         &self,
-        what: &str,
-        bytes: &[u8],
-    ) -> Result<T, JournalError> {
-        postcard::from_bytes(bytes).map_err(|e| JournalError::Corrupt {
-            path: self.path.clone(),
-            detail: format!("cannot decode a stored {what}: {e}"),
+        sql: &str,
+        keys: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<JournalRecord>, JournalError> {
+        let row: Option<Vec<u8>> = self
+            .conn()
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(keys, |r| r.get(0)).optional())
+            .map_err(|e| self.sql(e))?;
+        row.map(|b| {
+            JournalRecord::decode(&b).map_err(|e| JournalError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("cannot decode a stored record: {e}"),
+            })
         })
+        .transpose()
+    }
+
+    fn claim_outcome(
+        &self,
+        r: Option<JournalRecord>,
+    ) -> Result<Option<ClaimOutcome>, JournalError> {
+        match r {
+            None => Ok(None),
+            Some(JournalRecord::Claim { outcome, .. }) => Ok(Some(outcome)),
+            Some(other) => Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a {} record where a claim outcome belongs", other.kind()),
+            }),
+        }
     }
 
     /// The recorded resolution of z, if any.
     pub fn resolved(&self, z_hash: &Digest32) -> Result<Option<ClaimOutcome>, JournalError> {
-        let row: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT outcome FROM resolved WHERE z_hash = ?1",
-                [&z_hash.0[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        row.map(|b| self.decode("claim outcome", &b)).transpose()
+        let r = self.record_via(
+            "SELECT r.body FROM resolved x JOIN records r ON r.seq = x.seq WHERE x.z_hash = ?1",
+            &[&&z_hash.0[..]],
+        )?;
+        self.claim_outcome(r)
     }
 
     /// The recorded invalid-envelope verdict for this signed header, if any.
@@ -262,16 +294,12 @@ impl Journal {
         &self,
         envelope_id: &Digest32,
     ) -> Result<Option<ClaimOutcome>, JournalError> {
-        let row: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT outcome FROM invalid WHERE envelope_id = ?1",
-                [&envelope_id.0[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        row.map(|b| self.decode("claim outcome", &b)).transpose()
+        let r = self.record_via(
+            "SELECT r.body FROM invalid x JOIN records r ON r.seq = x.seq \
+             WHERE x.envelope_id = ?1",
+            &[&&envelope_id.0[..]],
+        )?;
+        self.claim_outcome(r)
     }
 
     /// The recorded unclaimed certificate for this envelope, if any.
@@ -280,16 +308,18 @@ impl Journal {
         z_hash: &Digest32,
         envelope_id: &Digest32,
     ) -> Result<Option<Affidavit>, JournalError> {
-        let row: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT affidavit FROM unclaimed WHERE z_hash = ?1 AND envelope_id = ?2",
-                [&z_hash.0[..], &envelope_id.0[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        row.map(|b| self.decode("affidavit", &b)).transpose()
+        match self.record_via(
+            "SELECT r.body FROM unclaimed x JOIN records r ON r.seq = x.seq \
+             WHERE x.z_hash = ?1 AND x.envelope_id = ?2",
+            &[&&z_hash.0[..], &&envelope_id.0[..]],
+        )? {
+            None => Ok(None),
+            Some(JournalRecord::Unclaimed { affidavit }) => Ok(Some(affidavit)),
+            Some(other) => Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a {} record in the unclaimed index", other.kind()),
+            }),
+        }
     }
 
     /// When z was first declared unclaimed (under any header), if ever.
@@ -305,102 +335,6 @@ impl Journal {
         Ok(row.map(|t| t as Timestamp))
     }
 
-    /// Durably record a claim's outcome (in `resolved` or `invalid` by its
-    /// kind) with Alice's receipt. Returns the outcome the journal holds
-    /// afterwards: the given one, or one recorded earlier for the same key.
-    pub fn record_claim(
-        &self,
-        outcome: &ClaimOutcome,
-        receipt: &Receipt,
-        created_at: Timestamp,
-    ) -> Result<ClaimOutcome, JournalError> {
-        let (table, key, body) = match outcome {
-            ClaimOutcome::Resolved { affidavit, .. } => {
-                ("resolved", affidavit.body.z_hash, &affidavit.body)
-            }
-            ClaimOutcome::InvalidEnvelope { affidavit } => {
-                ("invalid", affidavit.body.envelope_id, &affidavit.body)
-            }
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sql(e))?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {table} (z_hash, envelope_id, sender, recipient, deadline, \
-                 outcome, receipt, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT DO NOTHING"
-            ),
-            params![
-                &body.z_hash.0[..],
-                &body.envelope_id.0[..],
-                &body.sender.0 .0[..],
-                &body.recipient.0 .0[..],
-                body.deadline as i64,
-                canonical(outcome),
-                canonical(receipt),
-                created_at as i64,
-            ],
-        )
-        .map_err(|e| self.sql(e))?;
-        let key_col = if table == "resolved" {
-            "z_hash"
-        } else {
-            "envelope_id"
-        };
-        let stored: Vec<u8> = tx
-            .query_row(
-                &format!("SELECT outcome FROM {table} WHERE {key_col} = ?1"),
-                [&key.0[..]],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        drop(conn);
-        self.decode("claim outcome", &stored)
-    }
-
-    /// Durably record an unclaimed certificate; returns the one the journal
-    /// holds afterwards (see [`Self::record_claim`]).
-    pub fn record_unclaimed(
-        &self,
-        affidavit: &Affidavit,
-        created_at: Timestamp,
-    ) -> Result<Affidavit, JournalError> {
-        let b: &AffidavitBody = &affidavit.body;
-        if b.statement != Statement::Unclaimed {
-            return Err(JournalError::Corrupt {
-                path: self.path.clone(),
-                detail: "refusing to record a non-unclaimed affidavit as unclaimed".into(),
-            });
-        }
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sql(e))?;
-        tx.execute(
-            "INSERT INTO unclaimed (z_hash, envelope_id, sender, recipient, deadline, \
-             affidavit, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            params![
-                &b.z_hash.0[..],
-                &b.envelope_id.0[..],
-                &b.sender.0 .0[..],
-                &b.recipient.0 .0[..],
-                b.deadline as i64,
-                canonical(affidavit),
-                created_at as i64,
-            ],
-        )
-        .map_err(|e| self.sql(e))?;
-        let stored: Vec<u8> = tx
-            .query_row(
-                "SELECT affidavit FROM unclaimed WHERE z_hash = ?1 AND envelope_id = ?2",
-                [&b.z_hash.0[..], &b.envelope_id.0[..]],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        drop(conn);
-        self.decode("affidavit", &stored)
-    }
-
     /// Every receipt the TP obtained for this sender by resolving, oldest first.
     pub fn receipts_for_sender(
         &self,
@@ -409,36 +343,119 @@ impl Journal {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT outcome, receipt FROM resolved WHERE sender = ?1 \
-                 ORDER BY created_at, z_hash",
+                "SELECT r.body FROM resolved x JOIN records r ON r.seq = x.seq \
+                 WHERE x.sender = ?1 ORDER BY x.seq",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([&sender.0 .0[..]], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
+            .query_map([&sender.0 .0[..]], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.sql(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (outcome, receipt) = row.map_err(|e| self.sql(e))?;
-            let affidavit = match self.decode::<ClaimOutcome>("claim outcome", &outcome)? {
-                ClaimOutcome::Resolved { affidavit, .. } => affidavit,
-                ClaimOutcome::InvalidEnvelope { .. } => {
-                    return Err(JournalError::Corrupt {
-                        path: self.path.clone(),
-                        detail: "an invalid-envelope verdict in the resolved table".into(),
-                    })
-                }
+            let body = row.map_err(|e| self.sql(e))?;
+            let corrupt = |detail: String| JournalError::Corrupt {
+                path: self.path.clone(),
+                detail,
             };
-            out.push(ResolvedReceipt {
-                receipt: self.decode("receipt", &receipt)?,
-                affidavit,
-            });
+            match JournalRecord::decode(&body)
+                .map_err(|e| corrupt(format!("cannot decode a stored record: {e}")))?
+            {
+                JournalRecord::Claim {
+                    outcome: ClaimOutcome::Resolved { affidavit, .. },
+                    receipt,
+                } => out.push(ResolvedReceipt { receipt, affidavit }),
+                other => {
+                    return Err(corrupt(format!(
+                        "a {} record in the resolved index",
+                        other.kind()
+                    )))
+                }
+            }
         }
         Ok(out)
     }
 
-    /// Row counts of the three tables.
+    /// The last committed record of the chain (checked against its
+    /// contents).
+    pub fn head(&self) -> Result<Head, JournalError> {
+        chain::head(&self.conn())
+            .map_err(|e| self.sql(e))?
+            .map_err(|detail| JournalError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            })
+    }
+
+    /// Remember a TP card (for `journal verify`); a card seen before is
+    /// kept with its first time.
+    pub fn record_card(&self, card: &TpCard, now: Timestamp) -> Result<(), JournalError> {
+        self.conn()
+            .execute(
+                "INSERT INTO tp_cards (tp_id, card, first_seen) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+                params![&card.id().0 .0[..], card.to_file(), now as i64],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Every TP card recorded, oldest first. A stored card that does not
+    /// parse (or whose id is not its key) is an error.
+    pub fn cards(&self) -> Result<Vec<TpCard>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT tp_id, card FROM tp_cards ORDER BY first_seen, tp_id")
+            .map_err(|e| self.sql(e))?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(id, bytes)| {
+                let card = TpCard::from_file(&bytes).map_err(|e| JournalError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("a stored TP card does not parse: {e}"),
+                })?;
+                if card.id().0 .0[..] != id[..] {
+                    return Err(JournalError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!(
+                            "the stored TP card {} is filed under another id",
+                            card.id()
+                        ),
+                    });
+                }
+                Ok(card)
+            })
+            .collect()
+    }
+
+    /// Check the whole chain (see [`chain::verify`]) against the recorded
+    /// TP cards, or only against `trusted` ones if given. SQLite's own
+    /// integrity check runs first.
+    pub fn verify(&self, trusted: Option<&[TpCard]>) -> Result<chain::Report, JournalError> {
+        {
+            let conn = self.conn();
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| self.sql(e))?;
+            if version != SCHEMA_VERSION {
+                return Err(JournalError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "schema version {version}: only version {SCHEMA_VERSION} journals are \
+                         chained (open it once read-write to upgrade an empty one)"
+                    ),
+                });
+            }
+            check_integrity(&conn, &self.path)?;
+        }
+        let cards = self.cards()?;
+        let mut conn = self.conn();
+        chain::verify(&mut conn, &cards, trusted).map_err(|e| self.sql(e))
+    }
+
+    /// Row counts of the lookup tables and of the chain.
     pub fn stats(&self) -> Result<Stats, JournalError> {
         let conn = self.conn();
         let count = |table: &str| -> Result<u64, JournalError> {
@@ -452,8 +469,79 @@ impl Journal {
             resolved: count("resolved")?,
             invalid: count("invalid")?,
             unclaimed: count("unclaimed")?,
+            records: count("records")?,
         })
     }
+}
+
+/// Bring a journal of schema version 0 (new), 1 or 2 to version 3; see the
+/// module docs. One immediate transaction, so two processes opening a new
+/// journal at once do not race.
+fn upgrade(conn: &Connection, path: &Path, version: i64) -> Result<(), JournalError> {
+    let sql = |source| JournalError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let tx =
+        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sql)?;
+    // Another process may have upgraded it while we waited for the lock.
+    let now: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql)?;
+    if now == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if now != version {
+        return Err(JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("schema version changed from {version} to {now} while opening"),
+        });
+    }
+    if version > 0 {
+        let mut answers = 0i64;
+        for table in ["resolved", "invalid", "unclaimed"] {
+            let exists: bool = tx
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            if exists {
+                answers += tx
+                    .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map_err(sql)?;
+            }
+        }
+        if answers > 0 {
+            return Err(JournalError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "this journal has schema version {version} and holds {answers} answers made \
+                     before the tamper-evident chain (schema {SCHEMA_VERSION}); their affidavits \
+                     name no chain position and cannot be converted. Keep this journal (and \
+                     serve it) with the build that wrote it, or move it aside to start a new \
+                     journal (docs/journal.md, \"Upgrading\")"
+                ),
+            });
+        }
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS resolved; DROP TABLE IF EXISTS invalid; \
+             DROP TABLE IF EXISTS unclaimed;",
+        )
+        .map_err(sql)?;
+    }
+    tx.execute_batch(SCHEMA).map_err(sql)?;
+    tx.execute_batch(crate::keyring::SCHEMA).map_err(sql)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    if version > 0 {
+        tracing::info!(journal = %path.display(), from = version, "journal upgraded to schema version 3 (tamper-evident chain); it held no answers");
+    }
+    Ok(())
 }
 
 fn check_integrity(conn: &Connection, path: &Path) -> Result<(), JournalError> {

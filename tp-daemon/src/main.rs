@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: SubscribersCommand,
     },
+    /// Measure this TP: the bare device operation, claims through a real
+    /// daemon (a throwaway copy: the journal is not touched), the honest
+    /// path, memory. JSON lines on stdout, a table on stderr; see
+    /// docs/performance.md.
+    Bench(BenchArgs),
     /// Inspect the journal.
     Journal {
         #[command(subcommand)]
@@ -126,6 +131,45 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// Run even as root (not recommended). Also: VTP_ALLOW_ROOT=1.
+    #[arg(long, env = "VTP_ALLOW_ROOT", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_root: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Seconds per timed phase.
+    #[arg(long, default_value_t = 5.0, value_name = "N")]
+    seconds: f64,
+    /// Concurrency levels of the claims through the daemon.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,4,16,64",
+        value_name = "LIST"
+    )]
+    concurrency: Vec<usize>,
+    /// Exchanges of the visible-vs-invisible TP comparison.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    exchanges: usize,
+    /// Percentage of those exchanges that cheat (and so need the TP).
+    #[arg(long, default_value_t = 1.0, value_name = "PCT")]
+    cheat_percent: f64,
+    /// Size of the big message for the client throughput, MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    big_mb: u64,
+    /// Idle connections held open while the daemon's memory is read.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    idle_connections: usize,
+    /// Parties (identities) the claims are spread over.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    identities: usize,
+    /// Directory for the throwaway daemon's journal (default: the system's
+    /// temporary directory); put it on the journal's disk to measure that disk.
+    #[arg(long, value_name = "DIR")]
+    scratch_dir: Option<PathBuf>,
+    /// Run the benchmark daemon even as root. Also: VTP_ALLOW_ROOT=1.
     #[arg(long, env = "VTP_ALLOW_ROOT", value_parser = clap::builder::BoolishValueParser::new())]
     allow_root: bool,
 }
@@ -258,6 +302,17 @@ enum JournalCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Check the journal's hash chain: sequence numbers, hashes and links,
+    /// every affidavit's signature and chain position, the lookup index.
+    /// Prints the first bad record and exits 1; safe while the daemon runs.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Trust only this TP card (repeatable); default: the TP cards the
+        /// daemon recorded in the journal.
+        #[arg(long = "card", value_name = "FILE")]
+        cards: Vec<PathBuf>,
+    },
     /// Print the audit log (key and subscriber events), oldest first.
     Audit {
         #[command(flatten)]
@@ -309,6 +364,18 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys { command } => keys(command),
         Command::Subscribers { command } => subscribers(command),
         Command::Journal { command } => journal(command),
+        Command::Bench(a) => vtp_tp_daemon::bench::run(vtp_tp_daemon::bench::BenchOptions {
+            config: a.config.config,
+            seconds: a.seconds,
+            concurrency: a.concurrency,
+            exchanges: a.exchanges,
+            cheat_percent: a.cheat_percent,
+            big_mb: a.big_mb,
+            idle_connections: a.idle_connections,
+            identities: a.identities,
+            scratch_dir: a.scratch_dir,
+            allow_root: a.allow_root,
+        }),
     }
 }
 
@@ -650,7 +717,47 @@ fn journal(command: JournalCommand) -> anyhow::Result<()> {
             println!("resolved {}", stats.resolved);
             println!("invalid {}", stats.invalid);
             println!("unclaimed {}", stats.unclaimed);
+            println!("records {}", stats.records);
             Ok(())
+        }
+        JournalCommand::Verify { config, cards } => {
+            let config = Config::load(&config.config)?;
+            let trusted = cards
+                .iter()
+                .map(|p| {
+                    let bytes =
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+                    vtp_protocol::tp_card::TpCard::from_file(&bytes)
+                        .with_context(|| format!("{} is not a TP card", p.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let journal = Journal::open_read_only(&config.data_dir)?;
+            let report = journal.verify((!trusted.is_empty()).then_some(&trusted[..]))?;
+            for (tp, n) in &report.signers {
+                println!("TP {}: {n} affidavits verified", tp.0.to_hex());
+            }
+            match report.first_bad {
+                None => {
+                    println!(
+                        "journal OK: {} records; head {} (note it: a later journal must \
+                         extend it)",
+                        report.records, report.head
+                    );
+                    Ok(())
+                }
+                Some(bad) => {
+                    println!(
+                        "{} records good (up to {}); FIRST BAD RECORD #{}: {}",
+                        report.records, report.head, bad.seq, bad.problem
+                    );
+                    bail!(
+                        "journal {} fails verification at record #{}: {}",
+                        journal.path().display(),
+                        bad.seq,
+                        bad.problem
+                    )
+                }
+            }
         }
         JournalCommand::Audit { config, limit } => {
             let config = Config::load(&config.config)?;

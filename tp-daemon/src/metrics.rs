@@ -21,7 +21,12 @@
 //!   `not_authorized`, `busy`, `unavailable`);
 //! - `device_op_duration_seconds{op}`: histogram of token operations
 //!   (`resolve`, `unclaimed`);
-//! - `journal_commit_duration_seconds`: histogram of durable commits;
+//! - `journal_commit_duration_seconds`: histogram of the time a claim (or
+//!   unclaimed certificate) waited for its journal batch to commit;
+//! - `journal_batches_total{result}`: journal group commits (`committed`,
+//!   `failed`), and `journal_records_total{result}`: the records in them —
+//!   under load, many records per batch;
+//! - `journal_batch_duration_seconds`: histogram of one batch's transaction;
 //! - `connections_open`, `in_flight_requests`: gauges;
 //! - `config_reloads_total{result}`;
 //! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served.
@@ -97,6 +102,9 @@ pub struct Metrics {
     refusals: Family<RefusalLabel, Counter>,
     device_ops: HistogramFamily<OpLabel>,
     journal_commits: Histogram,
+    journal_batches: Family<ResultLabel, Counter>,
+    journal_records: Family<ResultLabel, Counter>,
+    journal_batch_time: Histogram,
     connections: Gauge,
     in_flight: Gauge,
     reloads: Family<ResultLabel, Counter>,
@@ -167,6 +175,24 @@ impl Metrics {
             "Latency of durable journal commits",
             journal_commits.clone(),
         );
+        let journal_batches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "journal_batches",
+            "Journal group commits (one transaction, one fsync), by result",
+            journal_batches.clone(),
+        );
+        let journal_records = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "journal_records",
+            "Records in journal group commits, by result",
+            journal_records.clone(),
+        );
+        let journal_batch_time = latency_histogram();
+        registry.register(
+            "journal_batch_duration_seconds",
+            "Latency of one journal group commit",
+            journal_batch_time.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "connections_open",
@@ -200,6 +226,9 @@ impl Metrics {
             refusals,
             device_ops,
             journal_commits,
+            journal_batches,
+            journal_records,
+            journal_batch_time,
             connections,
             in_flight,
             reloads,
@@ -239,6 +268,27 @@ impl Metrics {
     }
     pub fn journal_commit(&self, took: Duration) {
         self.journal_commits.observe(took.as_secs_f64());
+    }
+    /// A journal batch of `records` committed in `took`.
+    pub fn journal_batch(&self, records: u64, took: Duration) {
+        let result = "committed";
+        self.journal_batches
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.journal_records
+            .get_or_create(&ResultLabel { result })
+            .inc_by(records);
+        self.journal_batch_time.observe(took.as_secs_f64());
+    }
+    /// A journal batch failed; `records` were not answered.
+    pub fn journal_batch_failed(&self, records: u64) {
+        let result = "failed";
+        self.journal_batches
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        self.journal_records
+            .get_or_create(&ResultLabel { result })
+            .inc_by(records);
     }
     pub fn connection_opened(&self) {
         self.connections.inc();

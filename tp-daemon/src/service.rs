@@ -8,6 +8,20 @@
 //! to the journal → release. Nothing leaves the daemon that is not committed,
 //! and a failure before the commit leaves nothing behind, so the claim can be
 //! retried.
+//!
+//! "Resolve in the token → commit" in detail (see [`crate::writer`]): the
+//! device decrypts and checks ([`TrustedParty::decide`], the expensive RSA
+//! half, many claims in parallel); the sequencer assigns the next journal
+//! chain position and the device signs the affidavit at it
+//! ([`TrustedParty::sign_decision`], one at a time); the record is queued
+//! for the single journal writer, which commits queued records in batches
+//! (group commit); only then does the claim get its answer. A device error
+//! or a failed batch answers `Unavailable`: nothing was released, nothing
+//! (or, for a failed batch, nothing that will be served) was recorded, and
+//! the client retries.
+//!
+//! Labelled test fault points (see [`crate::faults`]): `after-sign` (in the
+//! sequencer), `after-commit` (in the writer), `before-reply` (here).
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -22,11 +36,14 @@ use vtp_protocol::wire::{
 };
 use vtp_protocol::{Digest32, ProtocolError};
 
+use crate::chain::JournalRecord;
 use crate::clock::{rfc3339, Clock};
+use crate::faults;
 use crate::journal::{Journal, JournalError};
 use crate::keyring::{KeyRing, KeyState};
 use crate::metrics::Metrics;
 use crate::single_flight::SingleFlight;
+use crate::writer::{AppendError, CommitError, Writer};
 
 /// What a configuration reload (SIGHUP) replaces: the TP with its card, the
 /// key ring it was built from, and the subscription policy.
@@ -40,6 +57,7 @@ pub struct Live {
 pub struct Service {
     live: RwLock<Arc<Live>>,
     journal: Journal,
+    writer: Arc<Writer>,
     clock: Clock,
     flights: SingleFlight<Digest32>,
     metrics: Arc<Metrics>,
@@ -90,6 +108,36 @@ fn device_refusal(z: &Digest32, e: &DeviceError) -> Response {
     )
 }
 
+/// The record's batch was not committed: nothing was released.
+fn commit_refusal(z: &Digest32, e: &CommitError) -> Response {
+    warn!(z = %short(z), error = %e, "journal commit failed; nothing released, client may retry");
+    refuse(
+        ErrorCode::Unavailable,
+        "the TP could not record its answer in its journal; nothing was released: retry later",
+    )
+}
+
+/// The sequencer refused (device error while signing, writer stopped).
+fn append_refusal(z: &Digest32, e: AppendError<DeviceError>) -> Response {
+    match e {
+        AppendError::Make(e) => device_refusal(z, &e),
+        AppendError::Stopped => {
+            warn!(z = %short(z), "journal writer stopped (shutting down); nothing released");
+            refuse(
+                ErrorCode::Unavailable,
+                "the TP is shutting down; nothing was released: retry later",
+            )
+        }
+        AppendError::Misplaced(why) => {
+            warn!(z = %short(z), error = %why, "sequencer refused a record; nothing released");
+            refuse(
+                ErrorCode::Unavailable,
+                "the TP failed while recording; nothing was released: retry",
+            )
+        }
+    }
+}
+
 fn journal_refusal(z: &Digest32, e: &JournalError) -> Response {
     warn!(z = %short(z), error = %e, "journal failure; nothing released, client may retry");
     refuse(
@@ -124,18 +172,39 @@ pub fn request_kind(r: &Request) -> &'static str {
 }
 
 impl Service {
-    pub fn new(live: Live, journal: Journal, clock: Clock, metrics: Arc<Metrics>) -> Service {
+    /// Record the card being served (for `journal verify`) and start the
+    /// journal writer (blocking; call before or outside the runtime).
+    pub fn new(
+        live: Live,
+        journal: Journal,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Service, JournalError> {
+        journal.record_card(live.tp.card(), clock.now())?;
+        let writer = Arc::new(Writer::start(&journal, Arc::clone(&metrics))?);
         metrics.serving_card(
             live.tp.card().id().0.to_hex(),
             KeyId(live.tp.card().body().current_key.0).to_string(),
         );
-        Service {
+        Ok(Service {
             live: RwLock::new(Arc::new(live)),
             journal,
+            writer,
             clock,
             flights: SingleFlight::new(),
             metrics,
-        }
+        })
+    }
+
+    /// Commit what is queued and stop the journal writer (after the server
+    /// drained). Blocking. Later claims are answered `Unavailable`.
+    pub fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+
+    /// The journal's sequencer and writer.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// The TP, card and key ring being served now.
@@ -146,6 +215,9 @@ impl Service {
     /// Serve a new card / key ring / policy from now on (SIGHUP). Requests
     /// already running finish with the state they started with.
     pub fn replace_live(&self, live: Live) {
+        if let Err(e) = self.journal.record_card(live.tp.card(), self.clock.now()) {
+            warn!(error = %e, "cannot record the new TP card in the journal (journal verify needs it)");
+        }
         self.metrics.serving_card(
             live.tp.card().id().0.to_hex(),
             KeyId(live.tp.card().body().current_key.0).to_string(),
@@ -348,18 +420,30 @@ impl Service {
             return protocol_refusal(&e);
         }
 
+        // Decrypt and check (in parallel with other claims), then sign at
+        // the next journal position and queue for the writer (in order).
         let tp = Arc::clone(&live.tp);
         let metrics = Arc::clone(&self.metrics);
-        let resolved = tokio::task::spawn_blocking(move || {
+        let writer = Arc::clone(&self.writer);
+        let receipt = verified.receipt().receipt().clone();
+        let queued = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let outcome = tp.resolve(&verified, now);
-            metrics.device_op("resolve", started.elapsed());
-            (outcome, verified)
+            let decision = match tp.decide(&verified, now) {
+                Ok(d) => d,
+                Err(e) => return Err(AppendError::Make(e)),
+            };
+            let decided = started.elapsed();
+            writer.append(|at| {
+                let signing = Instant::now();
+                let outcome = tp.sign_decision(decision, at)?;
+                metrics.device_op("resolve", decided + signing.elapsed());
+                Ok(JournalRecord::Claim { outcome, receipt })
+            })
         })
         .await;
-        let (outcome, verified) = match resolved {
-            Ok((Ok(o), v)) => (o, v),
-            Ok((Err(e), _)) => return device_refusal(&z, &e),
+        let ticket = match queued {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return append_refusal(&z, e),
             Err(e) => {
                 warn!(z = %short(&z), error = %e, "resolve task failed; nothing released");
                 return refuse(
@@ -370,20 +454,22 @@ impl Service {
         };
 
         // Commit before release (DESIGN.md §3 step 3).
-        let receipt = verified.receipt().receipt().clone();
+        let seq = ticket.position().seq;
         let started = Instant::now();
-        let recorded = self
-            .journal
-            .blocking(move |j| j.record_claim(&outcome, &receipt, now))
-            .await;
+        let committed = ticket.committed().await;
         self.metrics.journal_commit(started.elapsed());
-        match recorded {
-            Ok(o) => {
-                self.metrics.resolution(outcome_name(&o), false);
-                info!(z = %short(&z), outcome = outcome_name(&o), "claim resolved and recorded");
-                Response::Claim(o)
+        match committed {
+            Ok(JournalRecord::Claim { outcome, .. }) => {
+                self.metrics.resolution(outcome_name(&outcome), false);
+                info!(z = %short(&z), outcome = outcome_name(&outcome), seq, "claim resolved and recorded");
+                // TEST HOOK: crash point `before-reply`.
+                faults::point(faults::Point::BeforeReply);
+                Response::Claim(outcome)
             }
-            Err(e) => journal_refusal(&z, &e),
+            Ok(JournalRecord::Unclaimed { .. }) => {
+                unreachable!("a claim's ticket holds its claim record")
+            }
+            Err(e) => commit_refusal(&z, &e),
         }
     }
 
@@ -439,35 +525,38 @@ impl Service {
 
         let tp = Arc::clone(&live.tp);
         let metrics = Arc::clone(&self.metrics);
-        let signed: Result<Result<Affidavit, DeviceError>, _> =
-            tokio::task::spawn_blocking(move || {
+        let writer = Arc::clone(&self.writer);
+        let queued = tokio::task::spawn_blocking(move || {
+            writer.append(|at| {
                 let started = Instant::now();
-                let r = tp.unclaimed(&env, now);
+                let affidavit: Affidavit = tp.unclaimed(&env, now, at)?;
                 metrics.device_op("unclaimed", started.elapsed());
-                r
+                Ok(JournalRecord::Unclaimed { affidavit })
             })
-            .await;
-        let affidavit = match signed {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return device_refusal(&z, &e),
+        })
+        .await;
+        let ticket = match queued {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return append_refusal(&z, e),
             Err(e) => {
                 warn!(z = %short(&z), error = %e, "unclaimed task failed");
                 return refuse(ErrorCode::Unavailable, "the TP failed; retry");
             }
         };
+        let seq = ticket.position().seq;
         let started = Instant::now();
-        let recorded = self
-            .journal
-            .blocking(move |j| j.record_unclaimed(&affidavit, now))
-            .await;
+        let committed = ticket.committed().await;
         self.metrics.journal_commit(started.elapsed());
-        match recorded {
-            Ok(a) => {
+        match committed {
+            Ok(JournalRecord::Unclaimed { affidavit }) => {
                 self.metrics.unclaimed(false);
-                info!(z = %short(&z), "unclaimed certificate issued and recorded");
-                Response::Unclaimed(a)
+                info!(z = %short(&z), seq, "unclaimed certificate issued and recorded");
+                Response::Unclaimed(affidavit)
             }
-            Err(e) => journal_refusal(&z, &e),
+            Ok(JournalRecord::Claim { .. }) => {
+                unreachable!("an unclaimed ticket holds its certificate")
+            }
+            Err(e) => commit_refusal(&z, &e),
         }
     }
 
