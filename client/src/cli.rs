@@ -73,6 +73,242 @@ pub enum Command {
     /// that one. Exit 0 only if valid. A file that cannot be read or parsed
     /// is an error (exit 1, no verdict printed).
     Verify(VerifyArgs),
+    /// Contract signing: both sign a preliminary agreement, then Alice's
+    /// signature of the contract is exchanged for Bob's receipt
+    ///
+    ///   Alice:  vtp contract propose   ->  proposal     (signs the agreement)
+    ///   Bob:    vtp contract accept    ->  agreement    (countersigns it)
+    ///   Alice:  vtp contract sign      ->  envelope     (her contract signature, A1)
+    ///   Bob:    vtp contract commit    ->  receipt      (his commitment, B1)
+    ///   Alice:  vtp contract complete  ->  bundle + opening (A2)
+    ///   Bob:    vtp contract complete  ->  bundle       (B2)
+    ///
+    /// If no valid opening comes, Bob runs `vtp contract claim` before the
+    /// deadline; after it, `vtp contract unclaimed` certifies that the TP never
+    /// completed the exchange. `vtp contract verify` checks a bundle offline.
+    /// See docs/contract.md.
+    #[command(subcommand, verbatim_doc_comment)]
+    Contract(ContractCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContractCommand {
+    /// Proposer (Alice): sign a preliminary agreement on a contract with a counterparty
+    Propose(ContractProposeArgs),
+    /// Counterparty (Bob): check a proposal and countersign it (nobody is bound to the contract yet)
+    Accept(ContractAcceptArgs),
+    /// Proposer (Alice): sign the contract and put the signature in an envelope for the counterparty (A1)
+    Sign(ContractSignArgs),
+    /// Counterparty (Bob): check the envelope is the agreement's exchange and sign a receipt: your commitment (B1)
+    Commit(ContractCommitArgs),
+    /// Either party: complete directly and write the executed-contract bundle
+    ///
+    /// The proposer checks the receipt and writes the opening for the
+    /// counterparty (--opening-out, A2); the counterparty checks the opening
+    /// and Alice's contract signature (--opening, B2).
+    Complete(ContractCompleteArgs),
+    /// Counterparty: have the TP complete the exchange (no valid opening came)
+    Claim(ContractClaimArgs),
+    /// After the deadline: the TP's certificate that the exchange was never completed
+    Unclaimed(ContractUnclaimedArgs),
+    /// Judge: check a contract bundle offline (exit 0 only if the contract is executed)
+    Verify(ContractVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ContractProposeArgs {
+    /// Your secret identity (the proposer)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The counterparty's identity card
+    #[arg(long, value_name = "CARD")]
+    pub with: PathBuf,
+    /// The TP card that can complete the exchange
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The contract, as negotiated (only its SHA-256 is signed)
+    #[arg(long, value_name = "FILE")]
+    pub contract: PathBuf,
+    /// The deadline T of the exchange: a duration from now or an RFC 3339
+    /// instant. The contract is executed by T or (through the TP) never
+    #[arg(long, value_name = "DURATION|RFC3339", value_parser = parse_deadline)]
+    pub deadline: DeadlineSpec,
+    /// Where to write the proposal (send it to the counterparty)
+    #[arg(long, value_name = "PROPOSAL")]
+    pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractAcceptArgs {
+    /// Your secret identity (the counterparty)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The proposer's identity card: proposals from anyone else are refused
+    #[arg(long, value_name = "CARD")]
+    pub with: PathBuf,
+    /// The TP card you trust; proposals naming another TP are refused
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// Your copy of the contract: the proposal must be for exactly this file
+    #[arg(long, value_name = "FILE")]
+    pub contract: PathBuf,
+    /// The proposal
+    #[arg(value_name = "PROPOSAL")]
+    pub proposal: PathBuf,
+    /// Where to write the agreement (send it to the proposer)
+    #[arg(long, value_name = "AGREEMENT")]
+    pub out: PathBuf,
+    /// Refuse unless at least this much time is left before the deadline
+    /// (for the exchange and a claim). The TP's own minimum applies too
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub min_time_left: Duration,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractSignArgs {
+    /// Your secret identity (the proposer)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The TP card (must be the agreement's TP)
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The contract (must be the agreed one)
+    #[arg(long, value_name = "FILE")]
+    pub contract: PathBuf,
+    /// The agreement countersigned by the counterparty
+    #[arg(value_name = "AGREEMENT")]
+    pub agreement: PathBuf,
+    /// Where to write the envelope for the counterparty
+    #[arg(long, value_name = "ENVELOPE")]
+    pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractCommitArgs {
+    /// Your secret identity (the counterparty)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The TP card you trust
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The agreement you countersigned
+    #[arg(value_name = "AGREEMENT")]
+    pub agreement: PathBuf,
+    /// The proposer's envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// Where to write your receipt (send it to the proposer)
+    #[arg(long, value_name = "RECEIPT")]
+    pub out: PathBuf,
+    /// Refuse unless at least this much time is left before the deadline to
+    /// wait for the opening and still claim. The TP's own minimum applies too
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub min_time_left: Duration,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractCompleteArgs {
+    /// Your secret identity (proposer or counterparty)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    /// The TP card (the agreement's TP)
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The agreement
+    #[arg(value_name = "AGREEMENT")]
+    pub agreement: PathBuf,
+    /// The envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// The counterparty's receipt for it
+    #[arg(value_name = "RECEIPT")]
+    pub receipt: PathBuf,
+    /// Counterparty: the proposer's opening
+    #[arg(long, value_name = "OPENING", conflicts_with = "opening_out")]
+    pub opening: Option<PathBuf>,
+    /// Proposer: where to write the opening (send it to the counterparty)
+    #[arg(long, value_name = "OPENING")]
+    pub opening_out: Option<PathBuf>,
+    /// Where to write the executed-contract bundle
+    #[arg(long, value_name = "BUNDLE")]
+    pub out: PathBuf,
+    /// Replace existing output files
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractClaimArgs {
+    /// Your secret identity (the counterparty)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    #[command(flatten)]
+    pub tp: TpAddr,
+    /// The agreement
+    #[arg(value_name = "AGREEMENT")]
+    pub agreement: PathBuf,
+    /// The envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// The receipt you issued for it
+    #[arg(value_name = "RECEIPT")]
+    pub receipt: PathBuf,
+    /// Where to write the bundle: executed, or (invalid envelope) the proof
+    /// that your receipt is void. Claims are idempotent
+    #[arg(long, value_name = "BUNDLE")]
+    pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractUnclaimedArgs {
+    /// Your secret identity (proposer or counterparty)
+    #[arg(long = "as", value_name = "ID")]
+    pub identity: PathBuf,
+    #[command(flatten)]
+    pub tp: TpAddr,
+    /// The agreement
+    #[arg(value_name = "AGREEMENT")]
+    pub agreement: PathBuf,
+    /// The envelope
+    #[arg(value_name = "ENVELOPE")]
+    pub envelope: PathBuf,
+    /// Where to write the never-completed bundle
+    #[arg(long, value_name = "BUNDLE")]
+    pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ContractVerifyArgs {
+    /// The TP card you trust (obtained out of band)
+    #[arg(long, value_name = "TPCARD")]
+    pub tp: PathBuf,
+    /// The contract as shown to you: it must be the agreed one
+    #[arg(long, value_name = "FILE")]
+    pub contract: PathBuf,
+    /// The contract bundle
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Print the verdict as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

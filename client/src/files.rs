@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use rand_core::{OsRng, RngCore};
 use vtp_protocol::affidavit::Affidavit;
+use vtp_protocol::contract::{Agreement, ContractBundle, Proposal};
 use vtp_protocol::encoding::PREFIX_LEN;
 use vtp_protocol::identity::{IdentityCard, IdentitySecret};
 use vtp_protocol::opening::Opening;
@@ -103,6 +104,18 @@ pub fn read_opening(path: &Path) -> Result<Opening> {
 
 pub fn read_affidavit(path: &Path) -> Result<Affidavit> {
     parse(path, Affidavit::from_file)
+}
+
+pub fn read_proposal(path: &Path) -> Result<Proposal> {
+    parse(path, Proposal::from_file)
+}
+
+pub fn read_agreement(path: &Path) -> Result<Agreement> {
+    parse(path, Agreement::from_file)
+}
+
+pub fn read_contract_bundle(path: &Path) -> Result<ContractBundle> {
+    parse(path, ContractBundle::from_file)
 }
 
 /// How an output file is created.

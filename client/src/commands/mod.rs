@@ -7,9 +7,11 @@
 //! | [`exchange`] | the honest exchange: `send` (A1), `accept` (B1), `reveal` (A2), `open` (B2) |
 //! | [`tp_path`] | everything that talks to the TP: `claim`, `receipts`, `unclaimed` |
 //! | [`verify`] | the judge: `verify` |
+//! | [`contract`] | contract signing over the exchange: `contract propose/accept/sign/commit/complete/claim/unclaimed/verify` |
 //!
 //! Nothing secret is ever printed: no keys, no opening secrets, no message.
 
+pub mod contract;
 pub mod exchange;
 pub mod identity;
 pub mod tp_path;
@@ -33,6 +35,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Receipts(a) => tp_path::receipts(a),
         Command::Unclaimed(a) => tp_path::unclaimed(a),
         Command::Verify(a) => verify::verify(a),
+        Command::Contract(c) => contract::run(c),
     }
 }
 

@@ -31,7 +31,10 @@ use crate::timeparse::{format_timestamp, now};
 use crate::tp_client::TpClient;
 
 /// Fetch the TP's card and check it is the TP the envelope names.
-fn envelope_tp(client: &TpClient, ef: &EnvelopeFile) -> Result<(TpCard, VerifiedEnvelope)> {
+pub(crate) fn envelope_tp(
+    client: &TpClient,
+    ef: &EnvelopeFile,
+) -> Result<(TpCard, VerifiedEnvelope)> {
     let card = client.get_card()?;
     let want = ef.envelope.header.tp;
     if card.id() != want {
@@ -50,7 +53,7 @@ fn envelope_tp(client: &TpClient, ef: &EnvelopeFile) -> Result<(TpCard, Verified
     Ok((card, venv))
 }
 
-fn bad_affidavit(client: &TpClient, e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn bad_affidavit(client: &TpClient, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!(
         "the TP at {} returned an affidavit that does not verify ({e}); nothing was written",
         client.addr()
