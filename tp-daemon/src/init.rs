@@ -320,6 +320,17 @@ max_connections = {max_conn}
 # Close a connection that sends no complete request for this many seconds
 # (default 30).
 idle_timeout_secs = {idle}
+# Connections at once from one client address (an IPv4 address or an IPv6
+# /64); more are answered "busy" (default 256).
+# max_connections_per_ip = 256
+# Close any connection after this many seconds, once its current request is
+# answered (default 600).
+# max_connection_secs = 600
+# Per-identity rate limit: answered requests per second per claimant or
+# requester, in bursts of up to identity_burst; over it the answer is "busy".
+# 0 turns it off (defaults 10 and 50). docs/tp.toml.sample explains more.
+# identity_rate_per_sec = 10
+# identity_burst = 50
 "#,
         name = q(v.name),
         default_listen = DEFAULT_LISTEN,
