@@ -139,8 +139,14 @@ impl Inside {
         decode_body(Kind::Envelope, bytes)
     }
     pub fn wrapped_km_hash(&self) -> Digest32 {
-        tagged_hash(domain::WRAPPED_KM, &[&self.wrapped_km])
+        wrapped_km_hash(&self.wrapped_km)
     }
+}
+
+/// The hash by which a resolved affidavit names the `E_B(k_m)` the TP
+/// released; the one definition the TP, the journal check and the client use.
+pub fn wrapped_km_hash(wrapped_km: &[u8]) -> Digest32 {
+    tagged_hash(domain::WRAPPED_KM, &[wrapped_km])
 }
 
 /// The header fields bound into z's associated data.

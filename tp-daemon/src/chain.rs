@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use vtp_protocol::affidavit::{Affidavit, ChainPosition, Statement};
-use vtp_protocol::encoding::{canonical, domain, tagged_hash};
+use vtp_protocol::encoding::{canonical, tagged_hash};
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::ClaimOutcome;
@@ -478,7 +478,7 @@ fn check_record(
             let ClaimOutcome::Resolved { wrapped_km, .. } = outcome else {
                 unreachable!("kind checked above");
             };
-            if tagged_hash(domain::WRAPPED_KM, &[wrapped_km]) != *wrapped_km_hash {
+            if vtp_protocol::seal::wrapped_km_hash(wrapped_km) != *wrapped_km_hash {
                 return Err("the stored E_B(k_m) is not the one the affidavit names".into());
             }
         }

@@ -21,7 +21,6 @@ use vtp_protocol::contract::{
     decrypt_small, envelope_nonce, judge_bundle, ContractBundle, ContractSignature,
     ContractVerdict, Outcome, Proposal, VerifiedAgreement,
 };
-use vtp_protocol::encoding::{domain, tagged_hash};
 use vtp_protocol::envelope::{self, Envelope, VerifiedEnvelope};
 use vtp_protocol::evidence::DeliveredVia;
 use vtp_protocol::identity::IdentityCard;
@@ -452,7 +451,7 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
                     format!("a {} statement for a resolved claim", affidavit.body.kind()),
                 ));
             };
-            if tagged_hash(domain::WRAPPED_KM, &[&wrapped_km]) != wrapped_km_hash {
+            if vtp_protocol::seal::wrapped_km_hash(&wrapped_km) != wrapped_km_hash {
                 return Err(bad_affidavit(
                     &client,
                     "the released key is not the one it certifies",

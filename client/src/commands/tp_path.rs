@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use vtp_protocol::affidavit::{Affidavit, Statement};
 use vtp_protocol::claim::Claim;
-use vtp_protocol::encoding::{domain, signing_digest, tagged_hash};
+use vtp_protocol::encoding::{domain, signing_digest};
 use vtp_protocol::envelope::VerifiedEnvelope;
 use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::opening::unwrap_released_key;
@@ -114,7 +114,7 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
                     "its message hash does not open the envelope's commitment",
                 ));
             }
-            if tagged_hash(domain::WRAPPED_KM, &[&wrapped_km]) != wrapped_km_hash {
+            if vtp_protocol::seal::wrapped_km_hash(&wrapped_km) != wrapped_km_hash {
                 return Err(bad_affidavit(
                     &client,
                     "the released key is not the one it certifies",
