@@ -79,15 +79,16 @@ pub struct AffidavitBody {
 impl AffidavitBody {
     fn from_env(
         env: &VerifiedEnvelope,
+        slot: usize,
         at: Timestamp,
         statement: Statement,
         journal: ChainPosition,
     ) -> Self {
         let h = env.header();
         AffidavitBody {
-            tp: h.tp,
+            tp: h.trustees[slot].tp,
             envelope_id: h.envelope_id(),
-            z_hash: h.z_hash,
+            z_hash: h.trustees[slot].z_hash,
             sender: h.sender,
             recipient: h.recipient,
             deadline: h.deadline,
@@ -104,9 +105,10 @@ impl AffidavitBody {
     ) -> Self {
         Self::from_env(
             claim.envelope(),
+            claim.slot(),
             at,
             Statement::Resolved {
-                key_id: claim.envelope().header().key_id,
+                key_id: claim.key_id(),
                 receipt_hash: claim.receipt().receipt().hash(),
                 message_sha256: inside.message_sha256,
                 commit_salt: inside.commit_salt,
@@ -118,16 +120,23 @@ impl AffidavitBody {
     pub fn invalid_envelope(claim: &VerifiedClaim, at: Timestamp, journal: ChainPosition) -> Self {
         Self::from_env(
             claim.envelope(),
+            claim.slot(),
             at,
             Statement::InvalidEnvelope {
-                key_id: claim.envelope().header().key_id,
+                key_id: claim.key_id(),
                 receipt_hash: claim.receipt().receipt().hash(),
             },
             journal,
         )
     }
-    pub fn unclaimed(env: &VerifiedEnvelope, at: Timestamp, journal: ChainPosition) -> Self {
-        Self::from_env(env, at, Statement::Unclaimed, journal)
+    /// The certificate of trustee slot `slot` that it never resolved its z.
+    pub fn unclaimed(
+        env: &VerifiedEnvelope,
+        slot: usize,
+        at: Timestamp,
+        journal: ChainPosition,
+    ) -> Self {
+        Self::from_env(env, slot, at, Statement::Unclaimed, journal)
     }
     /// The digest the TP's token signs.
     pub fn signing_digest(&self) -> Digest32 {
@@ -149,14 +158,22 @@ pub struct Affidavit {
 }
 
 impl Affidavit {
-    /// Check the TP's signature and that the affidavit is about this envelope.
-    pub fn verify(&self, tp: &TpCard, env: &VerifiedEnvelope) -> Result<(), ProtocolError> {
+    /// Check the TP's signature and that the affidavit is about this
+    /// envelope (and this TP's z in it); returns the TP's slot.
+    pub fn verify(&self, tp: &TpCard, env: &VerifiedEnvelope) -> Result<usize, ProtocolError> {
         if self.body.tp != tp.id() {
             return Err(ProtocolError::mismatch(
                 "affidavit",
                 "it is from another TP",
             ));
         }
+        let h = env.header();
+        let Some(slot) = h.slot_of(&tp.id()) else {
+            return Err(ProtocolError::mismatch(
+                "affidavit",
+                "it is from a TP that is not a trustee of this envelope",
+            ));
+        };
         tp.verify(&self.body.signing_digest(), &self.signature, "TP affidavit")?;
         if self.body.journal.seq == 0 {
             return Err(ProtocolError::mismatch(
@@ -164,11 +181,10 @@ impl Affidavit {
                 "it names no journal record (sequence number 0)",
             ));
         }
-        let h = env.header();
         // An invalid-envelope verdict is about one header; a resolution is
         // about z (any header that agrees with z's inside).
         let about_this = match self.body.statement {
-            Statement::Resolved { .. } => self.body.z_hash == h.z_hash,
+            Statement::Resolved { .. } => self.body.z_hash == h.trustees[slot].z_hash,
             _ => self.body.envelope_id == h.envelope_id(),
         } && self.body.sender == h.sender
             && self.body.recipient == h.recipient
@@ -179,7 +195,7 @@ impl Affidavit {
                 "it is about another envelope",
             ));
         }
-        Ok(())
+        Ok(slot)
     }
     pub fn to_file(&self) -> Vec<u8> {
         encoding::encode(Kind::Affidavit, self)

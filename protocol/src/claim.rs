@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{domain, signing_digest};
-use crate::envelope::{Envelope, VerifiedEnvelope};
+use crate::envelope::{check_group_policy, Envelope, VerifiedEnvelope};
 use crate::identity::IdentitySecret;
 use crate::receipt::{Receipt, VerifiedReceipt};
-use crate::seal::Inside;
+use crate::seal::{Inside, Z};
 use crate::tp_card::TpCard;
-use crate::{Digest32, ProtocolError, Signature, Timestamp};
+use crate::{Digest32, KeyId, ProtocolError, Signature, Timestamp, TpId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimBody {
@@ -41,9 +41,11 @@ impl Claim {
         Claim { body, signature }
     }
 
-    /// The key a claim is recorded under: `H(z)`.
-    pub fn z_hash(&self) -> Digest32 {
-        self.body.envelope.header.z_hash
+    /// The key a claim is recorded under by trustee `tp`: `H(z)` of its z,
+    /// if the envelope names it.
+    pub fn z_hash_for(&self, tp: &TpId) -> Option<Digest32> {
+        let h = &self.body.envelope.header;
+        h.slot_of(tp).map(|i| h.trustees[i].z_hash)
     }
 
     /// Everything the TP checks before decryption: the envelope is for this TP
@@ -54,6 +56,8 @@ impl Claim {
     pub fn verify(&self, tp: &TpCard, now: Timestamp) -> Result<VerifiedClaim, ProtocolError> {
         let vc = self.verify_authentic(tp, now)?;
         vc.check_deadline(now)?;
+        let h = vc.env.header();
+        check_group_policy(tp, h.threshold(), h.trustees.len())?;
         Ok(vc)
     }
 
@@ -77,7 +81,11 @@ impl Claim {
                 "the claim is dated in the future: check your clock".into(),
             ));
         }
-        Ok(VerifiedClaim { env, receipt })
+        let slot = env
+            .header()
+            .slot_of(&tp.id())
+            .expect("Envelope::verify checked that the TP is a trustee");
+        Ok(VerifiedClaim { env, receipt, slot })
     }
 }
 
@@ -86,6 +94,8 @@ impl Claim {
 pub struct VerifiedClaim {
     env: VerifiedEnvelope,
     receipt: VerifiedReceipt,
+    /// The verifying TP's slot among the envelope's trustees.
+    slot: usize,
 }
 
 impl VerifiedClaim {
@@ -106,16 +116,32 @@ impl VerifiedClaim {
     pub fn receipt(&self) -> &VerifiedReceipt {
         &self.receipt
     }
+    /// This TP's slot among the envelope's trustees.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+    /// The z this TP opens.
+    pub fn z(&self) -> &Z {
+        &self.env.envelope().zs[self.slot]
+    }
+    /// `H(z)` of this TP's z: what the claim is recorded under.
+    pub fn z_hash(&self) -> Digest32 {
+        self.env.header().trustees[self.slot].z_hash
+    }
+    /// The TP key that z is encrypted to.
+    pub fn key_id(&self) -> KeyId {
+        self.env.header().trustees[self.slot].key_id
+    }
     /// Associated data the token must use when opening z.
     pub fn aad(&self) -> Vec<u8> {
-        self.env.header().aad()
+        self.env.header().aad(self.slot)
     }
     /// After the token decrypted z: parse the inside and check it against the
     /// header. `Err` means the envelope is invalid (an invalid-envelope
     /// affidavit is due), never "try again".
     pub fn check_inside(&self, plaintext: &[u8]) -> Result<Inside, ProtocolError> {
         let inside = Inside::decode(plaintext)?;
-        self.env.header().check_inside(&inside)?;
+        self.env.header().check_inside(self.slot, &inside)?;
         Ok(inside)
     }
 }

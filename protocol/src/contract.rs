@@ -293,11 +293,11 @@ impl VerifiedAgreement {
             Some("its sender is not the agreement's proposer")
         } else if h.recipient != b.counterparty {
             Some("its recipient is not the agreement's counterparty")
-        } else if h.tp != b.tp {
-            Some("its TP is not the agreement's TP")
+        } else if h.trustees.len() != 1 || h.trustees[0].tp != b.tp {
+            Some("its TP is not the agreement's TP (contracts use one TP, not a group)")
         } else if h.deadline != b.deadline {
             Some("its deadline is not the agreement's deadline")
-        } else if h.nonce != envelope_nonce(&self.id(), &h.key_id) {
+        } else if h.nonce != envelope_nonce(&self.id(), &h.trustees[0].key_id) {
             Some("it is not the exchange of this agreement (nonce not derived from the agreement id)")
         } else if h.cm_len != message::sealed_len(ContractSignature::FILE_LEN as u64) {
             Some("its message is not the size of a contract signature")

@@ -164,6 +164,7 @@ pub mod domain {
     pub const UNCLAIMED_REQUEST: &str = "vtp/v1/unclaimed-request";
     pub const MESSAGE_COMMITMENT: &str = "vtp/v1/message-commitment";
     pub const WRAPPED_KM: &str = "vtp/v1/wrapped-message-key";
+    pub const WRAP_CONTEXT: &str = "vtp/v1/wrap-context";
     pub const CM_HASH: &str = "vtp/v1/message-ciphertext";
 }
 

@@ -9,25 +9,37 @@ use serde::{Deserialize, Serialize};
 use crate::encoding::{self, canonical, domain, signing_digest, tagged_hash, Kind, PREFIX_LEN};
 use crate::identity::{IdentityCard, IdentitySecret};
 use crate::seal::{self, Derived, Inside, OpeningSecret, Z};
+use crate::shares::MAX_TRUSTEES;
 use crate::tp_card::TpCard;
 use crate::{Digest32, IdentityId, KeyId, ProtocolError, Signature, Timestamp, TpId};
 
 /// Largest encoded [`Envelope`] (without `c_m`) accepted anywhere.
 pub const MAX_ENVELOPE: usize = 64 * 1024;
 
+/// One trustee of an envelope: who, with which of its keys, and the hash of
+/// the z only that trustee can open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrusteeSlot {
+    pub tp: TpId,
+    pub key_id: KeyId,
+    pub z_hash: Digest32,
+}
+
 /// The signed, public description of an exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeHeader {
-    pub tp: TpId,
-    pub key_id: KeyId,
+    /// The trusted party: one TP, or a group of trustees (distinct TPs) of
+    /// which any `threshold` must resolve (see [`crate::shares`]).
+    pub trustees: Vec<TrusteeSlot>,
+    pub threshold: u8,
     pub sender: IdentityId,
     pub recipient: IdentityId,
-    /// The TP resolves strictly before this instant (its clock), never at or after.
+    /// Trustees resolve strictly before this instant (each on its own clock),
+    /// never at or after.
     pub deadline: Timestamp,
     pub created: Timestamp,
     /// Fresh per envelope; Alice derives the opening secret from it.
     pub nonce: [u8; 32],
-    pub z_hash: Digest32,
     pub cm_hash: Digest32,
     pub cm_len: u64,
     /// Hiding commitment to SHA-256 of the message (salt is inside z).
@@ -39,25 +51,56 @@ impl EnvelopeHeader {
     pub fn envelope_id(&self) -> Digest32 {
         tagged_hash(domain::ENVELOPE_ID, &[&canonical(self)])
     }
-    pub fn aad(&self) -> Vec<u8> {
-        seal::z_aad(
-            &self.tp,
-            &self.key_id,
-            &self.sender,
-            &self.recipient,
-            self.deadline,
-            &self.cm_hash,
-            &self.message_commitment,
-        )
+    /// The slot of trustee `tp`, if it is one of this envelope's trustees.
+    pub fn slot_of(&self, tp: &TpId) -> Option<usize> {
+        self.trustees.iter().position(|s| s.tp == *tp)
     }
-    pub(crate) fn wrap_context(&self) -> Vec<u8> {
-        seal::wrap_context(&self.sender, &self.recipient, &self.nonce)
+    /// The ids of the trustees, in slot order.
+    pub fn trustee_ids(&self) -> Vec<TpId> {
+        self.trustees.iter().map(|s| s.tp).collect()
     }
-    /// Compare the inside of z with this header, naming the first difference.
-    pub fn check_inside(&self, inside: &Inside) -> Result<(), ProtocolError> {
-        let diff = if inside.tp != self.tp {
+    /// More than one trustee.
+    pub fn is_group(&self) -> bool {
+        self.trustees.len() > 1
+    }
+    pub fn threshold(&self) -> usize {
+        usize::from(self.threshold)
+    }
+    /// The associated data of slot `slot`'s z.
+    pub fn aad(&self, slot: usize) -> Vec<u8> {
+        seal::z_aad(&seal::AadFields {
+            trustees: self
+                .trustees
+                .iter()
+                .map(|t| seal::AadTrustee {
+                    tp: &t.tp,
+                    key_id: &t.key_id,
+                })
+                .collect(),
+            threshold: self.threshold,
+            slot: slot as u8,
+            sender: &self.sender,
+            recipient: &self.recipient,
+            deadline: self.deadline,
+            cm_hash: &self.cm_hash,
+            message_commitment: &self.message_commitment,
+        })
+    }
+    pub(crate) fn wrap_context(&self, slot: usize) -> Vec<u8> {
+        seal::wrap_context(&self.sender, &self.recipient, &self.nonce, slot as u8)
+    }
+    /// Compare the inside of slot `slot`'s z with this header, naming the
+    /// first difference.
+    pub fn check_inside(&self, slot: usize, inside: &Inside) -> Result<(), ProtocolError> {
+        let Some(t) = self.trustees.get(slot) else {
+            return Err(ProtocolError::mismatch(
+                "inside of z",
+                "no such trustee slot",
+            ));
+        };
+        let diff = if inside.tp != t.tp {
             Some("TP")
-        } else if inside.key_id != self.key_id {
+        } else if inside.key_id != t.key_id {
             Some("key id")
         } else if inside.sender != self.sender {
             Some("sender")
@@ -84,15 +127,18 @@ impl EnvelopeHeader {
     }
 }
 
-/// Header + z + Alice's card and signature: everything but the message body.
-/// The TP card Alice used travels along, so that opening and revealing need no
-/// other file; it is self-signed and the signed header names its id.
+/// Header + one z per trustee + Alice's card and signature: everything but
+/// the message body. The cards of the trustees Alice used travel along
+/// (self-signed; the signed header names their ids), so that opening and
+/// revealing need no other file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub header: EnvelopeHeader,
-    pub z: Z,
+    /// z of each trustee, in slot order.
+    pub zs: Vec<Z>,
     pub sender_card: IdentityCard,
-    pub tp_card: TpCard,
+    /// Card of each trustee, in slot order.
+    pub tp_cards: Vec<TpCard>,
     pub signature: Signature,
 }
 
@@ -101,17 +147,58 @@ impl Envelope {
         self.header.envelope_id()
     }
 
-    /// Checks anyone can make with the TP card they trust: the TP and key are
-    /// the card's, the sender's card is the one named, her signature, z's hash.
-    pub fn verify(&self, tp: &TpCard) -> Result<VerifiedEnvelope, ProtocolError> {
+    /// The checks anyone can make with the cards carried in the envelope: a
+    /// well-formed group, each card is the trustee named and has the key
+    /// named, the sender's card is the one named, her signature, each z's
+    /// hash. Whether these trustees are acceptable is the caller's decision
+    /// ([`Self::verify`], [`Self::verify_trusted`]).
+    pub fn verify_embedded(&self) -> Result<VerifiedEnvelope, ProtocolError> {
         let h = &self.header;
-        if h.tp != tp.id() || self.tp_card.id() != tp.id() {
-            return Err(ProtocolError::mismatch(
+        let n = h.trustees.len();
+        if n == 0 || n > MAX_TRUSTEES {
+            return Err(ProtocolError::malformed(
                 "envelope",
-                "it is addressed to another TP than this TP card",
+                format!("{n} trustees (allowed: 1 to {MAX_TRUSTEES})"),
             ));
         }
-        tp.key(h.key_id)?;
+        if h.threshold == 0 || h.threshold() > n {
+            return Err(ProtocolError::malformed(
+                "envelope",
+                format!("threshold {} with {n} trustees", h.threshold),
+            ));
+        }
+        if self.zs.len() != n || self.tp_cards.len() != n {
+            return Err(ProtocolError::malformed(
+                "envelope",
+                "the number of z values or trustee cards is not the number of trustees",
+            ));
+        }
+        for (i, slot) in h.trustees.iter().enumerate() {
+            if h.trustees[..i].iter().any(|o| o.tp == slot.tp) {
+                return Err(ProtocolError::malformed(
+                    "envelope",
+                    "the same trustee is named twice",
+                ));
+            }
+            let card = &self.tp_cards[i];
+            if card.id() != slot.tp {
+                return Err(ProtocolError::mismatch(
+                    "envelope",
+                    "an enclosed TP card is not the trustee named in the header",
+                ));
+            }
+            card.key(slot.key_id)?;
+            let z = &self.zs[i];
+            if z.hash() != slot.z_hash {
+                return Err(ProtocolError::mismatch(
+                    "envelope",
+                    "z does not hash to the value in the signed header",
+                ));
+            }
+            if z.sealed.len() > seal::MAX_INSIDE + 16 {
+                return Err(ProtocolError::malformed("envelope", "z is too long"));
+            }
+        }
         if self.sender_card.id() != h.sender {
             return Err(ProtocolError::mismatch(
                 "envelope",
@@ -124,22 +211,40 @@ impl Envelope {
             &self.signature,
             "envelope (sender's signature)",
         )?;
-        if self.z.hash() != h.z_hash {
-            return Err(ProtocolError::mismatch(
-                "envelope",
-                "z does not hash to the value in the signed header",
-            ));
-        }
-        if self.z.sealed.len() > seal::MAX_INSIDE + 16 {
-            return Err(ProtocolError::malformed("envelope", "z is too long"));
-        }
         Ok(VerifiedEnvelope(self.clone()))
     }
 
-    /// [`Self::verify`] against the TP card carried in the envelope: for a
-    /// party who already checked, at B1, that this TP is the one they trust.
-    pub fn verify_embedded(&self) -> Result<VerifiedEnvelope, ProtocolError> {
-        self.verify(&self.tp_card)
+    /// [`Self::verify_embedded`], and `tp` is one of the envelope's trustees
+    /// and knows the key it names: the check a trustee (or anyone speaking to
+    /// one trustee) makes.
+    pub fn verify(&self, tp: &TpCard) -> Result<VerifiedEnvelope, ProtocolError> {
+        let Some(slot) = self.header.slot_of(&tp.id()) else {
+            return Err(ProtocolError::mismatch(
+                "envelope",
+                "it is addressed to another TP than this TP card",
+            ));
+        };
+        tp.key(self.header.trustees[slot].key_id)?;
+        self.verify_embedded()
+    }
+
+    /// [`Self::verify_embedded`], and every trustee is one of `trusted`: the
+    /// check of a recipient or judge who trusts exactly these TPs.
+    pub fn verify_trusted(&self, trusted: &[TpCard]) -> Result<VerifiedEnvelope, ProtocolError> {
+        for slot in &self.header.trustees {
+            let Some(card) = trusted.iter().find(|c| c.id() == slot.tp) else {
+                return Err(ProtocolError::mismatch(
+                    "envelope",
+                    if self.header.is_group() {
+                        format!("trustee {} is not one of the TP cards given", slot.tp)
+                    } else {
+                        "it is addressed to another TP than this TP card".to_string()
+                    },
+                ));
+            };
+            card.key(slot.key_id)?;
+        }
+        self.verify_embedded()
     }
 
     /// File prefix: everything before the message ciphertext.
@@ -183,7 +288,7 @@ impl Envelope {
 /// version, length.
 pub const FILE_HEAD: usize = PREFIX_LEN + 4;
 
-/// An envelope whose signature and structure were checked against a TP card.
+/// An envelope whose signature and structure were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedEnvelope(Envelope);
 
@@ -197,15 +302,20 @@ impl VerifiedEnvelope {
     pub fn sender_card(&self) -> &IdentityCard {
         &self.0.sender_card
     }
+    /// The trustees' cards, in slot order (self-signed, ids as in the header).
+    pub fn tp_cards(&self) -> &[TpCard] {
+        &self.0.tp_cards
+    }
+    /// The only trustee's card, for the commands of single-TP exchanges.
     pub fn tp_card(&self) -> &TpCard {
-        &self.0.tp_card
+        &self.0.tp_cards[0]
     }
 
-    /// Bob's B1 checks: addressed to him, and enough time left to claim.
+    /// Bob's B1 checks: addressed to him, enough time left to claim under
+    /// every trustee's policy, and a group every trustee accepts.
     pub fn check_for_recipient(
         &self,
         me: IdentityId,
-        tp: &TpCard,
         now: Timestamp,
         min_time_left: u64,
     ) -> Result<(), ProtocolError> {
@@ -215,8 +325,35 @@ impl VerifiedEnvelope {
                 "this envelope is addressed to someone else".into(),
             ));
         }
-        check_deadline(h.deadline, now, tp, min_time_left)
+        for tp in self.tp_cards() {
+            check_deadline(h.deadline, now, tp, min_time_left)?;
+            check_group_policy(tp, h.threshold(), h.trustees.len())?;
+        }
+        Ok(())
     }
+}
+
+/// Whether a trustee accepts to act in a group of `n` with threshold `t`, as
+/// its card's policy says.
+pub fn check_group_policy(tp: &TpCard, t: usize, n: usize) -> Result<(), ProtocolError> {
+    let p = tp.policy();
+    if t < usize::from(p.min_threshold) {
+        return Err(ProtocolError::Refused(format!(
+            "TP {} ({}) acts only in groups where at least {} trustees must act; this one needs {t}",
+            tp.id(),
+            tp.name(),
+            p.min_threshold
+        )));
+    }
+    if n > usize::from(p.max_trustees) {
+        return Err(ProtocolError::Refused(format!(
+            "TP {} ({}) acts only in groups of at most {} trustees; this one has {n}",
+            tp.id(),
+            tp.name(),
+            p.max_trustees
+        )));
+    }
+    Ok(())
 }
 
 /// A deadline must leave at least `min_time_left` (and the TP's minimum) and
@@ -258,10 +395,11 @@ pub struct PreparedEnvelope {
     header_base: EnvelopeHeader,
     recipient_card: IdentityCard,
     derived: Derived,
-    tp: TpCard,
+    tps: Vec<TpCard>,
 }
 
-/// Start an envelope from Alice to `recipient`. `nonce` must be fresh random.
+/// Start an envelope from Alice to `recipient` with one TP. `nonce` must be
+/// fresh random.
 pub fn prepare(
     sender: &IdentitySecret,
     recipient: &IdentityCard,
@@ -270,19 +408,68 @@ pub fn prepare(
     now: Timestamp,
     nonce: [u8; 32],
 ) -> Result<PreparedEnvelope, ProtocolError> {
-    check_deadline(deadline, now, tp, 0)?;
+    prepare_group(
+        sender,
+        recipient,
+        std::slice::from_ref(tp),
+        1,
+        deadline,
+        now,
+        nonce,
+    )
+}
+
+/// Start an envelope whose TP is a group of trustees, any `threshold` of
+/// which must act to resolve it. Each trustee's policy must allow the
+/// deadline and the group.
+pub fn prepare_group(
+    sender: &IdentitySecret,
+    recipient: &IdentityCard,
+    tps: &[TpCard],
+    threshold: usize,
+    deadline: Timestamp,
+    now: Timestamp,
+    nonce: [u8; 32],
+) -> Result<PreparedEnvelope, ProtocolError> {
+    let n = tps.len();
+    if n == 0 || n > MAX_TRUSTEES {
+        return Err(ProtocolError::Refused(format!(
+            "{n} trustees given (allowed: 1 to {MAX_TRUSTEES})"
+        )));
+    }
+    if threshold == 0 || threshold > n {
+        return Err(ProtocolError::Refused(format!(
+            "threshold {threshold} with {n} trustees (allowed: 1 to {n})"
+        )));
+    }
+    for (i, tp) in tps.iter().enumerate() {
+        if tps[..i].iter().any(|o| o.id() == tp.id()) {
+            return Err(ProtocolError::Refused(format!(
+                "trustee {} ({}) is given twice",
+                tp.id(),
+                tp.name()
+            )));
+        }
+        check_deadline(deadline, now, tp, 0)?;
+        check_group_policy(tp, threshold, n)?;
+    }
     let s = OpeningSecret::derive(sender.master_seed(), &nonce);
     let derived = Derived::from_secret(&s);
-    let key = tp.current_key();
     let header_base = EnvelopeHeader {
-        tp: tp.id(),
-        key_id: key.id,
+        trustees: tps
+            .iter()
+            .map(|tp| TrusteeSlot {
+                tp: tp.id(),
+                key_id: tp.current_key().id,
+                z_hash: Digest32([0; 32]),
+            })
+            .collect(),
+        threshold: threshold as u8,
         sender: sender.id(),
         recipient: recipient.id(),
         deadline,
         created: now,
         nonce,
-        z_hash: Digest32([0; 32]),
         cm_hash: Digest32([0; 32]),
         cm_len: 0,
         message_commitment: Digest32([0; 32]),
@@ -291,7 +478,7 @@ pub fn prepare(
         header_base,
         recipient_card: recipient.clone(),
         derived,
-        tp: tp.clone(),
+        tps: tps.to_vec(),
     })
 }
 
@@ -301,7 +488,7 @@ impl PreparedEnvelope {
         &self.derived.km
     }
 
-    /// Seal z and sign the header.
+    /// Seal each trustee's z and sign the header.
     pub fn finish(
         self,
         sender: &IdentitySecret,
@@ -309,12 +496,13 @@ impl PreparedEnvelope {
         cm_len: u64,
         message_sha256: Digest32,
     ) -> Result<Envelope, ProtocolError> {
-        self.finish_with(sender, cm_hash, cm_len, message_sha256, |_| {})
+        self.finish_with(sender, cm_hash, cm_len, message_sha256, |_, _| {})
     }
 
     /// TEST HOOK, for tests of a cheating sender only: like [`Self::finish`]
-    /// but lets the caller alter the inside of z after the header is fixed, so
-    /// z decrypts under its header's associated data yet disagrees with it.
+    /// but lets the caller alter the inside of the first trustee's z after
+    /// the header is fixed, so z decrypts under its header's associated data
+    /// yet disagrees with it.
     #[doc(hidden)]
     pub fn finish_cheating(
         self,
@@ -323,6 +511,27 @@ impl PreparedEnvelope {
         cm_len: u64,
         message_sha256: Digest32,
         tamper: impl FnOnce(&mut Inside),
+    ) -> Result<Envelope, ProtocolError> {
+        let mut tamper = Some(tamper);
+        self.finish_with(sender, cm_hash, cm_len, message_sha256, |slot, inside| {
+            if slot == 0 {
+                if let Some(f) = tamper.take() {
+                    f(inside)
+                }
+            }
+        })
+    }
+
+    /// TEST HOOK, for tests of a cheating sender only: [`Self::finish_cheating`]
+    /// for any trustee's inside; `tamper` gets the slot index.
+    #[doc(hidden)]
+    pub fn finish_cheating_slots(
+        self,
+        sender: &IdentitySecret,
+        cm_hash: Digest32,
+        cm_len: u64,
+        message_sha256: Digest32,
+        tamper: impl FnMut(usize, &mut Inside),
     ) -> Result<Envelope, ProtocolError> {
         self.finish_with(sender, cm_hash, cm_len, message_sha256, tamper)
     }
@@ -333,40 +542,45 @@ impl PreparedEnvelope {
         cm_hash: Digest32,
         cm_len: u64,
         message_sha256: Digest32,
-        tamper: impl FnOnce(&mut Inside),
+        mut tamper: impl FnMut(usize, &mut Inside),
     ) -> Result<Envelope, ProtocolError> {
         let mut h = self.header_base.clone();
         h.cm_hash = cm_hash;
         h.cm_len = cm_len;
         h.message_commitment = seal::message_commitment(&self.derived.commit_salt, &message_sha256);
-        let wrapped_km = seal::wrap_message_key(
-            self.recipient_card.enc_key(),
-            &self.derived.wrap_eph,
-            &self.derived.km,
-            &h.wrap_context(),
-        )?;
-        let inside = Inside {
-            tp: h.tp,
-            key_id: h.key_id,
-            sender: h.sender,
-            recipient: h.recipient,
-            deadline: h.deadline,
-            cm_hash,
-            message_sha256,
-            commit_salt: self.derived.commit_salt,
-            wrapped_km,
-        };
-        let mut inside = inside;
-        tamper(&mut inside);
-        let key = self.tp.key(h.key_id)?;
-        let z = seal::seal_z(key, &self.derived, &inside, &h.aad())?;
-        h.z_hash = z.hash();
+        let shares = self.derived.shares(h.threshold(), h.trustees.len())?;
+        let mut zs = Vec::with_capacity(shares.len());
+        for (i, share) in shares.iter().enumerate() {
+            let slot = self.derived.slot(i);
+            let wrapped_km = seal::wrap_message_key(
+                self.recipient_card.enc_key(),
+                &slot.wrap_eph,
+                share.value(),
+                &h.wrap_context(i),
+            )?;
+            let mut inside = Inside {
+                tp: h.trustees[i].tp,
+                key_id: h.trustees[i].key_id,
+                sender: h.sender,
+                recipient: h.recipient,
+                deadline: h.deadline,
+                cm_hash,
+                message_sha256,
+                commit_salt: self.derived.commit_salt,
+                wrapped_km,
+            };
+            tamper(i, &mut inside);
+            let key = self.tps[i].key(h.trustees[i].key_id)?;
+            let z = seal::seal_z(key, &slot, &inside, &h.aad(i))?;
+            h.trustees[i].z_hash = z.hash();
+            zs.push(z);
+        }
         let signature = sender.sign(&signing_digest(domain::ENVELOPE, &h));
         Ok(Envelope {
             header: h,
-            z,
+            zs,
             sender_card: sender.card().clone(),
-            tp_card: self.tp,
+            tp_cards: self.tps,
             signature,
         })
     }

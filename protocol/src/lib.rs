@@ -12,7 +12,8 @@
 //! | [`primitives`] | typed keys, signatures and digests that are valid once parsed |
 //! | [`identity`] | a party's secret identity and public, self-signed card (A, B) |
 //! | [`tp_card`] | the TP's public card: RSA encryption keys, signing key, policy |
-//! | [`seal`] | the deterministic, verifiable encryption of the inside of z |
+//! | [`seal`] | the deterministic, verifiable encryption of the inside of each trustee's z |
+//! | [`shares`] | t-of-n sharing of the message key across trustees (Shamir over the P-256 scalar field) |
 //! | [`message`] | chunked AEAD for the message body `c_m` (streams, bounded memory) |
 //! | [`envelope`] | A1: the signed envelope header, z and its checks by Bob (B1) |
 //! | [`receipt`] | B1: Bob's receipt and Alice's check of it |
@@ -43,6 +44,7 @@ pub mod opening;
 pub mod primitives;
 pub mod receipt;
 pub mod seal;
+pub mod shares;
 pub mod tp_card;
 pub mod wire;
 

@@ -12,11 +12,12 @@ use crate::{Digest32, IdentityId, ProtocolError, Signature, Timestamp, TpId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptBody {
     pub envelope_id: Digest32,
-    pub tp: TpId,
+    /// The trustees (one TP, or a group) and how many of them must act.
+    pub trustees: Vec<TpId>,
+    pub threshold: u8,
     pub sender: IdentityId,
     pub recipient: IdentityId,
     pub deadline: Timestamp,
-    pub z_hash: Digest32,
     pub cm_hash: Digest32,
     pub issued: Timestamp,
 }
@@ -35,11 +36,11 @@ impl Receipt {
         let h = env.header();
         let body = ReceiptBody {
             envelope_id: h.envelope_id(),
-            tp: h.tp,
+            trustees: h.trustee_ids(),
+            threshold: h.threshold,
             sender: h.sender,
             recipient: h.recipient,
             deadline: h.deadline,
-            z_hash: h.z_hash,
             cm_hash: h.cm_hash,
             issued: now,
         };
@@ -56,11 +57,11 @@ impl Receipt {
         let h = env.header();
         let b = &self.body;
         let same = b.envelope_id == h.envelope_id()
-            && b.tp == h.tp
+            && b.trustees == h.trustee_ids()
+            && b.threshold == h.threshold
             && b.sender == h.sender
             && b.recipient == h.recipient
             && b.deadline == h.deadline
-            && b.z_hash == h.z_hash
             && b.cm_hash == h.cm_hash;
         if !same {
             return Err(ProtocolError::mismatch(

@@ -1,19 +1,22 @@
 //! The deterministic, verifiable encryption of the inside of z.
 //!
-//! Everything about one envelope is derived from one 32-byte *opening secret*
-//! `s` (HKDF-SHA256 with distinct labels):
-//! - `K_z`, the AES-256 key that seals the inside (GCM, zero nonce: the key is
-//!   used once), and the OAEP seed that wraps `K_z` to the TP's RSA key, so
-//!   that anyone holding `s` can recompute z byte for byte (seed 000's
-//!   "E_PO(...) = z" check) while only the TP's token can open z without it;
-//! - `k_m`, the message key, and the ephemeral ECDH key that wraps `k_m` to Bob,
-//!   so a verifier holding `s` can also check that the wrapped key Bob gets from
-//!   the TP is the one that opens the message;
+//! An envelope names one or more trustees (TPs); each has its own z. Every
+//! secret of an envelope is derived from one 32-byte *opening secret* `s`
+//! (HKDF-SHA256 with distinct labels, per trustee slot where it says so):
+//! - per slot, `K_z`, the AES-256 key that seals that trustee's inside (GCM,
+//!   zero nonce: the key is used once), and the OAEP seed that wraps `K_z` to
+//!   the trustee's RSA key, so anyone holding `s` can recompute every z byte
+//!   for byte (seed 000's "E_PO(...) = z" check) while only the trustee's
+//!   token can open its z without it;
+//! - the share polynomial ([`crate::shares`]): `k_m = HKDF(σ)`, and slot i's
+//!   inside carries `E_B(P(i))`, wrapped with an ephemeral key derived per
+//!   slot, so a verifier holding `s` can also check what each trustee would
+//!   release;
 //! - the salt of the message commitment in the header.
 //!
-//! The TP sees the inside (never `s`, never `k_m`): it learns who, when, and the
-//! SHA-256 of the message, which it needs to certify delivery of a specific
-//! message; it cannot read the message.
+//! A trustee sees its inside (never `s`, never `k_m`): it learns who, when,
+//! and the SHA-256 of the message, which it needs to certify delivery of a
+//! specific message; it cannot read the message.
 //!
 //! `s` itself is derived by Alice from her identity's master seed and the
 //! envelope's public nonce, so she has nothing extra to remember.
@@ -65,34 +68,89 @@ impl std::fmt::Debug for OpeningSecret {
     }
 }
 
-/// Per-envelope secrets derived from `s`; wiped on drop.
+/// Per-envelope secrets derived from `s`; wiped on drop. Secrets of one
+/// trustee's z come from [`Derived::slot`].
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Derived {
+    /// The message key `k_m = HKDF(σ)` (see [`crate::shares`]).
+    pub km: [u8; 32],
+    pub commit_salt: [u8; 32],
+    /// Seeds the share polynomial; its first draw is σ.
+    share_seed: [u8; 32],
+    prk: [u8; 32],
+}
+
+/// Secrets of trustee slot i's z; wiped on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct SlotSecrets {
     pub kz: [u8; 32],
     pub oaep_seed: [u8; 32],
-    pub km: [u8; 32],
     pub wrap_eph: [u8; 32],
-    pub commit_salt: [u8; 32],
+}
+
+fn expand(prk: &[u8; 32], label: &[u8], slot: Option<usize>) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::from_prk(prk).expect("32-byte PRK is valid");
+    let mut info = label.to_vec();
+    if let Some(i) = slot {
+        info.push(b'/');
+        info.push(i as u8);
+    }
+    let mut out = [0u8; 32];
+    hk.expand(&info, &mut out)
+        .expect("32 bytes is a valid HKDF length");
+    out
 }
 
 impl Derived {
     pub fn from_secret(s: &OpeningSecret) -> Self {
-        let hk = Hkdf::<Sha256>::new(Some(b"vtp/v1/opening"), &s.0);
-        let mut d = Derived {
-            kz: [0; 32],
-            oaep_seed: [0; 32],
-            km: [0; 32],
-            wrap_eph: [0; 32],
-            commit_salt: [0; 32],
-        };
-        let ok = hk.expand(b"z-key", &mut d.kz).is_ok()
-            && hk.expand(b"oaep-seed", &mut d.oaep_seed).is_ok()
-            && hk.expand(b"message-key", &mut d.km).is_ok()
-            && hk.expand(b"wrap-ephemeral", &mut d.wrap_eph).is_ok()
-            && hk.expand(b"commit-salt", &mut d.commit_salt).is_ok();
-        assert!(ok, "32 bytes is a valid HKDF length");
-        d
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(b"vtp/v1/opening"), &s.0);
+        let mut prk_bytes = [0u8; 32];
+        prk_bytes.copy_from_slice(&prk);
+        let share_seed = expand(&prk_bytes, b"share-polynomial", None);
+        let (sigma, _) = crate::shares::deal(&share_seed, 1, 1).expect("1 of 1 is a valid group");
+        Derived {
+            km: message_key_from_sigma(&sigma),
+            commit_salt: expand(&prk_bytes, b"commit-salt", None),
+            share_seed,
+            prk: prk_bytes,
+        }
     }
+
+    /// The secrets of trustee slot `i`'s z.
+    pub fn slot(&self, i: usize) -> SlotSecrets {
+        SlotSecrets {
+            kz: expand(&self.prk, b"z-key", Some(i)),
+            oaep_seed: expand(&self.prk, b"oaep-seed", Some(i)),
+            wrap_eph: expand(&self.prk, b"wrap-ephemeral", Some(i)),
+        }
+    }
+
+    /// The shares of σ for a group of `trustees` with this threshold.
+    pub fn shares(
+        &self,
+        threshold: usize,
+        trustees: usize,
+    ) -> Result<Vec<crate::shares::Share>, ProtocolError> {
+        Ok(crate::shares::deal(&self.share_seed, threshold, trustees)?.1)
+    }
+}
+
+/// `k_m` from the shared secret σ.
+fn message_key_from_sigma(sigma: &[u8; 32]) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(b"vtp/v1/message-key"), sigma);
+    let mut km = [0u8; 32];
+    hk.expand(b"message-key", &mut km)
+        .expect("32 bytes is a valid HKDF length");
+    km
+}
+
+/// The recipient's side: `k_m` from `threshold` released shares.
+pub fn message_key_from_shares(
+    shares: &[crate::shares::Share],
+    threshold: usize,
+) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+    let sigma = crate::shares::combine(shares, threshold)?;
+    Ok(Zeroizing::new(message_key_from_sigma(&sigma)))
 }
 
 /// The TP-encrypted part of an envelope.
@@ -127,7 +185,8 @@ pub struct Inside {
     #[zeroize(skip)]
     pub message_sha256: Digest32,
     pub commit_salt: [u8; 32],
-    /// `E_B(k_m)`: the message key wrapped to the recipient (ECDH P-256).
+    /// `E_B(share)`: this trustee's share of the message key wrapped to the
+    /// recipient (ECDH P-256); see [`crate::shares`].
     pub wrapped_km: Vec<u8>,
 }
 
@@ -149,40 +208,34 @@ pub fn wrapped_km_hash(wrapped_km: &[u8]) -> Digest32 {
     tagged_hash(domain::WRAPPED_KM, &[wrapped_km])
 }
 
-/// The header fields bound into z's associated data.
+/// A trustee as named in z's associated data.
 #[derive(Serialize)]
-struct AadFields<'a> {
-    tp: &'a TpId,
-    key_id: &'a KeyId,
-    sender: &'a IdentityId,
-    recipient: &'a IdentityId,
-    deadline: Timestamp,
-    cm_hash: &'a Digest32,
-    message_commitment: &'a Digest32,
+pub(crate) struct AadTrustee<'a> {
+    pub tp: &'a TpId,
+    pub key_id: &'a KeyId,
 }
 
-/// The AES-GCM associated data of z: a hash over the header fields that the
-/// inside must agree with. A z lifted into another header fails to decrypt.
-#[allow(clippy::too_many_arguments)]
-pub fn z_aad(
-    tp: &TpId,
-    key_id: &KeyId,
-    sender: &IdentityId,
-    recipient: &IdentityId,
-    deadline: Timestamp,
-    cm_hash: &Digest32,
-    message_commitment: &Digest32,
-) -> Vec<u8> {
-    let f = AadFields {
-        tp,
-        key_id,
-        sender,
-        recipient,
-        deadline,
-        cm_hash,
-        message_commitment,
-    };
-    tagged_hash(domain::Z_AAD, &[&canonical(&f)]).0.to_vec()
+/// The header fields bound into z's associated data.
+#[derive(Serialize)]
+pub(crate) struct AadFields<'a> {
+    /// Every trustee of the group (tp, key) in slot order, and the threshold:
+    /// a trustee's z cannot be moved into another group or another slot.
+    pub trustees: Vec<AadTrustee<'a>>,
+    pub threshold: u8,
+    /// The slot this z belongs to.
+    pub slot: u8,
+    pub sender: &'a IdentityId,
+    pub recipient: &'a IdentityId,
+    pub deadline: Timestamp,
+    pub cm_hash: &'a Digest32,
+    pub message_commitment: &'a Digest32,
+}
+
+/// The AES-GCM associated data of one trustee's z: a hash over the header
+/// fields that the inside must agree with. A z lifted into another header
+/// (or slot) fails to decrypt.
+pub(crate) fn z_aad(f: &AadFields<'_>) -> Vec<u8> {
+    tagged_hash(domain::Z_AAD, &[&canonical(f)]).0.to_vec()
 }
 
 /// `H(salt || SHA-256(m))`: the header's hiding commitment to the message.
@@ -205,7 +258,7 @@ fn oaep_encrypt(key: &TpEncKey, seed: &[u8; 32], kz: &[u8; 32]) -> Result<Vec<u8
 /// Build z (Alice, A1) — and recompute it (Bob and judges, B2).
 pub(crate) fn seal_z(
     key: &TpEncKey,
-    d: &Derived,
+    d: &SlotSecrets,
     inside: &Inside,
     aad: &[u8],
 ) -> Result<Z, ProtocolError> {
@@ -226,7 +279,7 @@ pub(crate) fn seal_z(
 pub(crate) fn open_z_with_secret(
     key: &TpEncKey,
     z: &Z,
-    d: &Derived,
+    d: &SlotSecrets,
     aad: &[u8],
 ) -> Result<Inside, ProtocolError> {
     let cipher = Aes256Gcm::new(&d.kz.into());
@@ -249,15 +302,19 @@ pub(crate) fn open_z_with_secret(
     Ok(inside)
 }
 
-/// Context bound into the wrap of `k_m` to the recipient.
+/// Context bound into the wrap of slot `slot`'s key share to the recipient.
 pub(crate) fn wrap_context(
     sender: &IdentityId,
     recipient: &IdentityId,
     nonce: &[u8; 32],
+    slot: u8,
 ) -> Vec<u8> {
-    tagged_hash(domain::WRAPPED_KM, &[&sender.0 .0, &recipient.0 .0, nonce])
-        .0
-        .to_vec()
+    tagged_hash(
+        domain::WRAP_CONTEXT,
+        &[&sender.0 .0, &recipient.0 .0, nonce, &[slot]],
+    )
+    .0
+    .to_vec()
 }
 
 fn wrap_cipher(eph_pub: &[u8], recipient: &EcPoint, shared: &[u8], context: &[u8]) -> Aes256Gcm {
@@ -271,7 +328,8 @@ fn wrap_cipher(eph_pub: &[u8], recipient: &EcPoint, shared: &[u8], context: &[u8
     Aes256Gcm::new(&(*k).into())
 }
 
-/// `E_B(k_m)`: ECDH-P256 + HKDF + AES-256-GCM; output `eph_pub(33) || ct(48)`.
+/// `E_B(share)`: ECDH-P256 + HKDF + AES-256-GCM; output `eph_pub(33) || ct(48)`.
+/// With one trustee the share is σ, from which `k_m` follows.
 pub(crate) fn wrap_message_key(
     recipient: &EcPoint,
     eph_secret: &[u8; 32],

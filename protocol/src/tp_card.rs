@@ -80,6 +80,11 @@ pub struct Policy {
     pub min_claim_window_secs: u64,
     /// Allowed difference between a client's and the TP's clocks.
     pub clock_skew_secs: u64,
+    /// As a trustee in a group: the least threshold it accepts (1 = it may
+    /// also act alone, and any single trustee of a group may resolve).
+    pub min_threshold: u8,
+    /// As a trustee in a group: the most trustees a group may have.
+    pub max_trustees: u8,
 }
 
 impl Default for Policy {
@@ -88,6 +93,8 @@ impl Default for Policy {
             max_deadline_secs: 90 * 24 * 3600,
             min_claim_window_secs: 60,
             clock_skew_secs: 300,
+            min_threshold: 1,
+            max_trustees: crate::shares::MAX_TRUSTEES as u8,
         }
     }
 }
@@ -188,6 +195,11 @@ impl TpCard {
     }
     pub fn body(&self) -> &TpCardBody {
         &self.body
+    }
+    /// The name the TP gave itself (for messages; not authenticated beyond
+    /// the card's self-signature).
+    pub fn name(&self) -> &str {
+        &self.body.name
     }
     pub fn policy(&self) -> &Policy {
         &self.body.policy

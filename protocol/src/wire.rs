@@ -140,9 +140,10 @@ pub struct UnclaimedRequest {
 }
 
 impl UnclaimedRequest {
-    pub fn new(me: &IdentitySecret, env: &VerifiedEnvelope, now: Timestamp) -> Self {
+    /// Ask trustee `tp` of the envelope.
+    pub fn new(me: &IdentitySecret, env: &VerifiedEnvelope, tp: TpId, now: Timestamp) -> Self {
         let body = UnclaimedBody {
-            tp: env.header().tp,
+            tp,
             envelope: env.envelope().clone(),
             requester_card: me.card().clone(),
             requested: now,

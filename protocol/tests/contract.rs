@@ -73,7 +73,7 @@ impl Tp {
     /// The device's resolve: decrypt, check against the header, sign.
     fn resolve(&self, claim: &Claim) -> (Affidavit, Option<Vec<u8>>) {
         let vc = claim.verify(&self.card, NOW + 10).unwrap();
-        let z = &vc.envelope().envelope().z;
+        let z = vc.z();
         let plain = self
             .rsa
             .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &z.wrapped_key)
@@ -102,7 +102,7 @@ impl Tp {
     }
     fn unclaimed(&self, env: &Envelope) -> Affidavit {
         let venv = env.verify(&self.card).unwrap();
-        let body = AffidavitBody::unclaimed(&venv, DEADLINE + 5, RECORD);
+        let body = AffidavitBody::unclaimed(&venv, 0, DEADLINE + 5, RECORD);
         let signature = sign_digest(&self.sign, &body.signing_digest());
         Affidavit { body, signature }
     }
@@ -205,7 +205,7 @@ impl World {
     fn commit(&self, a: &Agreement, env: &Envelope) -> Result<Receipt, ProtocolError> {
         let va = a.verify(&self.tp.card)?;
         let venv = env.verify(&self.tp.card)?;
-        venv.check_for_recipient(self.bob.id(), &self.tp.card, NOW + 3, 60)?;
+        venv.check_for_recipient(self.bob.id(), NOW + 3, 60)?;
         va.check_envelope(venv.header())?;
         Ok(Receipt::issue(&self.bob, &venv, NOW + 3))
     }
@@ -285,7 +285,7 @@ fn signing_again_gives_the_same_exchange() {
     let (s2, e2, c2) = w.sign(&a);
     assert_eq!(s1, s2);
     assert_eq!(
-        e1.z, e2.z,
+        e1.zs, e2.zs,
         "one z per agreement (and TP key): claims are keyed by it"
     );
     assert_eq!(c1, c2);

@@ -16,10 +16,12 @@ use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::{self, Kind};
 use vtp_protocol::envelope::{self, Envelope};
-use vtp_protocol::evidence::{judge, DeliveredVia};
+use vtp_protocol::evidence::{judge, judge_group, DeliveredVia};
 use vtp_protocol::identity::{IdentityCard, IdentitySecret};
 use vtp_protocol::message::{MessageOpener, MessageSealer};
-use vtp_protocol::opening::{unwrap_released_key, Opening};
+use vtp_protocol::opening::{
+    message_key_from_shares, unwrap_released_key, unwrap_released_share, Opening,
+};
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::seal::Z_NONCE;
 use vtp_protocol::tp_card::{OaepHash, Policy, TpCard, TpCardBody, TpEncKey};
@@ -42,10 +44,15 @@ struct Tp {
 
 impl Tp {
     fn new() -> Tp {
+        Tp::trustee("test TP", 0x42, Policy::default())
+    }
+    /// Another TP (its own signing key, so its own id). All stand-ins share
+    /// one RSA key: this file tests the logic, not key separation.
+    fn trustee(name: &str, sign_seed: u8, policy: Policy) -> Tp {
         let rsa = RsaPrivateKey::from_pkcs8_pem(include_str!("data/test-tp-rsa2048.pem")).unwrap();
-        let sign = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+        let sign = p256::ecdsa::SigningKey::from_slice(&[sign_seed; 32]).unwrap();
         let body = TpCardBody {
-            name: "test TP".into(),
+            name: name.into(),
             sign_key: EcPoint::from_public(p256::PublicKey::from(sign.verifying_key())),
             enc_keys: vec![TpEncKey {
                 id: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
@@ -54,7 +61,7 @@ impl Tp {
                 oaep: OaepHash::Sha1,
             }],
             current_key: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
-            policy: Policy::default(),
+            policy,
             created: NOW - 100,
         };
         let sig = Tp::sign_digest(&sign, &body.signing_digest());
@@ -71,7 +78,7 @@ impl Tp {
     /// What the device does: decrypt in "the token", check, sign.
     fn resolve(&self, claim: &Claim) -> Result<(Affidavit, Option<Vec<u8>>), ProtocolError> {
         let vc = claim.verify(&self.card, NOW + 10)?;
-        let z = &vc.envelope().envelope().z;
+        let z = vc.z();
         let plain = self
             .rsa
             .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &z.wrapped_key)
@@ -160,8 +167,7 @@ fn honest_exchange_and_tp_resolution_agree() {
 
     // B1
     let venv = env.verify(&tp.card).unwrap();
-    venv.check_for_recipient(bob.id(), &tp.card, NOW, 60)
-        .unwrap();
+    venv.check_for_recipient(bob.id(), NOW, 60).unwrap();
     let receipt = Receipt::issue(&bob, &venv, NOW + 1);
     // A2
     let vr = receipt.verify(&venv).unwrap();
@@ -238,7 +244,7 @@ fn chris_attack_gets_nothing_decrypted() {
     h.sender = chris.id();
     h.recipient = chris.id();
     // Chris signs this header himself (he cannot sign as Alice).
-    let forged = forge_envelope(&chris, h, env.z.clone());
+    let forged = forge_envelope(&chris, h, env.zs.clone());
     let venv = forged.verify(&tp.card).unwrap();
     let receipt = Receipt::issue(&chris, &venv, NOW).verify(&venv).unwrap();
     let claim = Claim::new(&chris, &venv, &receipt, NOW + 1);
@@ -251,15 +257,15 @@ fn chris_attack_gets_nothing_decrypted() {
 fn forge_envelope(
     signer: &IdentitySecret,
     header: envelope::EnvelopeHeader,
-    z: vtp_protocol::seal::Z,
+    zs: Vec<vtp_protocol::seal::Z>,
 ) -> Envelope {
     let digest = encoding::signing_digest(encoding::domain::ENVELOPE, &header);
     Envelope {
         signature: vtp_protocol::identity::test_sign(signer, &digest),
         header,
-        z,
+        zs,
         sender_card: signer.card().clone(),
-        tp_card: Tp::new().card,
+        tp_cards: vec![Tp::new().card],
     }
 }
 
@@ -269,12 +275,12 @@ fn malformed_z_gets_invalid_envelope_and_voids_receipt() {
     let (alice, bob) = (ident("alice", 1), ident("bob", 2));
     let (env, _) = send(&alice, bob.card(), &tp.card, b"hello", 6);
     // Alice (cheating) corrupts z and signs the header over the new hash.
-    let mut z = env.z.clone();
+    let mut z = env.zs[0].clone();
     let n = z.sealed.len();
     z.sealed[n - 1] ^= 1;
     let mut h = env.header.clone();
-    h.z_hash = z.hash();
-    let bad = forge_envelope(&alice, h, z);
+    h.trustees[0].z_hash = z.hash();
+    let bad = forge_envelope(&alice, h, vec![z]);
     let venv = bad.verify(&tp.card).unwrap();
     let receipt = Receipt::issue(&bob, &venv, NOW);
     let vr = receipt.verify(&venv).unwrap();
@@ -329,13 +335,9 @@ fn deadline_rules() {
     let (env, _) = send(&alice, bob.card(), &tp.card, b"x", 8);
     let venv = env.verify(&tp.card).unwrap();
     // Bob wants at least 2 hours left: refused.
-    assert!(venv
-        .check_for_recipient(bob.id(), &tp.card, NOW, 7200)
-        .is_err());
+    assert!(venv.check_for_recipient(bob.id(), NOW, 7200).is_err());
     // Not for Alice.
-    assert!(venv
-        .check_for_recipient(alice.id(), &tp.card, NOW, 60)
-        .is_err());
+    assert!(venv.check_for_recipient(alice.id(), NOW, 60).is_err());
     // A claim at or after the deadline is refused by the TP checks.
     let vr = Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap();
     let claim = Claim::new(&bob, &venv, &vr, DEADLINE);
@@ -358,7 +360,7 @@ fn known_answers() {
         alice.id(),
         bob.id(),
         tp.card.id(),
-        env.header.z_hash,
+        env.header.trustees[0].z_hash,
         hex::encode(Sha256::digest(&cm)),
         env.envelope_id()
     );
@@ -369,5 +371,219 @@ fn known_answers() {
     assert_ne!(
         encoding::tagged_hash("", &[b"abc"]).0,
         <[u8; 32]>::from(Sha256::digest(b"abc"))
+    );
+}
+
+/// Three trustees, any two of which must act: an opening still works without
+/// any of them, any two resolutions give Bob the message key, one does not,
+/// and the judge counts distinct trustees.
+#[test]
+fn two_of_three_trustees() {
+    let tps: Vec<Tp> = (0..3)
+        .map(|i| Tp::trustee(&format!("trustee {i}"), 0x50 + i, Policy::default()))
+        .collect();
+    let cards: Vec<TpCard> = tps.iter().map(|t| t.card.clone()).collect();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let msg = b"shared among trustees".repeat(100);
+    let prep =
+        envelope::prepare_group(&alice, bob.card(), &cards, 2, DEADLINE, NOW, [7; 32]).unwrap();
+    let cm = seal_message(prep.message_key(), &msg);
+    let mut hasher = encoding::CmHasher::default();
+    hasher.update(&cm);
+    let env = prep
+        .finish(&alice, hasher.finish(), cm.len() as u64, sha(&msg))
+        .unwrap();
+    assert_eq!(env.zs.len(), 3);
+
+    let venv = env.verify_trusted(&cards).unwrap();
+    venv.check_for_recipient(bob.id(), NOW, 60).unwrap();
+    // Bob trusts only two of the three: refused.
+    assert!(env.verify_trusted(&cards[..2]).is_err());
+    // Each trustee accepts it as addressed to itself; an outsider does not.
+    for c in &cards {
+        env.verify(c).unwrap();
+    }
+    assert!(env.verify(&Tp::new().card).is_err());
+
+    let receipt = Receipt::issue(&bob, &venv, NOW + 1);
+    let vr = receipt.verify(&venv).unwrap();
+    let opening = Opening::reveal(&alice, &venv, &vr).unwrap();
+    let opened = opening.check(&venv, bob.card()).unwrap();
+    assert_eq!(open_message(&opened.message_key, &cm).unwrap(), msg);
+
+    // Every trustee resolves its own z and releases its own share.
+    let claim = Claim::new(&bob, &venv, &vr, NOW + 5);
+    let mut shares = Vec::new();
+    let mut affs = Vec::new();
+    for (i, tp) in tps.iter().enumerate() {
+        let (aff, released) = tp.resolve(&claim).unwrap();
+        assert_eq!(aff.body.kind(), "resolved");
+        assert_eq!(aff.body.z_hash, env.header.trustees[i].z_hash);
+        let share = unwrap_released_share(&bob, &venv, i, &released.unwrap()).unwrap();
+        shares.push(share);
+        affs.push(aff);
+    }
+    for pair in [[0, 1], [0, 2], [1, 2]] {
+        let pick = [shares[pair[0]].clone(), shares[pair[1]].clone()];
+        let km = message_key_from_shares(&venv, &pick).unwrap();
+        assert_eq!(*km, *opened.message_key, "{pair:?}");
+    }
+    // One share is not enough, and no single share is the key.
+    assert!(message_key_from_shares(&venv, &shares[..1]).is_err());
+    for s in &shares {
+        let as_if_alone =
+            vtp_protocol::seal::message_key_from_shares(std::slice::from_ref(s), 1).unwrap();
+        assert!(open_message(&as_if_alone, &cm).is_err());
+    }
+
+    // The judge: one trustee's resolution proves nothing, two do; the same
+    // trustee twice counts once.
+    let v = judge_group(&cards, &env, &receipt, None, &affs[..1], Some(sha(&msg)));
+    assert!(!v.valid);
+    assert!(v.reason.unwrap().contains("1 of the 2 trustees"));
+    let v = judge_group(
+        &cards,
+        &env,
+        &receipt,
+        None,
+        &[affs[1].clone(), affs[1].clone()],
+        None,
+    );
+    assert!(!v.valid);
+    let v = judge_group(&cards, &env, &receipt, None, &affs[1..], Some(sha(&msg)));
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.delivered_via, Some(DeliveredVia::TrustedParty));
+    assert_eq!(v.resolved_by.len(), 2);
+    let v = judge_group(&cards, &env, &receipt, Some(&opening), &[], Some(sha(&msg)));
+    assert!(v.valid, "{v:?}");
+    // A judge who was not given every trustee's card refuses.
+    let v = judge_group(&cards[..2], &env, &receipt, Some(&opening), &[], None);
+    assert!(!v.valid);
+
+    // Unclaimed for the group: two of three trustees certifying that they
+    // never resolved means at most one could have, so it was never completed.
+    let unclaimed: Vec<Affidavit> = tps[..2]
+        .iter()
+        .map(|tp| {
+            let slot = venv.header().slot_of(&tp.card.id()).unwrap();
+            let body = AffidavitBody::unclaimed(&venv, slot, DEADLINE + 1, FIRST_RECORD);
+            let signature = Tp::sign_digest(&tp.sign, &body.signing_digest());
+            Affidavit { body, signature }
+        })
+        .collect();
+    let v = judge_group(&cards, &env, &receipt, None, &unclaimed, None);
+    assert!(!v.valid);
+    assert!(
+        v.reason.unwrap().contains("never completed"),
+        "group unclaimed"
+    );
+    // A trustee cannot say both.
+    let v = judge_group(
+        &cards,
+        &env,
+        &receipt,
+        None,
+        &[unclaimed[0].clone(), affs[0].clone()],
+        None,
+    );
+    assert!(!v.valid);
+    assert!(v.reason.unwrap().contains("contradicting"));
+}
+
+/// A trustee's z is bound to its slot and group: moved elsewhere it does not
+/// decrypt; a bad z in one slot is certified invalid by that trustee only.
+#[test]
+fn group_slots_are_bound() {
+    let tps: Vec<Tp> = (0..3)
+        .map(|i| Tp::trustee(&format!("trustee {i}"), 0x60 + i, Policy::default()))
+        .collect();
+    let cards: Vec<TpCard> = tps.iter().map(|t| t.card.clone()).collect();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let prep =
+        envelope::prepare_group(&alice, bob.card(), &cards, 2, DEADLINE, NOW, [8; 32]).unwrap();
+    let cm = seal_message(prep.message_key(), b"x");
+    let mut hasher = encoding::CmHasher::default();
+    hasher.update(&cm);
+    let env = prep
+        .finish(&alice, hasher.finish(), cm.len() as u64, sha(b"x"))
+        .unwrap();
+    // Alice (cheating) swaps the z of slots 0 and 1 and re-signs.
+    let mut h = env.header.clone();
+    let mut zs = env.zs.clone();
+    zs.swap(0, 1);
+    h.trustees[0].z_hash = zs[0].hash();
+    h.trustees[1].z_hash = zs[1].hash();
+    let digest = encoding::signing_digest(encoding::domain::ENVELOPE, &h);
+    let bad = Envelope {
+        signature: vtp_protocol::identity::test_sign(&alice, &digest),
+        header: h,
+        zs,
+        sender_card: alice.card().clone(),
+        tp_cards: cards.clone(),
+    };
+    let venv = bad.verify_trusted(&cards).unwrap();
+    let vr = Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap();
+    let claim = Claim::new(&bob, &venv, &vr, NOW + 1);
+    let kinds: Vec<&str> = tps
+        .iter()
+        .map(|tp| tp.resolve(&claim).unwrap().0.body.kind())
+        .collect();
+    assert_eq!(kinds, ["invalid-envelope", "invalid-envelope", "resolved"]);
+    assert!(Opening::reveal(&alice, &venv, &vr).is_err());
+}
+
+/// Trustees' cards bound the groups they act in.
+#[test]
+fn group_policy_is_enforced() {
+    let strict = Policy {
+        min_threshold: 2,
+        max_trustees: 3,
+        ..Policy::default()
+    };
+    let tps: Vec<Tp> = (0..4)
+        .map(|i| Tp::trustee(&format!("trustee {i}"), 0x70 + i, strict.clone()))
+        .collect();
+    let cards: Vec<TpCard> = tps.iter().map(|t| t.card.clone()).collect();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let err = |r: Result<envelope::PreparedEnvelope, ProtocolError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    let e = err(envelope::prepare_group(
+        &alice,
+        bob.card(),
+        &cards[..3],
+        1,
+        DEADLINE,
+        NOW,
+        [1; 32],
+    ));
+    assert!(e.contains("at least 2 trustees must act"), "{e}");
+    let e = err(envelope::prepare_group(
+        &alice,
+        bob.card(),
+        &cards,
+        2,
+        DEADLINE,
+        NOW,
+        [1; 32],
+    ));
+    assert!(e.contains("at most 3 trustees"), "{e}");
+    let e = err(envelope::prepare_group(
+        &alice,
+        bob.card(),
+        &[cards[0].clone(), cards[0].clone()],
+        2,
+        DEADLINE,
+        NOW,
+        [1; 32],
+    ));
+    assert!(e.contains("given twice"), "{e}");
+    assert!(
+        envelope::prepare_group(&alice, bob.card(), &cards[..3], 2, DEADLINE, NOW, [1; 32]).is_ok()
+    );
+    assert!(
+        envelope::prepare_group(&alice, bob.card(), &cards[..3], 4, DEADLINE, NOW, [1; 32])
+            .is_err()
     );
 }
