@@ -374,6 +374,19 @@ pub struct TpAddr {
     pub timeout: Duration,
 }
 
+/// How to reach the trustees of an envelope: its one TP, or several
+/// trustees of a group.
+#[derive(Args, Debug, Clone)]
+pub struct TrusteeAddrs {
+    /// Address of a TP daemon; repeat for each trustee of a group envelope
+    /// (they are tried in the order given until enough have answered)
+    #[arg(long = "tp", value_name = "HOST:PORT", required = true)]
+    pub addrs: Vec<String>,
+    /// Give up on a TP if connecting, sending or receiving takes longer than this
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
 #[derive(Args, Debug)]
 pub struct TpFetchArgs {
     #[command(flatten)]
@@ -401,9 +414,16 @@ pub struct SendArgs {
     /// The recipient's identity card
     #[arg(long, value_name = "CARD")]
     pub to: PathBuf,
-    /// The TP card to use (the TP that can complete the exchange)
-    #[arg(long, value_name = "TPCARD")]
-    pub tp: PathBuf,
+    /// The TP card to use (the TP that can complete the exchange). Repeat it
+    /// to split the TP across several trustees (each its own TP daemon and
+    /// token), with --threshold
+    #[arg(long, value_name = "TPCARD", required = true)]
+    pub tp: Vec<PathBuf>,
+    /// With several --tp: how many trustees must act to complete the
+    /// exchange (fewer, even together with the recipient, learn nothing about
+    /// the message). Within what every trustee's card allows
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<usize>,
     /// When the exchange expires: a duration from now (2h, 30m, 7days) or an
     /// RFC 3339 instant (2026-12-01T12:00:00Z). The TP resolves claims only
     /// before it
@@ -425,9 +445,10 @@ pub struct AcceptArgs {
     /// Your secret identity (the recipient)
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
-    /// The TP card you trust; envelopes for any other TP are refused
-    #[arg(long, value_name = "TPCARD")]
-    pub tp: PathBuf,
+    /// The TP card you trust; envelopes for any other TP are refused. For a
+    /// group envelope give every trustee's card (repeat --tp)
+    #[arg(long, value_name = "TPCARD", required = true)]
+    pub tp: Vec<PathBuf>,
     /// The envelope you received
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
@@ -480,10 +501,11 @@ pub struct OpenArgs {
     /// sender's commitment)
     #[arg(long, value_name = "MSGFILE")]
     pub out: PathBuf,
-    /// Also require the envelope to be for this TP card (by default the TP
-    /// card carried in the envelope, which `vtp accept` checked)
+    /// Also require the envelope's TP (every trustee, for a group) to be
+    /// among these TP cards (by default the cards carried in the envelope,
+    /// which `vtp accept` checked)
     #[arg(long, value_name = "TPCARD")]
-    pub tp: Option<PathBuf>,
+    pub tp: Vec<PathBuf>,
     /// Replace an existing output file
     #[arg(long)]
     pub force: bool,
@@ -495,7 +517,7 @@ pub struct ClaimArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TrusteeAddrs,
     /// The envelope
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
@@ -505,7 +527,9 @@ pub struct ClaimArgs {
     /// Where to write the message
     #[arg(long, value_name = "MSGFILE")]
     pub out: PathBuf,
-    /// Where to save the TP's signed affidavit (your evidence). Claims are
+    /// Where to save the TP's signed affidavit (your evidence). For a group
+    /// envelope, each acting trustee's affidavit goes to FILE.N, N being the
+    /// trustee's position in the envelope (1, 2, ...). Claims are
     /// idempotent: claiming again returns the same affidavit
     #[arg(long, value_name = "FILE")]
     pub affidavit_out: Option<PathBuf>,
@@ -537,11 +561,14 @@ pub struct UnclaimedArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TrusteeAddrs,
     /// The envelope
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
-    /// Where to write the TP's unclaimed affidavit
+    /// Where to write the TP's unclaimed affidavit. For a group envelope,
+    /// each trustee's certificate goes to FILE.N (N = its position); the
+    /// group's exchange is certified unclaimed once more than n - t trustees
+    /// certified it, as then fewer than t can ever have resolved
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Replace an existing output file
@@ -551,9 +578,10 @@ pub struct UnclaimedArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The TP card you trust (obtained out of band)
-    #[arg(long, value_name = "TPCARD")]
-    pub tp: PathBuf,
+    /// The TP card you trust (obtained out of band); for a group envelope,
+    /// every trustee's card (repeat --tp)
+    #[arg(long, value_name = "TPCARD", required = true)]
+    pub tp: Vec<PathBuf>,
     /// The envelope (its message ciphertext is checked too)
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
@@ -563,9 +591,10 @@ pub struct VerifyArgs {
     /// The sender's opening (evidence of delivery without the TP)
     #[arg(long, value_name = "FILE")]
     pub opening: Option<PathBuf>,
-    /// A TP affidavit (evidence of delivery through the TP, or of its absence)
+    /// A TP affidavit (evidence of delivery through the TP, or of its
+    /// absence); repeat for the affidavits of several trustees
     #[arg(long, value_name = "FILE")]
-    pub affidavit: Option<PathBuf>,
+    pub affidavit: Vec<PathBuf>,
     /// The message as shown to you: valid only if it is the one delivered
     #[arg(long, value_name = "FILE")]
     pub message: Option<PathBuf>,

@@ -78,10 +78,10 @@ impl FakeTp {
                     Err(e) => return refuse(ErrorCode::Rejected, e),
                 };
                 let mut j = self.journal.lock().unwrap();
-                if let Some(o) = j.outcomes.get(&c.z_hash()) {
+                if let Some(o) = j.outcomes.get(&vc.z_hash()) {
                     return Response::Claim(o.clone());
                 }
-                let z = &vc.envelope().envelope().z;
+                let z = vc.z();
                 let plain = self
                     .tp
                     .rsa
@@ -124,7 +124,7 @@ impl FakeTp {
                         )),
                     },
                 };
-                j.outcomes.insert(c.z_hash(), outcome.clone());
+                j.outcomes.insert(vc.z_hash(), outcome.clone());
                 Response::Claim(outcome)
             }
             Request::FetchReceipts(r) => match r.verify(card, now) {
@@ -145,11 +145,12 @@ impl FakeTp {
             Request::Unclaimed(u) => match u.verify(card, now) {
                 Ok(env) => {
                     let mut j = self.journal.lock().unwrap();
-                    if j.outcomes.contains_key(&env.header().z_hash) {
+                    if j.outcomes.contains_key(&env.header().trustees[0].z_hash) {
                         refuse(ErrorCode::Rejected, "this envelope was resolved")
                     } else {
                         Response::Unclaimed(self.sign(AffidavitBody::unclaimed(
                             &env,
+                            0,
                             now,
                             j.next_position(),
                         )))
@@ -423,9 +424,9 @@ fn invalid_envelope_voids_the_receipt() {
     let bytes = w.read("a.env");
     let n = envelope::Envelope::file_prefix_len(&bytes).unwrap();
     let mut env = Envelope::from_file_prefix(&bytes[..n]).unwrap();
-    let last = env.z.sealed.len() - 1;
-    env.z.sealed[last] ^= 1;
-    env.header.z_hash = env.z.hash();
+    let last = env.zs[0].sealed.len() - 1;
+    env.zs[0].sealed[last] ^= 1;
+    env.header.trustees[0].z_hash = env.zs[0].hash();
     env.signature = test_sign(&alice, &signing_digest(domain::ENVELOPE, &env.header));
     write_envelope(&w, "bad.env", &env, &bytes[n..]);
 

@@ -202,15 +202,15 @@ impl TrustedParty {
     /// affidavit is signed) and then has [`Self::sign_decision`] sign it.
     /// Errors as for [`Self::resolve`].
     pub fn decide(&self, claim: &VerifiedClaim, now: Timestamp) -> Result<Decision, DeviceError> {
-        let header = claim.envelope().header();
-        let key = KeyId(header.key_id.0);
+        let key = KeyId(claim.key_id().0);
         if !self.keys.encryption.contains(&key) {
             return Err(DeviceError::KeyNotFound {
                 what: "TP decryption key named by the envelope (unknown or retired)",
                 id_hex: key.to_string(),
             });
         }
-        let z = &claim.envelope().envelope().z;
+        // This TP's z: with a group of trustees, the one in its own slot.
+        let z = claim.z();
         test_faults::before_decrypt();
         let decrypted = self
             .token
@@ -301,7 +301,12 @@ impl TrustedParty {
                 "an affidavit at journal position 0".into(),
             ));
         }
-        self.sign(AffidavitBody::unclaimed(env, now, journal))
+        let Some(slot) = env.header().slot_of(&self.card.id()) else {
+            return Err(DeviceError::InvalidArgument(
+                "an unclaimed certificate for an envelope of other TPs".into(),
+            ));
+        };
+        self.sign(AffidavitBody::unclaimed(env, slot, now, journal))
     }
 
     fn sign(&self, body: AffidavitBody) -> Result<Affidavit, DeviceError> {

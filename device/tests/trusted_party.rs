@@ -140,8 +140,8 @@ fn undecryptable_z_gets_an_invalid_envelope_affidavit() {
     let tp = tp();
     let (alice, bob) = (ident("alice", 1), ident("bob", 2));
     let mut env = envelope(&tp, &alice, &bob, 3, |_| {});
-    env.z.wrapped_key[10] ^= 1;
-    env.header.z_hash = env.z.hash();
+    env.zs[0].wrapped_key[10] ^= 1;
+    env.header.trustees[0].z_hash = env.zs[0].hash();
     env.signature = vtp_protocol::identity::test_sign(
         &alice,
         &vtp_protocol::encoding::signing_digest(
@@ -209,7 +209,7 @@ fn decide_then_sign_places_the_affidavit_and_refuses_position_zero() {
         .unwrap();
     let d = tp.decide(&vc, NOW + 10).unwrap();
     assert_eq!(d.kind(), "resolved");
-    assert_eq!(d.z_hash(), vc.envelope().header().z_hash);
+    assert_eq!(d.z_hash(), vc.z_hash());
     // Position 0 is "not recorded": refused, and the decision is gone.
     assert!(matches!(
         tp.sign_decision(

@@ -124,7 +124,7 @@ fn check_envelope(env: &Envelope) {
     if let Ok(v) = env.verify(&fx.tp) {
         // Only Alice signed an envelope header (the fixture's).
         assert_eq!(v.header(), &fx.envelope.header);
-        let _ = v.check_for_recipient(fx.bob.id(), &fx.tp, vtp_fuzz::NOW, 60);
+        let _ = v.check_for_recipient(fx.bob.id(), vtp_fuzz::NOW, 60);
     }
 }
 
@@ -197,7 +197,7 @@ fn inside(data: &[u8]) {
     let enc = vtp_protocol::encoding::canonical(&i);
     assert_eq!(Inside::decode(&enc).as_ref(), Ok(&i));
     let _ = i.wrapped_km_hash();
-    if fixture().venv.header().check_inside(&i).is_ok() {
+    if fixture().venv.header().check_inside(0, &i).is_ok() {
         assert_eq!(i.message_sha256, fixture().message_sha256);
     }
 }

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     match &req {
         Request::GetCard => {}
         Request::Claim(claim) => {
-            let _ = claim.z_hash();
+            let _ = claim.z_hash_for(&fx.tp.id());
             if let Ok(vc) = claim.verify_authentic(&fx.tp, RESOLVED_AT) {
                 let _ = vc.check_deadline(RESOLVED_AT);
                 let _ = vc.aad();

@@ -179,9 +179,9 @@ impl Fixture {
             at(2, 0x11),
         ));
         let aff_unclaimed =
-            tp_affidavit(AffidavitBody::unclaimed(&venv, UNCLAIMED_AT, at(3, 0x22)));
+            tp_affidavit(AffidavitBody::unclaimed(&venv, 0, UNCLAIMED_AT, at(3, 0x22)));
         let fetch = FetchRequest::new(&alice, tp.id(), FETCH_AT);
-        let unclaimed = UnclaimedRequest::new(&bob, &venv, UNCLAIMED_AT);
+        let unclaimed = UnclaimedRequest::new(&bob, &venv, tp.id(), UNCLAIMED_AT);
         Fixture {
             tp_sign,
             tp,

@@ -423,7 +423,7 @@ pub mod cheat {
         write_envelope(out, &env, &cm);
     }
 
-    /// A signer's own envelope around an arbitrary header and z.
+    /// A signer's own envelope around an arbitrary header and z (one TP).
     pub fn reframe(signer: &Path, header: EnvelopeHeader, z: Z, tp: &Path) -> Envelope {
         let me = identity(signer);
         let digest = vtp_protocol::encoding::signing_digest(
@@ -433,9 +433,9 @@ pub mod cheat {
         Envelope {
             signature: vtp_protocol::identity::test_sign(&me, &digest),
             header,
-            z,
+            zs: vec![z],
             sender_card: me.card().clone(),
-            tp_card: tp_card(tp),
+            tp_cards: vec![tp_card(tp)],
         }
     }
 

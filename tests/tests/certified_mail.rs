@@ -313,10 +313,10 @@ fn t05_malformed_z_voids_the_receipt() {
     let env2 = w.alice.path("undecryptable.vtp");
     let good = w.send("1h");
     let (mut e, cm) = cheat::read_envelope(&good);
-    let last = e.z.sealed.len() - 1;
-    e.z.sealed[last] ^= 1;
-    e.header.z_hash = e.z.hash();
-    let bad = cheat::reframe(&w.alice.id, e.header.clone(), e.z.clone(), &w.tp.card());
+    let last = e.zs[0].sealed.len() - 1;
+    e.zs[0].sealed[last] ^= 1;
+    e.header.trustees[0].z_hash = e.zs[0].hash();
+    let bad = cheat::reframe(&w.alice.id, e.header.clone(), e.zs[0].clone(), &w.tp.card());
     cheat::write_envelope(&env2, &bad, &cm);
 
     for (i, env) in [env, env2].iter().enumerate() {
@@ -363,7 +363,7 @@ fn t06_chris_gets_nothing_and_bob_is_not_blocked() {
     let mut h = e.header.clone();
     h.sender = chris_id;
     h.recipient = chris_id;
-    let forged = cheat::reframe(&chris.id, h, e.z.clone(), &w.tp.card());
+    let forged = cheat::reframe(&chris.id, h, e.zs[0].clone(), &w.tp.card());
     let fenv = chris.path("lifted.vtp");
     cheat::write_envelope(&fenv, &forged, &cm);
     let freceipt = chris.path("receipt.vtp");

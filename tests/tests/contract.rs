@@ -548,8 +548,8 @@ fn c05_replayed_agreements_and_signatures_are_refused() {
     // yields the same z (one exchange per agreement).
     w.sign(&x1, "x1-again").ok();
     assert_eq!(
-        cheat::read_envelope(&env1).0.z,
-        cheat::read_envelope(&w.alice.path("x1-again.env")).0.z
+        cheat::read_envelope(&env1).0.zs,
+        cheat::read_envelope(&w.alice.path("x1-again.env")).0.zs
     );
     w.commit(&x1, &env1, "x1").ok();
     w.complete_alice(&x1, &env1, &w.bob.path("x1.receipt"), "x1")

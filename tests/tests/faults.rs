@@ -124,7 +124,7 @@ fn each_crash_point_then_a_restart_resolves_the_claim_once() {
             std::thread::sleep(Duration::from_millis(20));
         }
         tp.kill();
-        let committed = records_for(&tp, &claim.z_hash());
+        let committed = records_for(&tp, &claim.body.envelope.header.trustees[0].z_hash);
         assert_eq!(
             committed,
             i64::from(matches!(*point, "after-commit" | "before-reply")),
@@ -137,7 +137,11 @@ fn each_crash_point_then_a_restart_resolves_the_claim_once() {
         let first = send(&tp.addr, &claim);
         assert!(resolved(&first), "{point}: {first:?}");
         assert_eq!(send(&tp.addr, &claim), first, "{point}: repeated");
-        assert_eq!(records_for(&tp, &claim.z_hash()), 1, "{point}");
+        assert_eq!(
+            records_for(&tp, &claim.body.envelope.header.trustees[0].z_hash),
+            1,
+            "{point}"
+        );
         tp.kill();
         journal_verifies(&tp, i + 1);
     }
@@ -177,7 +181,14 @@ fn device_faults_are_survived_without_a_restart() {
                                     Some(Response::Error(e))
                                         if e.code == ErrorCode::Unavailable =>
                                     {
-                                        assert_eq!(records_for(tp, &c.z_hash()), 0, "{fault}");
+                                        assert_eq!(
+                                            records_for(
+                                                tp,
+                                                &c.body.envelope.header.trustees[0].z_hash
+                                            ),
+                                            0,
+                                            "{fault}"
+                                        );
                                     }
                                     other => panic!("{fault}: {other:?}"),
                                 }
@@ -193,7 +204,11 @@ fn device_faults_are_survived_without_a_restart() {
         });
         assert!(tp.is_running(), "{fault}: the daemon must keep serving");
         for c in &claims {
-            assert_eq!(records_for(&tp, &c.z_hash()), 1, "{fault}");
+            assert_eq!(
+                records_for(&tp, &c.body.envelope.header.trustees[0].z_hash),
+                1,
+                "{fault}"
+            );
         }
         tp.kill();
         total += claims.len();

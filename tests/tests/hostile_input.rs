@@ -52,11 +52,11 @@ fn forged_claim(
     let h = &env.header;
     let rb = ReceiptBody {
         envelope_id: h.envelope_id(),
-        tp: h.tp,
+        trustees: h.trustee_ids(),
+        threshold: h.threshold,
         sender: h.sender,
         recipient: h.recipient,
         deadline: h.deadline,
-        z_hash: h.z_hash,
         cm_hash: h.cm_hash,
         issued: cheat::now(),
     };
@@ -260,8 +260,13 @@ fn t09_tampered_files_and_hostile_frames() {
     // At the socket: wrong key id, a claim signed by someone else, garbage.
     let (e, _) = cheat::read_envelope(&env);
     let mut wrong_key = e.clone();
-    wrong_key.header.key_id = vtp_protocol::KeyId([0xee; 8]);
-    let wrong_key = cheat::reframe(&alice.id, wrong_key.header, wrong_key.z, &tp.card());
+    wrong_key.header.trustees[0].key_id = vtp_protocol::KeyId([0xee; 8]);
+    let wrong_key = cheat::reframe(
+        &alice.id,
+        wrong_key.header,
+        wrong_key.zs[0].clone(),
+        &tp.card(),
+    );
     match ask(
         &tp,
         &Request::Claim(forged_claim(&wrong_key, &bob.id, &bob.id)),

@@ -291,6 +291,8 @@ struct RawPolicy {
     min_claim_window_secs: Option<S<u64>>,
     clock_skew_secs: Option<S<u64>>,
     require_subscription: Option<bool>,
+    min_threshold: Option<S<u64>>,
+    max_trustees: Option<S<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -593,6 +595,23 @@ impl Config {
                 format!("[policy] `clock_skew_secs` is {skew}; at most 86400 (one day)"),
             ));
         }
+        let max_group = vtp_protocol::shares::MAX_TRUSTEES as u64;
+        let min_threshold = get(&p.min_threshold, d.min_threshold.into());
+        let max_trustees = get(&p.max_trustees, d.max_trustees.into());
+        if !(1..=max_group).contains(&max_trustees) {
+            return Err(policy_at(
+                &p.max_trustees,
+                format!("[policy] `max_trustees` is {max_trustees}; it must be 1 to {max_group}"),
+            ));
+        }
+        if !(1..=max_trustees).contains(&min_threshold) {
+            return Err(policy_at(
+                &p.min_threshold,
+                format!(
+                    "[policy] `min_threshold` is {min_threshold}; it must be 1 to `max_trustees` ({max_trustees})"
+                ),
+            ));
+        }
         // [limits]
         let l = raw.limits;
         let dl = Limits::default();
@@ -715,6 +734,8 @@ impl Config {
                 max_deadline_secs: max_deadline,
                 min_claim_window_secs: min_window,
                 clock_skew_secs: skew,
+                min_threshold: min_threshold as u8,
+                max_trustees: max_trustees as u8,
             },
             require_subscription: p.require_subscription.unwrap_or(false),
             limits,
@@ -865,6 +886,8 @@ max_deadline_secs = 3600
 min_claim_window_secs = 120
 clock_skew_secs = 30
 require_subscription = true
+min_threshold = 2
+max_trustees = 5
 [limits]
 max_frame_bytes = 65536
 max_connections = 5
@@ -891,7 +914,9 @@ identity_burst = 7
             Policy {
                 max_deadline_secs: 3600,
                 min_claim_window_secs: 120,
-                clock_skew_secs: 30
+                clock_skew_secs: 30,
+                min_threshold: 2,
+                max_trustees: 5,
             }
         );
         assert!(c.require_subscription);

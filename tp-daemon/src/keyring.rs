@@ -732,6 +732,7 @@ mod tests {
             max_deadline_secs: 100,
             min_claim_window_secs: 10,
             clock_skew_secs: 5,
+            ..Policy::default()
         };
         j.add_key(&key(1), true, 1000, "key.generated", "g", "test")
             .unwrap();

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use vtp_device::{DeviceError, KeyId, TrustedParty};
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::claim::Claim;
+use vtp_protocol::envelope::check_group_policy;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{
     ClaimOutcome, ErrorCode, FetchRequest, Request, Response, UnclaimedRequest, WireError,
@@ -256,8 +257,8 @@ impl Service {
         claim: &Claim,
         key: KeyId,
         retired_at: u64,
+        z: Digest32,
     ) -> Response {
-        let z = claim.z_hash();
         let refusal = || {
             info!(z = %short(&z), key = %key, "claim refused: the envelope's TP key is retired");
             refuse(
@@ -272,10 +273,15 @@ impl Service {
         // The envelope carries the card it was made with; if it is this
         // TP's card (same signing key, self-signed), it authenticates the
         // claim as well as the current card would.
-        let embedded = &claim.body.envelope.tp_card;
-        if embedded.id() != live.tp.card().id() {
+        let Some(embedded) = claim
+            .body
+            .envelope
+            .tp_cards
+            .iter()
+            .find(|c| c.id() == live.tp.card().id())
+        else {
             return refusal();
-        }
+        };
         let Ok(verified) = claim.verify_authentic(embedded, self.clock.now()) else {
             return refusal();
         };
@@ -301,22 +307,27 @@ impl Service {
     async fn claim(&self, claim: Claim) -> Response {
         self.metrics.claim();
         let live = self.live();
-        let z = claim.z_hash();
+        // With a group of trustees, this TP handles its own slot's z only.
+        let header = &claim.body.envelope.header;
+        let Some(slot) = header.slot_of(&live.tp.card().id()) else {
+            info!("claim refused: the envelope does not name this TP");
+            return protocol_refusal(&ProtocolError::Mismatch {
+                what: "envelope",
+                detail: "it is addressed to another TP than this one".into(),
+            });
+        };
+        let z = header.trustees[slot].z_hash;
+        let slot_key = header.trustees[slot].key_id;
         let requested = claim.body.requested;
-        let key = KeyId(claim.body.envelope.header.key_id.0);
+        let key = KeyId(slot_key.0);
         match live.ring.get(key) {
             Some(k) if k.state == KeyState::Retired => {
                 return self
-                    .claim_for_retired_key(&live, &claim, key, k.retired_at.unwrap_or(0))
+                    .claim_for_retired_key(&live, &claim, key, k.retired_at.unwrap_or(0), z)
                     .await;
             }
             Some(_) => {}
-            None if live
-                .tp
-                .card()
-                .key(claim.body.envelope.header.key_id)
-                .is_err() =>
-            {
+            None if live.tp.card().key(slot_key).is_err() => {
                 info!(z = %short(&z), key = %key, "claim refused: unknown TP key");
                 return refuse(
                     ErrorCode::UnknownKey,
@@ -413,6 +424,13 @@ impl Service {
             }
         }
 
+        // A trustee acts only in groups its card allows (seed 002 §7).
+        let h = verified.envelope().header();
+        if let Err(e) = check_group_policy(live.tp.card(), h.threshold(), h.trustees.len()) {
+            info!(z = %short(&z), "claim refused: group outside this trustee's policy");
+            return protocol_refusal(&e);
+        }
+
         // Read the clock again: we may have waited for the lock.
         let now = self.clock.now();
         if let Err(e) = verified.check_deadline(now) {
@@ -475,14 +493,18 @@ impl Service {
 
     async fn unclaimed(&self, req: UnclaimedRequest) -> Response {
         let live = self.live();
-        let z = req.body.envelope.header.z_hash;
         let env = match req.verify(live.tp.card(), self.clock.now()) {
             Ok(env) => env,
             Err(e) => {
-                info!(z = %short(&z), error = %e, "unclaimed request refused");
+                info!(error = %e, "unclaimed request refused");
                 return protocol_refusal(&e);
             }
         };
+        let h = env.header();
+        let z = h.trustees[h
+            .slot_of(&live.tp.card().id())
+            .expect("a verified request names this TP")]
+        .z_hash;
         let envelope_id = env.header().envelope_id();
         let deadline = env.header().deadline;
         info!(z = %short(&z), envelope = %short(&envelope_id), "unclaimed request received");

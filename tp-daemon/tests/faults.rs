@@ -36,7 +36,7 @@ fn try_ask(addr: SocketAddr, r: &Request) -> Option<Response> {
 }
 
 fn z_of(x: &Exchange) -> Digest32 {
-    x.envelope.header.z_hash
+    x.envelope.header.trustees[0].z_hash
 }
 
 /// The record the journal holds for z (resolved), read with plain SQL.

@@ -55,7 +55,12 @@ fn build() -> (TestTp, PathBuf) {
     drop(d);
     // #7: an hour later on the TP's clock.
     let d = tp.start_with_env(&[("VTP_TEST_CLOCK_OFFSET_SECS", "3600")]);
-    let req = UnclaimedRequest::new(&late.alice, &late.verified, now() + 3600);
+    let req = UnclaimedRequest::new(
+        &late.alice,
+        &late.verified,
+        late.verified.header().trustees[0].tp,
+        now() + 3600,
+    );
     assert!(matches!(
         d.ask(&Request::Unclaimed(req)),
         Response::Unclaimed(_)

@@ -114,7 +114,7 @@ fn generate_list_rotate_old_envelope_resolves_retire_refuses() {
     // Envelopes made for K1 (a client holding the first card).
     let old = Exchange::new(&card1, 3600);
     let old_unclaimed = Exchange::new(&card1, 3600);
-    assert_eq!(hex(old.envelope.header.key_id), k1);
+    assert_eq!(hex(old.envelope.header.trustees[0].key_id), k1);
 
     // rotate while the daemon runs: a new key K3 becomes current.
     let out = tp.cli(&["keys", "rotate"]).ok().stdout;
@@ -133,7 +133,7 @@ fn generate_list_rotate_old_envelope_resolves_retire_refuses() {
 
     // A new envelope uses K3 and resolves.
     let new = Exchange::new(&card2, 3600);
-    assert_eq!(hex(new.envelope.header.key_id), k3);
+    assert_eq!(hex(new.envelope.header.trustees[0].key_id), k3);
     assert!(matches!(
         outcome(d.ask(&new.claim())),
         ClaimOutcome::Resolved { .. }
@@ -158,7 +158,7 @@ fn generate_list_rotate_old_envelope_resolves_retire_refuses() {
     d.hup();
     let card3 = wait_card(&d, |c| c.body().enc_keys.len() == 2);
     assert!(
-        card3.key(old.envelope.header.key_id).is_err(),
+        card3.key(old.envelope.header.trustees[0].key_id).is_err(),
         "K1 no longer published"
     );
 
@@ -180,7 +180,7 @@ fn generate_list_rotate_old_envelope_resolves_retire_refuses() {
         &old_unclaimed.receipt,
         now(),
     );
-    claim.body.envelope.header.key_id = vtp_protocol::KeyId([7; 8]);
+    claim.body.envelope.header.trustees[0].key_id = vtp_protocol::KeyId([7; 8]);
     let e = refusal(d.ask(&Request::Claim(claim)));
     assert_eq!(e.code, ErrorCode::UnknownKey);
     assert!(

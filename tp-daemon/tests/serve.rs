@@ -318,7 +318,12 @@ fn deadlines_are_judged_on_the_tp_clock_and_recorded_answers_outlive_them() {
     let first = outcome(d.ask(&resolved.claim()));
     assert!(matches!(first, ClaimOutcome::Resolved { .. }));
     // Before the deadline there is no unclaimed certificate.
-    let early = UnclaimedRequest::new(&unclaimed.alice, &unclaimed.verified, now());
+    let early = UnclaimedRequest::new(
+        &unclaimed.alice,
+        &unclaimed.verified,
+        unclaimed.verified.header().trustees[0].tp,
+        now(),
+    );
     let r = d.ask(&Request::Unclaimed(early));
     assert_eq!(error_code(&r), ErrorCode::Deadline);
     assert!(error_text(&r).contains("too early"), "{r:?}");
@@ -335,7 +340,12 @@ fn deadlines_are_judged_on_the_tp_clock_and_recorded_answers_outlive_them() {
     assert_eq!(error_code(&r), ErrorCode::Deadline, "{r:?}");
     // Alice gets an unclaimed certificate, the same one every time.
     let ask = || {
-        let req = UnclaimedRequest::new(&unclaimed.alice, &unclaimed.verified, now() + later);
+        let req = UnclaimedRequest::new(
+            &unclaimed.alice,
+            &unclaimed.verified,
+            unclaimed.verified.header().trustees[0].tp,
+            now() + later,
+        );
         d.ask(&Request::Unclaimed(req))
     };
     let cert = match ask() {
@@ -346,17 +356,32 @@ fn deadlines_are_judged_on_the_tp_clock_and_recorded_answers_outlive_them() {
     assert_eq!(cert.body.statement, Statement::Unclaimed);
     assert_eq!(ask(), Response::Unclaimed(cert.clone()));
     // Bob may ask too: same certificate.
-    let req = UnclaimedRequest::new(&unclaimed.bob, &unclaimed.verified, now() + later);
+    let req = UnclaimedRequest::new(
+        &unclaimed.bob,
+        &unclaimed.verified,
+        unclaimed.verified.header().trustees[0].tp,
+        now() + later,
+    );
     assert_eq!(d.ask(&Request::Unclaimed(req)), Response::Unclaimed(cert));
     // A stranger may not.
     let eve = identity("eve");
-    let req = UnclaimedRequest::new(&eve, &unclaimed.verified, now() + later);
+    let req = UnclaimedRequest::new(
+        &eve,
+        &unclaimed.verified,
+        unclaimed.verified.header().trustees[0].tp,
+        now() + later,
+    );
     assert_eq!(
         error_code(&d.ask(&Request::Unclaimed(req))),
         ErrorCode::NotAuthorized
     );
     // No unclaimed certificate for a resolved envelope.
-    let req = UnclaimedRequest::new(&resolved.alice, &resolved.verified, now() + later);
+    let req = UnclaimedRequest::new(
+        &resolved.alice,
+        &resolved.verified,
+        resolved.verified.header().trustees[0].tp,
+        now() + later,
+    );
     let r = d.ask(&Request::Unclaimed(req));
     assert_eq!(error_code(&r), ErrorCode::NotAuthorized);
     assert!(error_text(&r).contains("was resolved at"), "{r:?}");

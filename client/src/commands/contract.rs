@@ -263,7 +263,7 @@ fn commit(a: ContractCommitArgs) -> Result<()> {
         .verify(&tp)
         .map_err(|e| refused(&a.envelope, e))?;
     let now = now();
-    venv.check_for_recipient(me.id(), &tp, now, a.min_time_left.as_secs())
+    venv.check_for_recipient(me.id(), now, a.min_time_left.as_secs())
         .map_err(|e| refused(&a.envelope, e))?;
     va.check_envelope(venv.header())
         .map_err(|e| refused(&a.envelope, e))?;
@@ -518,7 +518,7 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
         .verify(&card)
         .map_err(|e| refused(&a.agreement, e))?;
     let x = open_exchange(&a.envelope, &card, &va)?;
-    let aff = client.unclaimed(UnclaimedRequest::new(&me, &x.venv, now()))?;
+    let aff = client.unclaimed(UnclaimedRequest::new(&me, &x.venv, card.id(), now()))?;
     aff.verify(&card, &x.venv)
         .map_err(|e| bad_affidavit(&client, e))?;
     if aff.body.statement != Statement::Unclaimed {

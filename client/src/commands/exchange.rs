@@ -10,7 +10,7 @@ use vtp_protocol::opening::Opening;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::ProtocolError;
 
-use super::who;
+use super::{display_name, who};
 use crate::cli::{AcceptArgs, OpenArgs, RevealArgs, SendArgs};
 use crate::files::{
     check_writable, path_error, read_card, read_opening, read_receipt, read_secret_identity,
@@ -22,6 +22,13 @@ use crate::timeparse::{format_span, format_timestamp, now};
 /// `PATH: refused: problem` for inputs that parse but fail a check.
 pub(crate) fn refused(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
     path_error(path, format!("refused: {e}"))
+}
+
+/// Read every TP card given.
+pub(crate) fn read_tp_cards(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<vtp_protocol::tp_card::TpCard>> {
+    paths.iter().map(|p| read_tp_card(p)).collect()
 }
 
 /// "in 1h 59m 58s" / "passed".
@@ -37,17 +44,29 @@ pub(crate) fn time_left(deadline: u64, now: u64) -> String {
 pub fn send(a: SendArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let to = read_card(&a.to)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tps = read_tp_cards(&a.tp)?;
+    let threshold = match (tps.len(), a.threshold) {
+        (1, t) => t.unwrap_or(1),
+        (_, Some(t)) => t,
+        (n, None) => bail!(
+            "{n} trustees given (--tp): say how many of them must act to complete the exchange with --threshold T (1 to {n})"
+        ),
+    };
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     let now = now();
     let deadline = a.deadline.resolve(now);
     let mut nonce = [0u8; 32];
     OsRng.fill_bytes(&mut nonce);
-    let prep = envelope::prepare(&me, &to, &tp, deadline, now, nonce).map_err(|e| match e {
-        ProtocolError::Deadline(_) => anyhow!("--deadline {}: {e}", format_timestamp(deadline)),
-        e => anyhow!("cannot make the envelope: {e}"),
-    })?;
+    let prep =
+        envelope::prepare_group(&me, &to, &tps, threshold, deadline, now, nonce).map_err(|e| {
+            match e {
+                ProtocolError::Deadline(_) => {
+                    anyhow!("--deadline {}: {e}", format_timestamp(deadline))
+                }
+                e => anyhow!("cannot make the envelope: {e}"),
+            }
+        })?;
     let env = seal_envelope_file(prep, &me, &a.input, &a.out, mode)?;
     let h = &env.header;
     println!(
@@ -57,6 +76,17 @@ pub fn send(a: SendArgs) -> Result<()> {
     );
     println!("from:     {}", who(me.card()));
     println!("to:       {}", who(&to));
+    if h.is_group() {
+        println!(
+            "trustees: {} of these {} must act to complete it: {}",
+            h.threshold,
+            tps.len(),
+            tps.iter()
+                .map(|c| format!("{} ({})", display_name(c.name()), c.id()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "deadline: {} ({})",
         format_timestamp(h.deadline),
@@ -70,16 +100,16 @@ pub fn send(a: SendArgs) -> Result<()> {
 /// sign a receipt for it.
 pub fn accept(a: AcceptArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let trusted = read_tp_cards(&a.tp)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     let mut ef = EnvelopeFile::open(&a.envelope)?;
     let venv = ef
         .envelope
-        .verify(&tp)
+        .verify_trusted(&trusted)
         .map_err(|e| refused(&a.envelope, e))?;
     let now = now();
-    venv.check_for_recipient(me.id(), &tp, now, a.min_time_left.as_secs())
+    venv.check_for_recipient(me.id(), now, a.min_time_left.as_secs())
         .map_err(|e| refused(&a.envelope, e))?;
     ef.check_cm()?;
     let receipt = Receipt::issue(&me, &venv, now);
@@ -87,6 +117,13 @@ pub fn accept(a: AcceptArgs) -> Result<()> {
     let h = venv.header();
     println!("accepted envelope {}", h.envelope_id());
     println!("from:     {}", who(venv.sender_card()));
+    if h.is_group() {
+        println!(
+            "trustees: any {} of the {} can complete it if the sender does not",
+            h.threshold,
+            h.trustees.len()
+        );
+    }
     println!(
         "deadline: {} ({})",
         format_timestamp(h.deadline),
@@ -143,12 +180,12 @@ pub fn open(a: OpenArgs) -> Result<()> {
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     let mut ef = EnvelopeFile::open(&a.envelope)?;
-    let venv = match &a.tp {
-        Some(p) => ef
-            .envelope
-            .verify(&read_tp_card(p)?)
-            .map_err(|e| refused(&a.envelope, e))?,
-        None => verified_embedded(&ef)?,
+    let venv = if a.tp.is_empty() {
+        verified_embedded(&ef)?
+    } else {
+        ef.envelope
+            .verify_trusted(&read_tp_cards(&a.tp)?)
+            .map_err(|e| refused(&a.envelope, e))?
     };
     if venv.header().recipient != me.id() {
         bail!(

@@ -13,11 +13,12 @@ use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::{domain, signing_digest};
 use vtp_protocol::envelope::VerifiedEnvelope;
 use vtp_protocol::identity::IdentitySecret;
-use vtp_protocol::opening::unwrap_released_key;
+use vtp_protocol::opening::{message_key_from_shares, unwrap_released_share};
 use vtp_protocol::seal::message_commitment;
+use vtp_protocol::shares::Share;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{ClaimOutcome, FetchRequest, ResolvedReceipt, UnclaimedRequest};
-use vtp_protocol::ProtocolError;
+use vtp_protocol::{Digest32, ProtocolError};
 
 use super::exchange::refused;
 use super::{display_name, who};
@@ -30,20 +31,26 @@ use crate::stream::{DecryptError, EnvelopeFile};
 use crate::timeparse::{format_timestamp, now};
 use crate::tp_client::TpClient;
 
-/// Fetch the TP's card and check it is the TP the envelope names.
+/// Fetch the TP's card and check it is a TP the envelope names (for a
+/// group, one of its trustees).
 pub(crate) fn envelope_tp(
     client: &TpClient,
     ef: &EnvelopeFile,
 ) -> Result<(TpCard, VerifiedEnvelope)> {
     let card = client.get_card()?;
-    let want = ef.envelope.header.tp;
-    if card.id() != want {
+    let h = &ef.envelope.header;
+    if h.slot_of(&card.id()).is_none() {
+        let named = h
+            .trustees
+            .iter()
+            .map(|t| t.tp.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         bail!(
-            "the TP at {} has id {}, but {} is for TP {}: refusing to talk to the wrong TP",
+            "the TP at {} has id {}, but {} is for TP {named}: refusing to talk to the wrong TP",
             client.addr(),
             card.id(),
             ef.path().display(),
-            want
         );
     }
     let venv = ef
@@ -60,41 +67,48 @@ pub(crate) fn bad_affidavit(client: &TpClient, e: impl std::fmt::Display) -> any
     )
 }
 
-/// Bob's claim: the TP releases `E_B(k_m)` (and records Alice's receipt),
-/// or certifies the envelope invalid.
-pub fn claim(a: ClaimArgs) -> Result<()> {
-    let me = read_secret_identity(&a.identity)?;
-    let mode = WriteMode::public(a.force);
-    check_writable(&a.out, mode)?;
-    if let Some(p) = &a.affidavit_out {
-        check_writable(p, mode)?;
+/// Where trustee `slot`'s affidavit goes: `path` itself with one TP,
+/// `path.N` (N = slot + 1) for a group.
+pub(crate) fn trustee_path(path: &Path, venv: &VerifiedEnvelope, slot: usize) -> PathBuf {
+    if venv.header().is_group() {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{}", slot + 1));
+        PathBuf::from(s)
+    } else {
+        path.to_owned()
     }
-    let mut ef = EnvelopeFile::open(&a.envelope)?;
-    if ef.envelope.header.recipient != me.id() {
-        bail!(
-            "{}: refused: this envelope is addressed to someone else, not to {}",
-            a.envelope.display(),
-            who(me.card())
-        );
-    }
-    let receipt = read_receipt(&a.receipt)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
-    let (card, venv) = envelope_tp(&client, &ef)?;
-    // The envelope is addressed to me, so a receipt that verifies against it
-    // is signed by me: it is the one this identity issued.
-    let vr = receipt.verify(&venv).map_err(|e| refused(&a.receipt, e))?;
-    // Claim only with a message body that can be decrypted afterwards.
-    ef.check_cm()?;
+}
 
-    let outcome = client.claim(Claim::new(&me, &venv, &vr, now()))?;
+/// What one trustee answered to a claim.
+enum TrusteeAnswer {
+    Released {
+        share: Share,
+        message_sha256: Digest32,
+        at: u64,
+    },
+    Invalid,
+}
+
+/// Claim from the TP at `client`: verify its answer, save its affidavit,
+/// unwrap the released share. Errors say what went wrong with this TP.
+fn claim_from(
+    me: &IdentitySecret,
+    client: &TpClient,
+    card: &TpCard,
+    venv: &VerifiedEnvelope,
+    claim: &Claim,
+    affidavit_out: Option<&Path>,
+    mode: WriteMode,
+) -> Result<(usize, TrusteeAnswer, String)> {
+    let outcome = client.claim(claim.clone())?;
     match outcome {
         ClaimOutcome::Resolved {
             affidavit,
             wrapped_km,
         } => {
-            affidavit
-                .verify(&card, &venv)
-                .map_err(|e| bad_affidavit(&client, e))?;
+            let slot = affidavit
+                .verify(card, venv)
+                .map_err(|e| bad_affidavit(client, e))?;
             let Statement::Resolved {
                 message_sha256,
                 commit_salt,
@@ -103,67 +117,223 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
             } = affidavit.body.statement
             else {
                 return Err(bad_affidavit(
-                    &client,
+                    client,
                     format!("a {} statement for a resolved claim", affidavit.body.kind()),
                 ));
             };
             if message_commitment(&commit_salt, &message_sha256) != venv.header().message_commitment
             {
                 return Err(bad_affidavit(
-                    &client,
+                    client,
                     "its message hash does not open the envelope's commitment",
                 ));
             }
             if vtp_protocol::seal::wrapped_km_hash(&wrapped_km) != wrapped_km_hash {
                 return Err(bad_affidavit(
-                    &client,
+                    client,
                     "the released key is not the one it certifies",
                 ));
             }
-            let saved = save_affidavit(&affidavit, a.affidavit_out.as_deref(), mode)?;
-            let bad_envelope = |e: &dyn std::fmt::Display| {
+            let saved = save_affidavit(
+                &affidavit,
+                affidavit_out
+                    .map(|p| trustee_path(p, venv, slot))
+                    .as_deref(),
+                mode,
+            )?;
+            let share = unwrap_released_share(me, venv, slot, &wrapped_km).map_err(|e| {
                 anyhow!(
-                    "the key the TP released does not open the message ({e}): the sender's envelope was bad; {saved}"
+                    "the key the TP at {} released does not open ({e}): the sender's envelope was bad; {saved}",
+                    client.addr()
                 )
-            };
-            let km = unwrap_released_key(&me, &venv, &wrapped_km).map_err(|e| bad_envelope(&e))?;
-            ef.decrypt_to(&km, message_sha256, &a.out, mode)
-                .map_err(|e| match e {
-                    DecryptError::Other(e) => anyhow!("{e:#} ({saved})"),
-                    e => bad_envelope(&e),
-                })?;
-            println!(
-                "the TP resolved envelope {} at {}",
-                venv.header().envelope_id(),
-                format_timestamp(affidavit.body.at)
-            );
-            println!(
-                "message from {} written to {} (SHA-256 {message_sha256})",
-                who(venv.sender_card()),
-                a.out.display()
-            );
-            if a.affidavit_out.is_some() {
-                println!("{saved}");
-            }
-            Ok(())
+            })?;
+            Ok((
+                slot,
+                TrusteeAnswer::Released {
+                    share,
+                    message_sha256,
+                    at: affidavit.body.at,
+                },
+                saved,
+            ))
         }
         ClaimOutcome::InvalidEnvelope { affidavit } => {
-            affidavit
-                .verify(&card, &venv)
-                .map_err(|e| bad_affidavit(&client, e))?;
+            let slot = affidavit
+                .verify(card, venv)
+                .map_err(|e| bad_affidavit(client, e))?;
             if !matches!(affidavit.body.statement, Statement::InvalidEnvelope { .. }) {
                 return Err(bad_affidavit(
-                    &client,
+                    client,
                     format!(
                         "a {} statement for an invalid envelope",
                         affidavit.body.kind()
                     ),
                 ));
             }
-            let saved = save_affidavit(&affidavit, a.affidavit_out.as_deref(), mode)?;
-            bail!("the TP found this envelope invalid: your receipt is void ({saved})")
+            let saved = save_affidavit(
+                &affidavit,
+                affidavit_out
+                    .map(|p| trustee_path(p, venv, slot))
+                    .as_deref(),
+                mode,
+            )?;
+            Ok((slot, TrusteeAnswer::Invalid, saved))
         }
     }
+}
+
+/// Bob's claim: the TP releases `E_B(k_m)` (and records Alice's receipt),
+/// or certifies the envelope invalid. For a group envelope, the trustees
+/// are asked in the order given until `threshold` of them released their
+/// share of the key; each one that acts records Alice's receipt.
+pub fn claim(a: ClaimArgs) -> Result<()> {
+    let me = read_secret_identity(&a.identity)?;
+    let mode = WriteMode::public(a.force);
+    check_writable(&a.out, mode)?;
+    let mut ef = EnvelopeFile::open(&a.envelope)?;
+    if ef.envelope.header.recipient != me.id() {
+        bail!(
+            "{}: refused: this envelope is addressed to someone else, not to {}",
+            a.envelope.display(),
+            who(me.card())
+        );
+    }
+    if let Some(p) = &a.affidavit_out {
+        if ef.envelope.header.is_group() {
+            for i in 0..ef.envelope.header.trustees.len() {
+                let mut s = p.as_os_str().to_owned();
+                s.push(format!(".{}", i + 1));
+                check_writable(Path::new(&s), mode)?;
+            }
+        } else {
+            check_writable(p, mode)?;
+        }
+    }
+    let receipt = read_receipt(&a.receipt)?;
+    let group = ef.envelope.header.is_group();
+    if !group && a.tp.addrs.len() != 1 {
+        bail!("this envelope has one TP: give its address once (--tp HOST:PORT)");
+    }
+    // The envelope is checked against the cards it carries; each TP that
+    // answers must be one of them (checked by `envelope_tp`).
+    let venv = ef
+        .envelope
+        .verify_embedded()
+        .map_err(|e| refused(&a.envelope, e))?;
+    // The envelope is addressed to me, so a receipt that verifies against it
+    // is signed by me: it is the one this identity issued.
+    let vr = receipt.verify(&venv).map_err(|e| refused(&a.receipt, e))?;
+    // Claim only with a message body that can be decrypted afterwards.
+    ef.check_cm()?;
+    let claim = Claim::new(&me, &venv, &vr, now());
+    let h = venv.header();
+    let (n, t) = (h.trustees.len(), h.threshold());
+
+    let mut shares: Vec<Share> = Vec::new();
+    let mut message_sha = None;
+    let mut resolved_at = 0;
+    let mut report: Vec<String> = Vec::new();
+    let mut saved_notes: Vec<String> = Vec::new();
+    let mut invalid = false;
+    let mut asked = vec![false; n];
+    for addr in &a.tp.addrs {
+        if shares.len() >= t {
+            break;
+        }
+        let client = TpClient::new(addr, a.tp.timeout);
+        let answer = envelope_tp(&client, &ef).and_then(|(card, _)| {
+            let slot = h.slot_of(&card.id()).expect("envelope_tp checked");
+            if asked[slot] {
+                bail!("trustee {} was already asked", card.id());
+            }
+            asked[slot] = true;
+            claim_from(
+                &me,
+                &client,
+                &card,
+                &venv,
+                &claim,
+                a.affidavit_out.as_deref(),
+                mode,
+            )
+        });
+        // With one TP there is nobody else to ask: its error is the answer.
+        let (slot, answer, saved) = match answer {
+            Ok(x) => x,
+            Err(e) if group => {
+                report.push(format!("{addr}: {e:#}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        saved_notes.push(saved);
+        match answer {
+            TrusteeAnswer::Released {
+                share,
+                message_sha256,
+                at,
+            } => {
+                report.push(format!("{addr}: trustee {} released its share", slot + 1));
+                shares.push(share);
+                message_sha = Some(message_sha256);
+                resolved_at = resolved_at.max(at);
+            }
+            TrusteeAnswer::Invalid => {
+                invalid = true;
+                report.push(format!(
+                    "{addr}: trustee {} found its part of the envelope invalid",
+                    slot + 1
+                ));
+            }
+        }
+    }
+    let saved = saved_notes.join("; ");
+    if shares.len() < t {
+        if !group && invalid {
+            bail!("the TP found this envelope invalid: your receipt is void ({saved})")
+        }
+        bail!(
+            "only {} of the {t} trustees needed released their share of the message key, so the message cannot be opened yet; {}{}",
+            shares.len(),
+            report.join("; "),
+            if saved.is_empty() { String::new() } else { format!(" ({saved})") }
+        );
+    }
+    let message_sha256 = message_sha.expect("at least one share");
+    let bad_envelope = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "the key the TP released does not open the message ({e}): the sender's envelope was bad; {saved}"
+        )
+    };
+    let km = message_key_from_shares(&venv, &shares).map_err(|e| bad_envelope(&e))?;
+    ef.decrypt_to(&km, message_sha256, &a.out, mode)
+        .map_err(|e| match e {
+            DecryptError::Other(e) => anyhow!("{e:#} ({saved})"),
+            e => bad_envelope(&e),
+        })?;
+    if group {
+        println!(
+            "{} of the {n} trustees resolved envelope {} (needed {t}): {}",
+            shares.len(),
+            h.envelope_id(),
+            report.join("; ")
+        );
+    } else {
+        println!(
+            "the TP resolved envelope {} at {}",
+            h.envelope_id(),
+            format_timestamp(resolved_at)
+        );
+    }
+    println!(
+        "message from {} written to {} (SHA-256 {message_sha256})",
+        who(venv.sender_card()),
+        a.out.display()
+    );
+    if a.affidavit_out.is_some() || group {
+        println!("{saved}");
+    }
+    Ok(())
 }
 
 /// Write the affidavit if a path was given; say where it is (or how to get it).
@@ -200,10 +370,9 @@ fn check_resolved(me: &IdentitySecret, card: &TpCard, item: &ResolvedReceipt) ->
     }
     let b = &r.body;
     if b.envelope_id != aff.body.envelope_id
-        || b.z_hash != aff.body.z_hash
         || b.recipient != aff.body.recipient
         || b.deadline != aff.body.deadline
-        || b.tp != aff.body.tp
+        || !b.trustees.contains(&aff.body.tp)
     {
         bail!("receipt and affidavit are about different envelopes");
     }
@@ -254,7 +423,19 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
         }
         let id = item.affidavit.body.envelope_id.to_hex();
         let rpath: PathBuf = a.out_dir.join(format!("{id}.receipt.vtp"));
-        let apath: PathBuf = a.out_dir.join(format!("{id}.affidavit.vtp"));
+        // A group envelope has one affidavit per acting trustee.
+        let apath: PathBuf = match item
+            .receipt
+            .body
+            .trustees
+            .iter()
+            .position(|t| *t == card.id())
+        {
+            Some(i) if item.receipt.body.trustees.len() > 1 => {
+                a.out_dir.join(format!("{id}.affidavit.vtp.{}", i + 1))
+            }
+            _ => a.out_dir.join(format!("{id}.affidavit.vtp")),
+        };
         write_file(&rpath, &item.receipt.to_file(), WriteMode::public(true))?;
         write_file(&apath, &item.affidavit.to_file(), WriteMode::public(true))?;
         println!(
@@ -280,12 +461,14 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
 }
 
 /// After the deadline: the TP certifies it never resolved this envelope.
+/// For a group, each trustee asked certifies it for its own part; once more
+/// than n - t did, fewer than t can ever have resolved, so the exchange was
+/// never completed through the trustees.
 pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let mode = WriteMode::public(a.force);
-    check_writable(&a.out, mode)?;
     let ef = EnvelopeFile::open(&a.envelope)?;
-    let h = &ef.envelope.header;
+    let h = ef.envelope.header.clone();
     if me.id() != h.sender && me.id() != h.recipient {
         bail!(
             "{}: refused: {} is neither the sender nor the recipient of this envelope",
@@ -293,24 +476,82 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
             who(me.card())
         );
     }
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
-    let (card, venv) = envelope_tp(&client, &ef)?;
-    let aff = client.unclaimed(UnclaimedRequest::new(&me, &venv, now()))?;
-    aff.verify(&card, &venv)
-        .map_err(|e| bad_affidavit(&client, e))?;
-    if aff.body.statement != Statement::Unclaimed {
-        return Err(bad_affidavit(
-            &client,
-            format!("a {} statement, not an unclaimed one", aff.body.kind()),
-        ));
+    let group = h.is_group();
+    if !group && a.tp.addrs.len() != 1 {
+        bail!("this envelope has one TP: give its address once (--tp HOST:PORT)");
     }
-    write_file(&a.out, &aff.to_file(), mode)?;
+    let (n, t) = (h.trustees.len(), h.threshold());
+    let needed = n - t + 1;
+    if !group {
+        check_writable(&a.out, mode)?;
+    }
+    let mut certified = vec![false; n];
+    let mut report = Vec::new();
+    let mut venv_seen = None;
+    for addr in &a.tp.addrs {
+        if certified.iter().filter(|c| **c).count() >= needed {
+            break;
+        }
+        let client = TpClient::new(addr, a.tp.timeout);
+        let got = (|| -> Result<(usize, VerifiedEnvelope, u64)> {
+            let (card, venv) = envelope_tp(&client, &ef)?;
+            let aff = client.unclaimed(UnclaimedRequest::new(&me, &venv, card.id(), now()))?;
+            let slot = aff
+                .verify(&card, &venv)
+                .map_err(|e| bad_affidavit(&client, e))?;
+            if aff.body.statement != Statement::Unclaimed {
+                return Err(bad_affidavit(
+                    &client,
+                    format!("a {} statement, not an unclaimed one", aff.body.kind()),
+                ));
+            }
+            let path = trustee_path(&a.out, &venv, slot);
+            write_file(&path, &aff.to_file(), mode)?;
+            Ok((slot, venv, aff.body.at))
+        })();
+        match got {
+            Ok((slot, venv, at)) => {
+                certified[slot] = true;
+                let path = trustee_path(&a.out, &venv, slot);
+                report.push(format!(
+                    "{addr}: trustee {} certified it at {} (saved to {})",
+                    slot + 1,
+                    format_timestamp(at),
+                    path.display()
+                ));
+                if !group {
+                    println!(
+                        "the TP certifies that it never resolved envelope {} (deadline {}); statement made at {}",
+                        venv.header().envelope_id(),
+                        format_timestamp(venv.header().deadline),
+                        format_timestamp(at)
+                    );
+                    println!("affidavit saved to {}", a.out.display());
+                    return Ok(());
+                }
+                venv_seen = Some(venv);
+            }
+            Err(e) if group => report.push(format!("{addr}: {e:#}")),
+            Err(e) => return Err(e),
+        }
+    }
+    let count = certified.iter().filter(|c| **c).count();
+    if count < needed {
+        bail!(
+            "{count} of the {needed} trustee certificates needed (more than n - t = {}) were obtained; {}",
+            n - t,
+            report.join("; ")
+        );
+    }
+    let venv = venv_seen.expect("at least one certificate");
     println!(
-        "the TP certifies that it never resolved envelope {} (deadline {}); statement made at {}",
+        "{count} of the {n} trustees certify that they never resolved envelope {} (deadline {}): at most {} could have, fewer than the {t} needed, so the exchange was never completed through the trustees",
         venv.header().envelope_id(),
         format_timestamp(venv.header().deadline),
-        format_timestamp(aff.body.at)
+        n - count
     );
-    println!("affidavit saved to {}", a.out.display());
+    for r in report {
+        println!("  {r}");
+    }
     Ok(())
 }

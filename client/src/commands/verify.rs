@@ -8,11 +8,12 @@
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use vtp_protocol::evidence::{judge, DeliveredVia, Verdict};
+use vtp_protocol::evidence::{judge_group, DeliveredVia, Verdict};
 
 use super::display_name;
+use super::exchange::read_tp_cards;
 use crate::cli::VerifyArgs;
-use crate::files::{read_affidavit, read_opening, read_receipt, read_tp_card};
+use crate::files::{read_affidavit, read_opening, read_receipt};
 use crate::stream::{sha256_file, DecryptError, EnvelopeFile};
 use crate::timeparse::format_timestamp;
 
@@ -30,25 +31,29 @@ fn invalidate(v: &mut Verdict, reason: String) {
 }
 
 pub fn verify(a: VerifyArgs) -> Result<()> {
-    let tp = read_tp_card(&a.tp)?;
+    let tps = read_tp_cards(&a.tp)?;
     let mut ef = EnvelopeFile::open(&a.envelope)?;
     let receipt = read_receipt(&a.receipt)?;
     let opening = a.opening.as_deref().map(read_opening).transpose()?;
-    let affidavit = a.affidavit.as_deref().map(read_affidavit).transpose()?;
+    let affidavits = a
+        .affidavit
+        .iter()
+        .map(|p| read_affidavit(p))
+        .collect::<Result<Vec<_>>>()?;
     let shown = a.message.as_deref().map(sha256_file).transpose()?;
 
-    let mut v = judge(
-        &tp,
+    let mut v = judge_group(
+        &tps,
         &ef.envelope,
         &receipt,
         opening.as_ref(),
-        affidavit.as_ref(),
+        &affidavits,
         shown,
     );
     let opened = match (&opening, v.valid) {
         (Some(o), true) => {
-            // judge() accepted it, so these checks pass again.
-            let env = ef.envelope.verify(&tp)?;
+            // judge_group() accepted it, so these checks pass again.
+            let env = ef.envelope.verify_trusted(&tps)?;
             Some(o.check(&env, &receipt.recipient_card)?)
         }
         _ => None,
@@ -126,6 +131,11 @@ fn print_human(v: &Verdict, deadline: Option<&str>, message_shown: bool) {
         Some(DeliveredVia::Opening) => {
             println!("via:       the sender's opening (the TP was not involved)")
         }
+        Some(DeliveredVia::TrustedParty) if v.resolved_by.len() > 1 => println!(
+            "via:       the affidavits of {} trustees: {}",
+            v.resolved_by.len(),
+            v.resolved_by.join(", ")
+        ),
         Some(DeliveredVia::TrustedParty) => println!("via:       the TP's affidavit"),
         None => {}
     }
