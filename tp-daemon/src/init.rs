@@ -309,6 +309,11 @@ min_claim_window_secs = {min_window}
 clock_skew_secs = {skew}
 # Only subscribed identities may claim (`tp-daemon subscribers add`).
 require_subscription = false
+# As one trustee of a group (`vtp send --tp A --tp B --tp C --threshold T`):
+# the least threshold T this TP accepts (1 = it may act alone) and the most
+# trustees in a group (at most 16).
+min_threshold = 1
+max_trustees = 16
 
 [limits]
 # Largest request frame in bytes; a longer one closes the connection

@@ -88,6 +88,10 @@ fn print_tp_card(card: &vtp_protocol::tp_card::TpCard) {
         format_span(p.min_claim_window_secs),
         format_span(p.clock_skew_secs)
     );
+    println!(
+        "groups:  as a trustee, in groups of at most {} where at least {} must act",
+        p.max_trustees, p.min_threshold
+    );
 }
 
 pub fn tp(cmd: TpCommand) -> Result<()> {
