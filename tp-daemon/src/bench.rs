@@ -71,6 +71,9 @@ pub struct BenchOptions {
     pub seconds: f64,
     /// Concurrency levels of the claim_e2e phase.
     pub concurrency: Vec<usize>,
+    /// Paced runs at the highest concurrency, offering these fractions of
+    /// the best closed-loop claim rate.
+    pub paced_load: Vec<f64>,
     /// Exchanges of the visible-vs-invisible comparison.
     pub exchanges: usize,
     /// Percentage of them that cheat (need the TP).
@@ -663,6 +666,7 @@ fn scratch_config(
     keys: &vtp_device::TpKeys,
     scratch: &Path,
     connections: usize,
+    metrics: SocketAddr,
 ) -> anyhow::Result<PathBuf> {
     let text = std::fs::read_to_string(&config.path)
         .with_context(|| format!("cannot read {}", config.path.display()))?;
@@ -672,7 +676,7 @@ fn scratch_config(
     let path = |p: &Path| toml_edit::value(p.display().to_string());
     doc["data_dir"] = path(&scratch.join("data"));
     doc["listen"] = toml_edit::value("127.0.0.1:0");
-    doc.remove("metrics_listen");
+    doc["metrics_listen"] = toml_edit::value(metrics.to_string());
     {
         let token = doc["token"]
             .as_table_mut()
@@ -759,6 +763,36 @@ fn start_daemon(config: &Path, scratch: &Path, allow_root: bool) -> anyhow::Resu
     Ok(daemon)
 }
 
+/// A loopback address with a port nobody listens on right now, for the
+/// benchmark daemon's metrics.
+fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The daemon's committed journal batches and the records in them, from
+/// its Prometheus `/metrics` (`None` if it cannot be read).
+fn journal_commits(metrics: SocketAddr) -> Option<(f64, f64)> {
+    let mut s = std::net::TcpStream::connect(metrics).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.") || !text.contains(" 200 ") {
+        return None;
+    }
+    // A counter appears with its first batch: absent means zero.
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(Some(0.0), |v| v.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("vtp_journal_batches_total{result=\"committed\"}")?,
+        value("vtp_journal_records_total{result=\"committed\"}")?,
+    ))
+}
+
 fn fetch_card(addr: SocketAddr) -> anyhow::Result<TpCard> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -786,11 +820,23 @@ struct Level {
 }
 
 /// Drive `concurrency` connections through `frames` for at most `secs`.
+///
+/// Closed loop (`pace` = `None`): each connection sends its next claim as
+/// soon as the last one is answered, so the daemon is saturated and the
+/// latency is what a claim waits behind the others in flight.
+///
+/// Open loop (`pace` = claims per second, all connections together): claim
+/// `i` is due at `i / pace` seconds after the start, on connection
+/// `i mod concurrency`, and its latency counts from when it was due, not
+/// from when it could be sent, so a slow answer that holds up the next
+/// claim on its connection is charged to that claim too (no "coordinated
+/// omission").
 fn drive(
     addr: SocketAddr,
     frames: Arc<Vec<Vec<u8>>>,
     concurrency: usize,
     secs: f64,
+    pace: Option<f64>,
 ) -> anyhow::Result<Level> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -807,7 +853,7 @@ fn drive(
         let start = Instant::now();
         let limit = Duration::from_secs_f64(secs);
         let mut tasks = tokio::task::JoinSet::new();
-        for mut s in conns {
+        for (k, mut s) in conns.into_iter().enumerate() {
             let frames = Arc::clone(&frames);
             let next = Arc::clone(&next);
             tasks.spawn(async move {
@@ -815,10 +861,22 @@ fn drive(
                 let mut errors = 0usize;
                 let mut first_error = None;
                 let mut buf = Vec::new();
+                let mut round = 0usize;
                 while start.elapsed() < limit {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let (i, t0) = match pace {
+                        None => (next.fetch_add(1, Ordering::Relaxed), Instant::now()),
+                        Some(rate) => {
+                            let i = round * concurrency + k;
+                            round += 1;
+                            let due = start + Duration::from_secs_f64(i as f64 / rate);
+                            if due - start >= limit {
+                                break;
+                            }
+                            tokio::time::sleep_until(due.into()).await;
+                            (i, due)
+                        }
+                    };
                     let Some(frame) = frames.get(i) else { break };
-                    let t0 = Instant::now();
                     s.write_all(frame).await?;
                     let mut len = [0u8; 4];
                     s.read_exact(&mut len).await?;
@@ -877,7 +935,14 @@ fn e2e_phases(
         .with_context(|| format!("cannot create {}", scratch.display()))?;
     let result = (|| -> anyhow::Result<(f64, f64)> {
         let max_c = opts.concurrency.iter().copied().max().unwrap_or(1);
-        let cfg = scratch_config(config, keys, &scratch, opts.idle_connections + max_c + 64)?;
+        let metrics = free_loopback_addr()?;
+        let cfg = scratch_config(
+            config,
+            keys,
+            &scratch,
+            opts.idle_connections + max_c + 64,
+            metrics,
+        )?;
         let daemon = start_daemon(&cfg, &scratch, opts.allow_root)?;
         eprintln!(
             "bench: daemon pid {} on {} (journal and log in {})",
@@ -904,11 +969,17 @@ fn e2e_phases(
                 "bench: made {count} claims for concurrency {c} in {:.1} s (not timed)",
                 t.elapsed().as_secs_f64()
             );
+            let commits0 = journal_commits(metrics);
             let cpu0 = proc_cpu(daemon.pid())?;
             let client0 = self_cpu();
-            let level = drive(daemon.addr, Arc::clone(&frames), c, opts.seconds)?;
+            let level = drive(daemon.addr, Arc::clone(&frames), c, opts.seconds, None)?;
             let cpu = proc_cpu(daemon.pid())? - cpu0;
             let client = self_cpu() - client0;
+            // Group commit: records per journal transaction (and fsync).
+            let per_commit = match (commits0, journal_commits(metrics)) {
+                (Some((b0, r0)), Some((b1, r1))) if b1 > b0 => Some((r1 - r0) / (b1 - b0)),
+                _ => None,
+            };
             let rate = level.ok as f64 / level.wall;
             if rate > best {
                 best = rate;
@@ -924,12 +995,14 @@ fn e2e_phases(
                     "claims": level.ok, "errors": level.errors,
                     "daemon_cpu_ms_per_claim": round(cpu * 1e3 / level.ok.max(1) as f64, 3),
                     "client_cpu_ms_per_claim": round(client * 1e3 / level.ok.max(1) as f64, 3),
+                    "records_per_commit": per_commit.map(|r| round(r, 2)),
                     "ran_out_of_claims": ran_out,
                 }),
                 format!(
                     "{rate:.0} claims/s at concurrency {c}: p50 {p50:.2} ms, p99 {p99:.2} ms, \
-                     daemon CPU {:.3} ms/claim{}{}",
+                     daemon CPU {:.3} ms/claim, {} claims per journal commit{}{}",
                     cpu * 1e3 / level.ok.max(1) as f64,
+                    per_commit.map_or("?".to_owned(), |r| format!("{r:.1}")),
                     if level.errors > 0 {
                         format!(
                             ", {} errors (first: {})",
@@ -943,6 +1016,40 @@ fn e2e_phases(
                         " (ran out of claims before the time)"
                     } else {
                         ""
+                    }
+                ),
+            );
+        }
+        // Open loop: the highest concurrency, offered a fixed rate below
+        // saturation, so the latency is the daemon's, not the queue's.
+        for (pi, &load) in opts.paced_load.iter().enumerate() {
+            if best <= 0.0 {
+                break;
+            }
+            let c = max_c.max(1);
+            let offered = best * load;
+            let count = ((offered * opts.seconds) as usize + c + 16).min(MAX_CLAIMS_PER_LEVEL);
+            let frames = Arc::new(claim_frames(&card, pool, count, (100 + pi) * 1_000_003)?);
+            let level = drive(daemon.addr, frames, c, opts.seconds, Some(offered))?;
+            let rate = level.ok as f64 / level.wall;
+            let p50 = percentile(&level.latencies, 0.50);
+            let p99 = percentile(&level.latencies, 0.99);
+            report.figure(
+                json!({
+                    "name": "claim_e2e_paced", "concurrency": c,
+                    "offered_per_s": round(offered, 1), "load": round(load, 2),
+                    "ops_per_s": round(rate, 1),
+                    "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+                    "claims": level.ok, "errors": level.errors,
+                }),
+                format!(
+                    "{rate:.0} claims/s answered of {offered:.0}/s offered ({:.0}% of the best \
+                     closed-loop rate) over {c} connections: p50 {p50:.2} ms, p99 {p99:.2} ms{}",
+                    load * 100.0,
+                    if level.errors > 0 {
+                        format!(", {} errors", level.errors)
+                    } else {
+                        String::new()
                     }
                 ),
             );
@@ -999,6 +1106,13 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
     if opts.concurrency.is_empty() {
         bail!("--concurrency needs at least one level");
+    }
+    if let Some(l) = opts
+        .paced_load
+        .iter()
+        .find(|l| !(l.is_finite() && **l > 0.0 && **l <= 1.0))
+    {
+        bail!("--paced-load {l}: each load must be a fraction above 0 and at most 1");
     }
     let config = Config::load(&opts.config)?;
     let mut report = Report { rows: Vec::new() };

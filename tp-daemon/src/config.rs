@@ -42,6 +42,13 @@ pub const SUGGESTED_METRICS_LISTEN: &str = "127.0.0.1:7401";
 pub const MIN_FRAME_BYTES: usize = 8 * 1024;
 /// Largest accepted `limits.max_frame_bytes`.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// The most device threads `[limits] device_threads` may ask for.
+pub const MAX_DEVICE_THREADS: usize = 1024;
+/// Default `[limits] commit_delay_us`: about one RSA-2048 device operation.
+pub const DEFAULT_COMMIT_DELAY_US: u64 = 2_000;
+/// The most `[limits] commit_delay_us` may be (it adds to claims' latency
+/// under load).
+pub const MAX_COMMIT_DELAY_US: u64 = 100_000;
 /// Default size of new RSA encryption keys.
 pub const DEFAULT_RSA_BITS: u32 = 3072;
 /// Environment variable through which an `insecure_literal_pin` reaches the
@@ -206,6 +213,14 @@ pub struct Limits {
     pub identity_rate_per_sec: u32,
     /// Requests one identity may make in a burst above that rate.
     pub identity_burst: u32,
+    /// Device operations (claims' decryptions and signatures) run at once,
+    /// on that many threads; 0 means one per CPU. See
+    /// [`crate::device_pool`].
+    pub device_threads: usize,
+    /// Group commit: while claims wait for a device thread, the journal
+    /// writer holds a batch open this long for more records (0: never).
+    /// See [`crate::writer::Writer::hold_batches`].
+    pub commit_delay_us: u64,
 }
 
 impl Default for Limits {
@@ -218,6 +233,8 @@ impl Default for Limits {
             max_connection_secs: 600,
             identity_rate_per_sec: 10,
             identity_burst: 50,
+            device_threads: 0,
+            commit_delay_us: DEFAULT_COMMIT_DELAY_US,
         }
     }
 }
@@ -228,6 +245,16 @@ impl Limits {
     }
     pub fn max_connection_time(&self) -> Duration {
         Duration::from_secs(self.max_connection_secs)
+    }
+    pub fn commit_delay(&self) -> Duration {
+        Duration::from_micros(self.commit_delay_us)
+    }
+    /// The device threads to start: `device_threads`, or one per CPU.
+    pub fn device_threads(&self) -> usize {
+        match self.device_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
     }
 }
 
@@ -305,6 +332,8 @@ struct RawLimits {
     max_connection_secs: Option<S<u64>>,
     identity_rate_per_sec: Option<S<u32>>,
     identity_burst: Option<S<u32>>,
+    device_threads: Option<S<usize>>,
+    commit_delay_us: Option<S<u64>>,
 }
 
 /// Line (1-based) of a byte offset.
@@ -644,6 +673,14 @@ impl Config {
                 .identity_burst
                 .as_ref()
                 .map_or(dl.identity_burst, |v| *v.get_ref()),
+            device_threads: l
+                .device_threads
+                .as_ref()
+                .map_or(dl.device_threads, |v| *v.get_ref()),
+            commit_delay_us: l
+                .commit_delay_us
+                .as_ref()
+                .map_or(dl.commit_delay_us, |v| *v.get_ref()),
         };
         if let Some(v) = &l.max_frame_bytes {
             if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(v.get_ref()) {
@@ -708,6 +745,30 @@ impl Config {
                 return Err(at(
                     v.span(),
                     "[limits] `identity_burst` must be between 1 and 1000000".into(),
+                ));
+            }
+        }
+        if let Some(v) = &l.commit_delay_us {
+            if *v.get_ref() > MAX_COMMIT_DELAY_US {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "[limits] `commit_delay_us` is {}; must be between 0 (commit every \
+                         batch at once) and {MAX_COMMIT_DELAY_US} (microseconds)",
+                        v.get_ref()
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &l.device_threads {
+            if *v.get_ref() > MAX_DEVICE_THREADS {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "[limits] `device_threads` is {}; must be between 0 (one per CPU) and \
+                         {MAX_DEVICE_THREADS}",
+                        v.get_ref()
+                    ),
                 ));
             }
         }
@@ -896,6 +957,8 @@ max_connections_per_ip = 3
 max_connection_secs = 120
 identity_rate_per_sec = 2
 identity_burst = 7
+device_threads = 8
+commit_delay_us = 500
 "#,
         )
         .unwrap();
@@ -930,8 +993,12 @@ identity_burst = 7
                 max_connection_secs: 120,
                 identity_rate_per_sec: 2,
                 identity_burst: 7,
+                device_threads: 8,
+                commit_delay_us: 500,
             }
         );
+        assert_eq!(c.limits.device_threads(), 8);
+        assert_eq!(c.limits.commit_delay(), Duration::from_micros(500));
     }
 
     #[test]
@@ -1104,6 +1171,21 @@ identity_burst = 7
             &format!("{GOOD}identity_burst = 0\n"),
             13,
             &["identity_burst"],
+        );
+        fails(
+            &format!("{GOOD}device_threads = 1025\n"),
+            13,
+            &["device_threads", "1025", "1024"],
+        );
+        fails(
+            &format!("{GOOD}commit_delay_us = 100001\n"),
+            13,
+            &["commit_delay_us", "100001"],
+        );
+        fails(
+            &format!("{GOOD}device_threads = -1\n"),
+            13,
+            &["device_threads"],
         );
     }
 

@@ -24,6 +24,7 @@ use vtp_device::Token;
 
 use crate::clock::{Clock, OFFSET_ENV};
 use crate::config::Config;
+use crate::device_pool::DevicePool;
 use crate::journal::Journal;
 use crate::keyring::actor;
 use crate::metrics::{Metrics, MetricsServer};
@@ -97,7 +98,20 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let listen = opts.listen.unwrap_or(config.listen);
     let metrics_listen = opts.metrics_listen.or(config.metrics_listen);
     let metrics = Arc::new(Metrics::new());
-    let service = Arc::new(Service::new(live, journal, clock, Arc::clone(&metrics))?);
+    let pool = DevicePool::start(config.limits.device_threads())
+        .context("cannot start the device threads")?;
+    info!(
+        device_threads = pool.size(),
+        "device operations run on a fixed set of threads"
+    );
+    let service = Arc::new(Service::new(
+        live,
+        journal,
+        clock,
+        Arc::clone(&metrics),
+        pool,
+        config.limits.commit_delay(),
+    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -336,6 +336,11 @@ idle_timeout_secs = {idle}
 # 0 turns it off (defaults 10 and 50). docs/tp.toml.sample explains more.
 # identity_rate_per_sec = 10
 # identity_burst = 50
+# Device operations run at once (0: one per CPU, right for a software token;
+# a network HSM with its own cores may want more), and how long the journal
+# holds a commit open for more records while claims queue (group commit).
+# device_threads = 0
+# commit_delay_us = 2000
 "#,
         name = q(v.name),
         default_listen = DEFAULT_LISTEN,

@@ -326,11 +326,8 @@ impl Journal {
     pub fn unclaimed_since(&self, z_hash: &Digest32) -> Result<Option<Timestamp>, JournalError> {
         let row: Option<i64> = self
             .conn()
-            .query_row(
-                "SELECT MIN(created_at) FROM unclaimed WHERE z_hash = ?1",
-                [&z_hash.0[..]],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT MIN(created_at) FROM unclaimed WHERE z_hash = ?1")
+            .and_then(|mut st| st.query_row([&z_hash.0[..]], |r| r.get(0)))
             .map_err(|e| self.sql(e))?;
         Ok(row.map(|t| t as Timestamp))
     }

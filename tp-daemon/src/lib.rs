@@ -19,6 +19,7 @@
 //! | [`server`] | TCP accept loop, length-delimited frames, connection limits, idle timeouts, graceful shutdown |
 //! | [`rate_limit`] | per-identity token buckets (claimant / requester), checked before and charged after an answer |
 //! | [`service`] | one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out: the TP's rules (no sockets) |
+//! | [`device_pool`] | the fixed set of threads (one per CPU by default) on which claims use the journal and the token, in arrival order |
 //! | [`single_flight`] | the per-z lock that makes concurrent identical claims wait for one resolution |
 //! | [`journal`] | embedded SQLite: resolutions, invalid-envelope verdicts, unclaimed certificates, committed durably before any answer |
 //! | [`chain`] | the journal as a tamper-evident hash chain: record format, hashes, `journal verify` |
@@ -37,6 +38,7 @@ pub mod chain;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod device_pool;
 pub mod faults;
 pub mod init;
 pub mod journal;

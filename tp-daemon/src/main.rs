@@ -150,6 +150,15 @@ struct BenchArgs {
         value_name = "LIST"
     )]
     concurrency: Vec<usize>,
+    /// Paced (open-loop) runs at the highest concurrency: claims offered at
+    /// these fractions of the best closed-loop rate (empty: none).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.5,0.8",
+        value_name = "LIST"
+    )]
+    paced_load: Vec<f64>,
     /// Exchanges of the visible-vs-invisible TP comparison.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     exchanges: usize,
@@ -368,6 +377,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             config: a.config.config,
             seconds: a.seconds,
             concurrency: a.concurrency,
+            paced_load: a.paced_load,
             exchanges: a.exchanges,
             cheat_percent: a.cheat_percent,
             big_mb: a.big_mb,

@@ -9,9 +9,12 @@
 //! and a failure before the commit leaves nothing behind, so the claim can be
 //! retried.
 //!
-//! "Resolve in the token → commit" in detail (see [`crate::writer`]): the
-//! device decrypts and checks ([`TrustedParty::decide`], the expensive RSA
-//! half, many claims in parallel); the sequencer assigns the next journal
+//! "Resolve in the token → commit" in detail (see [`crate::writer`]): after
+//! authentication and the per-z lock, everything blocking (the journal
+//! lookup, the token) runs as one job on the device threads
+//! ([`crate::device_pool`]: one per CPU by default, claims served in arrival
+//! order); the device decrypts and checks ([`TrustedParty::decide`], the
+//! expensive RSA half, one claim per device thread); the sequencer assigns the next journal
 //! chain position and the device signs the affidavit at it
 //! ([`TrustedParty::sign_decision`], one at a time); the record is queued
 //! for the single journal writer, which commits queued records in batches
@@ -24,12 +27,12 @@
 //! sequencer), `after-commit` (in the writer), `before-reply` (here).
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use vtp_device::{DeviceError, KeyId, TrustedParty};
 use vtp_protocol::affidavit::Affidavit;
-use vtp_protocol::claim::Claim;
+use vtp_protocol::claim::{Claim, VerifiedClaim};
 use vtp_protocol::envelope::check_group_policy;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{
@@ -39,12 +42,13 @@ use vtp_protocol::{Digest32, ProtocolError};
 
 use crate::chain::JournalRecord;
 use crate::clock::{rfc3339, Clock};
+use crate::device_pool::{DevicePool, PoolStopped};
 use crate::faults;
 use crate::journal::{Journal, JournalError};
 use crate::keyring::{KeyRing, KeyState};
 use crate::metrics::Metrics;
 use crate::single_flight::SingleFlight;
-use crate::writer::{AppendError, CommitError, Writer};
+use crate::writer::{AppendError, CommitError, Ticket, Writer};
 
 /// What a configuration reload (SIGHUP) replaces: the TP with its card, the
 /// key ring it was built from, and the subscription policy.
@@ -62,6 +66,8 @@ pub struct Service {
     clock: Clock,
     flights: SingleFlight<Digest32>,
     metrics: Arc<Metrics>,
+    /// Where claims' blocking work runs (see [`crate::device_pool`]).
+    pool: DevicePool,
 }
 
 /// First 16 hex digits of a hash: enough to find it in logs.
@@ -174,15 +180,21 @@ pub fn request_kind(r: &Request) -> &'static str {
 
 impl Service {
     /// Record the card being served (for `journal verify`) and start the
-    /// journal writer (blocking; call before or outside the runtime).
+    /// journal writer (blocking; call before or outside the runtime). Claims
+    /// run their blocking work on `pool`; while claims wait for it, the
+    /// writer holds a batch open for up to `commit_delay` (group commit;
+    /// zero: never).
     pub fn new(
         live: Live,
         journal: Journal,
         clock: Clock,
         metrics: Arc<Metrics>,
+        pool: DevicePool,
+        commit_delay: Duration,
     ) -> Result<Service, JournalError> {
         journal.record_card(live.tp.card(), clock.now())?;
         let writer = Arc::new(Writer::start(&journal, Arc::clone(&metrics))?);
+        writer.hold_batches(commit_delay, pool.backlog_probe());
         metrics.serving_card(
             live.tp.card().id().0.to_hex(),
             KeyId(live.tp.card().body().current_key.0).to_string(),
@@ -194,12 +206,15 @@ impl Service {
             clock,
             flights: SingleFlight::new(),
             metrics,
+            pool,
         })
     }
 
-    /// Commit what is queued and stop the journal writer (after the server
-    /// drained). Blocking. Later claims are answered `Unavailable`.
+    /// Finish the device jobs already queued, commit what is queued and
+    /// stop the journal writer (after the server drained). Blocking. Later
+    /// claims are answered `Unavailable`.
     pub fn shutdown(&self) {
+        self.pool.shutdown();
         self.writer.shutdown();
     }
 
@@ -352,118 +367,23 @@ impl Service {
 
         let _flight = self.flights.lock(z).await;
 
-        // Answered before? The same answer, whatever the clock says now.
-        let recorded = self
-            .journal
-            .blocking(move |j| {
-                if let Some(o) = j.resolved(&z)? {
-                    return Ok(Recorded::Outcome(o));
-                }
-                if let Some(o) = j.invalid_verdict(&envelope_id)? {
-                    return Ok(Recorded::Outcome(o));
-                }
-                Ok(match j.unclaimed_since(&z)? {
-                    Some(t) => Recorded::Unclaimed(t),
-                    None => Recorded::Nothing,
-                })
-            })
-            .await;
-        match recorded {
-            Err(e) => return journal_refusal(&z, &e),
-            Ok(Recorded::Outcome(o)) => {
-                self.metrics.resolution(outcome_name(&o), true);
-                info!(z = %short(&z), outcome = outcome_name(&o), "claim answered from the journal");
-                return Response::Claim(o);
-            }
-            Ok(Recorded::Unclaimed(at)) => {
-                // Only possible if the clock went backwards since: the TP
-                // already promised this z will never be resolved.
-                info!(z = %short(&z), "claim refused: z was declared unclaimed");
-                return refuse(
-                    ErrorCode::Deadline,
-                    format!(
-                        "the TP certified at {} that this envelope was never claimed; \
-                         it will not resolve it",
-                        rfc3339(at)
-                    ),
-                );
-            }
-            Ok(Recorded::Nothing) => {}
-        }
-
-        // Seed 001's subscription model: the TP helps only its subscribers.
-        // Checked after the journal, so a recorded answer is never withheld.
-        if live.require_subscription {
-            let recipient = verified.envelope().header().recipient;
-            let now = self.clock.now();
-            let sub = self
-                .journal
-                .blocking(move |j| j.subscriber(&recipient))
-                .await;
-            match sub {
-                Err(e) => return journal_refusal(&z, &e),
-                Ok(Some(s)) if s.active_at(now) => {}
-                Ok(found) => {
-                    let why = match found {
-                        Some(s) => format!(
-                            "its subscription expired at {}",
-                            rfc3339(s.expires_at.unwrap_or(0))
-                        ),
-                        None => "it is not subscribed".to_owned(),
-                    };
-                    info!(z = %short(&z), recipient = %short(&recipient.0), "claim refused: not a subscriber");
-                    return refuse(
-                        ErrorCode::NotAuthorized,
-                        format!(
-                            "this TP resolves claims for its subscribers only, and identity {} \
-                             (the recipient) {why}; contact the TP's operator",
-                            recipient.0.to_hex()
-                        ),
-                    );
-                }
-            }
-        }
-
-        // A trustee acts only in groups its card allows (seed 002 §7).
-        let h = verified.envelope().header();
-        if let Err(e) = check_group_policy(live.tp.card(), h.threshold(), h.trustees.len()) {
-            info!(z = %short(&z), "claim refused: group outside this trustee's policy");
-            return protocol_refusal(&e);
-        }
-
-        // Read the clock again: we may have waited for the lock.
-        let now = self.clock.now();
-        if let Err(e) = verified.check_deadline(now) {
-            info!(z = %short(&z), deadline, now, "claim refused: deadline passed");
-            return protocol_refusal(&e);
-        }
-
-        // Decrypt and check (in parallel with other claims), then sign at
-        // the next journal position and queue for the writer (in order).
-        let tp = Arc::clone(&live.tp);
-        let metrics = Arc::clone(&self.metrics);
-        let writer = Arc::clone(&self.writer);
-        let receipt = verified.receipt().receipt().clone();
-        let queued = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let decision = match tp.decide(&verified, now) {
-                Ok(d) => d,
-                Err(e) => return Err(AppendError::Make(e)),
-            };
-            let decided = started.elapsed();
-            writer.append(|at| {
-                let signing = Instant::now();
-                let outcome = tp.sign_decision(decision, at)?;
-                metrics.device_op("resolve", decided + signing.elapsed());
-                Ok(JournalRecord::Claim { outcome, receipt })
-            })
-        })
-        .await;
-        let ticket = match queued {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return append_refusal(&z, e),
-            Err(e) => {
-                warn!(z = %short(&z), error = %e, "resolve task failed; nothing released");
+        // Everything from here to the queued record is blocking work (the
+        // journal, the token) and runs as one job on the device threads.
+        let job = ClaimJob {
+            live: Arc::clone(&live),
+            journal: self.journal.clone(),
+            writer: Arc::clone(&self.writer),
+            metrics: Arc::clone(&self.metrics),
+            clock: self.clock,
+            z,
+            envelope_id,
+            deadline,
+        };
+        let ticket = match self.pool.run(move || job.run(verified)).await {
+            Ok(Step::Answer(r)) => return r,
+            Ok(Step::Queued(t)) => t,
+            Err(PoolStopped) => {
+                warn!(z = %short(&z), "resolve job failed or the daemon is stopping; nothing released");
                 return refuse(
                     ErrorCode::Unavailable,
                     "the TP failed while resolving; nothing was released: retry",
@@ -548,20 +468,22 @@ impl Service {
         let tp = Arc::clone(&live.tp);
         let metrics = Arc::clone(&self.metrics);
         let writer = Arc::clone(&self.writer);
-        let queued = tokio::task::spawn_blocking(move || {
-            writer.append(|at| {
-                let started = Instant::now();
-                let affidavit: Affidavit = tp.unclaimed(&env, now, at)?;
-                metrics.device_op("unclaimed", started.elapsed());
-                Ok(JournalRecord::Unclaimed { affidavit })
+        let queued = self
+            .pool
+            .run(move || {
+                writer.append(|at| {
+                    let started = Instant::now();
+                    let affidavit: Affidavit = tp.unclaimed(&env, now, at)?;
+                    metrics.device_op("unclaimed", started.elapsed());
+                    Ok(JournalRecord::Unclaimed { affidavit })
+                })
             })
-        })
-        .await;
+            .await;
         let ticket = match queued {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return append_refusal(&z, e),
-            Err(e) => {
-                warn!(z = %short(&z), error = %e, "unclaimed task failed");
+            Err(PoolStopped) => {
+                warn!(z = %short(&z), "unclaimed job failed or the daemon is stopping");
                 return refuse(ErrorCode::Unavailable, "the TP failed; retry");
             }
         };
@@ -612,4 +534,138 @@ enum Recorded {
     /// z was declared unclaimed at this time.
     Unclaimed(u64),
     Nothing,
+}
+
+/// Where a claim's blocking job ended (lives for one request; boxing the
+/// larger variant would buy nothing).
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Answered without the device (from the journal, or refused).
+    Answer(Response),
+    /// Resolved, signed and queued for the journal: redeem the ticket.
+    Queued(Ticket),
+}
+
+/// The blocking half of a claim, run on a device thread with the per-z
+/// lock held: the journal lookup, the checks that depend on it, the token's
+/// decision, the affidavit's signature and the queued record. One job, so a
+/// claim changes threads once on its way in and once on its way out.
+struct ClaimJob {
+    live: Arc<Live>,
+    journal: Journal,
+    writer: Arc<Writer>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    z: Digest32,
+    envelope_id: Digest32,
+    deadline: u64,
+}
+
+impl ClaimJob {
+    fn run(self, verified: VerifiedClaim) -> Step {
+        let z = self.z;
+        let envelope_id = self.envelope_id;
+        // Answered before? The same answer, whatever the clock says now.
+        let recorded = (|| {
+            let j = &self.journal;
+            if let Some(o) = j.resolved(&z)? {
+                return Ok(Recorded::Outcome(o));
+            }
+            if let Some(o) = j.invalid_verdict(&envelope_id)? {
+                return Ok(Recorded::Outcome(o));
+            }
+            Ok(match j.unclaimed_since(&z)? {
+                Some(t) => Recorded::Unclaimed(t),
+                None => Recorded::Nothing,
+            })
+        })();
+        match recorded {
+            Err(e) => return Step::Answer(journal_refusal(&z, &e)),
+            Ok(Recorded::Outcome(o)) => {
+                self.metrics.resolution(outcome_name(&o), true);
+                info!(z = %short(&z), outcome = outcome_name(&o), "claim answered from the journal");
+                return Step::Answer(Response::Claim(o));
+            }
+            Ok(Recorded::Unclaimed(at)) => {
+                // Only possible if the clock went backwards since: the TP
+                // already promised this z will never be resolved.
+                info!(z = %short(&z), "claim refused: z was declared unclaimed");
+                return Step::Answer(refuse(
+                    ErrorCode::Deadline,
+                    format!(
+                        "the TP certified at {} that this envelope was never claimed; \
+                         it will not resolve it",
+                        rfc3339(at)
+                    ),
+                ));
+            }
+            Ok(Recorded::Nothing) => {}
+        }
+
+        // Seed 001's subscription model: the TP helps only its subscribers.
+        // Checked after the journal, so a recorded answer is never withheld.
+        if self.live.require_subscription {
+            let recipient = verified.envelope().header().recipient;
+            let now = self.clock.now();
+            match self.journal.subscriber(&recipient) {
+                Err(e) => return Step::Answer(journal_refusal(&z, &e)),
+                Ok(Some(s)) if s.active_at(now) => {}
+                Ok(found) => {
+                    let why = match found {
+                        Some(s) => format!(
+                            "its subscription expired at {}",
+                            rfc3339(s.expires_at.unwrap_or(0))
+                        ),
+                        None => "it is not subscribed".to_owned(),
+                    };
+                    info!(z = %short(&z), recipient = %short(&recipient.0), "claim refused: not a subscriber");
+                    return Step::Answer(refuse(
+                        ErrorCode::NotAuthorized,
+                        format!(
+                            "this TP resolves claims for its subscribers only, and identity {} \
+                             (the recipient) {why}; contact the TP's operator",
+                            recipient.0.to_hex()
+                        ),
+                    ));
+                }
+            }
+        }
+
+        // A trustee acts only in groups its card allows (seed 002 §7).
+        let tp = &self.live.tp;
+        let h = verified.envelope().header();
+        if let Err(e) = check_group_policy(tp.card(), h.threshold(), h.trustees.len()) {
+            info!(z = %short(&z), "claim refused: group outside this trustee's policy");
+            return Step::Answer(protocol_refusal(&e));
+        }
+
+        // Read the clock again: we may have waited for the lock and for a
+        // device thread.
+        let now = self.clock.now();
+        if let Err(e) = verified.check_deadline(now) {
+            info!(z = %short(&z), deadline = self.deadline, now, "claim refused: deadline passed");
+            return Step::Answer(protocol_refusal(&e));
+        }
+
+        // Decrypt and check (in parallel with the other device threads),
+        // then sign at the next journal position and queue for the writer
+        // (in order).
+        let started = Instant::now();
+        let decision = match tp.decide(&verified, now) {
+            Ok(d) => d,
+            Err(e) => return Step::Answer(device_refusal(&z, &e)),
+        };
+        let decided = started.elapsed();
+        let receipt = verified.receipt().receipt().clone();
+        let metrics = &self.metrics;
+        match self.writer.append(|at| {
+            let signing = Instant::now();
+            let outcome = tp.sign_decision(decision, at)?;
+            metrics.device_op("resolve", decided + signing.elapsed());
+            Ok(JournalRecord::Claim { outcome, receipt })
+        }) {
+            Ok(t) => Step::Queued(t),
+            Err(e) => Step::Answer(append_refusal(&z, e)),
+        }
+    }
 }

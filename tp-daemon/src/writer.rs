@@ -14,7 +14,11 @@
 //!    transaction (`BEGIN IMMEDIATE` … `COMMIT`, one WAL fsync with
 //!    `synchronous=FULL`), then wakes every waiter. While it commits, new
 //!    records queue up for the next batch, so under load one fsync serves
-//!    many claims and the commit costs no throughput.
+//!    many claims and the commit costs no throughput. While claims are
+//!    queued for the device threads, the writer also holds a batch open for
+//!    up to `[limits] commit_delay_us` so that the records on their way
+//!    share its commit ([`Writer::hold_batches`]); with nothing queued it
+//!    commits at once.
 //! 3. The caller holds a [`Ticket`] and gets its record back only from
 //!    [`Ticket::committed`], i.e. only once its batch is durable. **No
 //!    record is answered before its batch committed.**
@@ -105,6 +109,18 @@ pub struct WriterStats {
     pub largest_batch: u64,
 }
 
+/// When the writer holds a batch open for more records; see
+/// [`Writer::hold_batches`].
+#[derive(Clone)]
+struct Hold {
+    delay: Duration,
+    busy: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Never more records in one transaction than this (a bound on the memory
+/// and the time a batch takes, not a throughput knob).
+const MAX_BATCH: usize = 256;
+
 struct State {
     /// The last record queued (or committed, when the queue is empty): the
     /// next record chains onto it.
@@ -114,6 +130,7 @@ struct State {
     pending: Vec<Pending>,
     stopping: bool,
     stats: WriterStats,
+    hold: Option<Hold>,
 }
 
 struct Shared {
@@ -192,6 +209,7 @@ impl Writer {
                 pending: Vec::new(),
                 stopping: false,
                 stats: WriterStats::default(),
+                hold: None,
             }),
             work: Condvar::new(),
             metrics,
@@ -234,13 +252,35 @@ impl Writer {
         st.tail = sealed.head();
         let (tx, rx) = oneshot::channel();
         st.pending.push(Pending { sealed, done: tx });
+        // Wake the writer only when there is something new for it to do:
+        // the first record of a batch, or a full batch. (It looks at the
+        // queue, under this lock, before every wait, so no wake-up is lost.)
+        let wake = st.pending.len() == 1 || st.pending.len() >= MAX_BATCH;
         drop(st);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(Ticket {
             position,
             record,
             done: rx,
         })
+    }
+
+    /// Group commit under load: while `busy()` says more records are on
+    /// their way (claims are waiting for a device thread), hold a batch open
+    /// for up to `delay` after its first record before committing it, so
+    /// one transaction and one fsync serve several claims. When not busy,
+    /// every batch commits at once, so a lone claim never waits. A zero
+    /// `delay` turns holding off.
+    ///
+    /// Why: with a few device threads, records arrive one at a time, a
+    /// little slower than one fsync; without holding, nearly every claim
+    /// paid a whole commit (~0.25 ms CPU on the development machine) and the
+    /// wake-ups that go with it. A claim that waits here was going to wait
+    /// for its turn at the device anyway.
+    pub fn hold_batches(&self, delay: Duration, busy: Arc<dyn Fn() -> bool + Send + Sync>) {
+        lock(&self.shared.state).hold = (!delay.is_zero()).then_some(Hold { delay, busy });
     }
 
     /// The last committed record.
@@ -315,7 +355,26 @@ fn run(shared: Arc<Shared>, mut conn: Connection) {
             if st.pending.is_empty() {
                 return;
             }
-            (std::mem::take(&mut st.pending), st.committed)
+            // Group commit under load (see `Writer::hold_batches`).
+            if let Some(hold) = st.hold.clone() {
+                if !st.stopping && (hold.busy)() {
+                    let until = Instant::now() + hold.delay;
+                    while !st.stopping && st.pending.len() < MAX_BATCH {
+                        let now = Instant::now();
+                        if now >= until {
+                            break;
+                        }
+                        st = shared
+                            .work
+                            .wait_timeout(st, until - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+            let n = st.pending.len().min(MAX_BATCH);
+            let rest = st.pending.split_off(n);
+            (std::mem::replace(&mut st.pending, rest), st.committed)
         };
         let started = Instant::now();
         match write_batch(&mut conn, base, &batch) {

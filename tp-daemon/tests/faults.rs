@@ -475,3 +475,62 @@ fn group_commit_64_concurrent_claims_in_fewer_batches() {
     assert!(journal_is_sound(&tp).contains("journal OK: 64 records"));
     eprintln!("64 concurrent claims committed in {batches} batches");
 }
+
+/// Group commit under load (`Writer::hold_batches`): with one device thread
+/// the records arrive one by one, each a device operation after the last,
+/// so without holding nearly every one would get its own commit. While
+/// claims are queued for the device thread, the writer holds a commit open
+/// (here for the longest allowed, 100 ms), so they share a few.
+#[test]
+fn queued_claims_share_held_commits() {
+    let tp = TestTp::new();
+    tp.edit_config(|t| {
+        t.replacen(
+            "[limits]",
+            "[limits]\ndevice_threads = 1\ncommit_delay_us = 100000",
+            1,
+        )
+    });
+    let d = tp.start_with(&["--allow-root", "--metrics-listen", "127.0.0.1:0"], &[]);
+    assert!(
+        d.log_text().contains("device_threads=1"),
+        "{}",
+        d.log_text()
+    );
+    let card = card_of(&d);
+    let n = 16;
+    let xs: Vec<Exchange> = (0..n).map(|_| Exchange::new(&card, 3600)).collect();
+    let claims: Vec<Request> = xs.iter().map(|x| x.claim()).collect();
+    let addr = d.addr;
+    let barrier = std::sync::Barrier::new(n);
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let hs: Vec<_> = claims
+            .iter()
+            .map(|c| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    let mut conn = Conn(s);
+                    barrier.wait();
+                    conn.request(c)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for a in &answers {
+        assert!(is_resolved(a), "{a:?}");
+    }
+    let (_, m) = d.http_get("/metrics");
+    let batches = metric(&m, "vtp_journal_batches_total{result=\"committed\"}");
+    let records = metric(&m, "vtp_journal_records_total{result=\"committed\"}");
+    assert_eq!(records, n as u64, "{m}");
+    assert!(
+        batches <= 4,
+        "{batches} commits for {n} claims queued behind one device thread"
+    );
+    assert!(d.terminate().success());
+    assert!(journal_is_sound(&tp).contains(&format!("journal OK: {n} records")));
+    eprintln!("{n} queued claims committed in {batches} batches");
+}
