@@ -66,6 +66,20 @@ fn bench_runs_and_prints_every_figure() {
         assert!(f["p50_ms"].as_f64().unwrap() > 0.0, "{f}");
         assert!(f["p99_ms"].as_f64().unwrap() >= f["p50_ms"].as_f64().unwrap());
         assert_eq!(f["errors"], 0, "{f}");
+        // Read from the daemon's /metrics: every claim was committed, in
+        // at least one record per commit.
+        assert!(f["records_per_commit"].as_f64().unwrap() >= 1.0, "{f}");
+    }
+    // The paced (open-loop) runs at the highest concurrency, one per load.
+    let paced = named("claim_e2e_paced");
+    assert_eq!(paced.len(), 2, "{stdout}");
+    for (f, load) in paced.iter().zip([0.5, 0.8]) {
+        assert_eq!(f["concurrency"], 4, "{f}");
+        assert_eq!(f["load"].as_f64().unwrap(), load, "{f}");
+        assert!(f["offered_per_s"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["ops_per_s"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["p99_ms"].as_f64().unwrap() >= f["p50_ms"].as_f64().unwrap());
+        assert_eq!(f["errors"], 0, "{f}");
     }
     let vis = named("tp_visible_vs_invisible");
     assert_eq!(vis.len(), 1, "{stdout}");
