@@ -422,16 +422,11 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}")) as u64
 }
 
-#[test]
-fn group_commit_64_concurrent_claims_in_fewer_batches() {
-    let tp = TestTp::new();
-    let d = tp.start_with(&["--allow-root", "--metrics-listen", "127.0.0.1:0"], &[]);
-    let card = card_of(&d);
-    let xs: Vec<Exchange> = (0..64).map(|_| Exchange::new(&card, 3600)).collect();
-    let claims: Vec<Request> = xs.iter().map(|x| x.claim()).collect();
-    let addr = d.addr;
-    let barrier = std::sync::Barrier::new(64);
-    let answers: Vec<Response> = std::thread::scope(|s| {
+/// Send every claim at once, each on its own connection (released by one
+/// barrier), and collect the answers in order.
+fn all_at_once(addr: SocketAddr, claims: &[Request]) -> Vec<Response> {
+    let barrier = std::sync::Barrier::new(claims.len());
+    std::thread::scope(|s| {
         let hs: Vec<_> = claims
             .iter()
             .map(|c| {
@@ -446,7 +441,17 @@ fn group_commit_64_concurrent_claims_in_fewer_batches() {
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    })
+}
+
+#[test]
+fn group_commit_64_concurrent_claims_in_fewer_batches() {
+    let tp = TestTp::new();
+    let d = tp.start_with(&["--allow-root", "--metrics-listen", "127.0.0.1:0"], &[]);
+    let card = card_of(&d);
+    let xs: Vec<Exchange> = (0..64).map(|_| Exchange::new(&card, 3600)).collect();
+    let claims: Vec<Request> = xs.iter().map(|x| x.claim()).collect();
+    let answers = all_at_once(d.addr, &claims);
     for (x, a) in xs.iter().zip(&answers) {
         assert!(is_resolved(a), "{a:?}");
         assert_eq!(
@@ -501,24 +506,7 @@ fn queued_claims_share_held_commits() {
     let n = 16;
     let xs: Vec<Exchange> = (0..n).map(|_| Exchange::new(&card, 3600)).collect();
     let claims: Vec<Request> = xs.iter().map(|x| x.claim()).collect();
-    let addr = d.addr;
-    let barrier = std::sync::Barrier::new(n);
-    let answers: Vec<Response> = std::thread::scope(|s| {
-        let hs: Vec<_> = claims
-            .iter()
-            .map(|c| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    let s = TcpStream::connect(addr).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                    let mut conn = Conn(s);
-                    barrier.wait();
-                    conn.request(c)
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let answers = all_at_once(d.addr, &claims);
     for a in &answers {
         assert!(is_resolved(a), "{a:?}");
     }
