@@ -18,6 +18,7 @@ use common::{now, TestTp, World};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
 use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
+use vtp_protocol::decide::{ClaimContext, Recorded, UnclaimedDecision};
 use vtp_protocol::encoding::{domain, signing_digest, CmHasher};
 use vtp_protocol::envelope::{self, Envelope};
 use vtp_protocol::identity::{test_sign, IdentityCard, IdentitySecret};
@@ -73,14 +74,21 @@ impl FakeTp {
         match req {
             Request::GetCard => Response::Card(self.served_card.clone()),
             Request::Claim(c) => {
-                let vc = match c.verify(card, now) {
-                    Ok(vc) => vc,
+                let ac = match c.authenticate(card, now) {
+                    Ok(ac) => ac,
                     Err(e) => return refuse(ErrorCode::Rejected, e),
                 };
                 let mut j = self.journal.lock().unwrap();
-                if let Some(o) = j.outcomes.get(&vc.z_hash()) {
+                if let Some(o) = j.outcomes.get(&ac.z_hash()) {
                     return Response::Claim(o.clone());
                 }
+                let vc = match ac
+                    .decide(card, &Recorded::nothing(), &ClaimContext::OPEN, now)
+                    .into_resolvable()
+                {
+                    Ok(vc) => vc,
+                    Err(d) => return refuse(ErrorCode::Deadline, format!("{d:?}")),
+                };
                 let z = vc.z();
                 let plain = self
                     .tp
@@ -101,12 +109,8 @@ impl FakeTp {
                     });
                 let outcome = match plain.map(|p| vc.check_inside(&p)) {
                     Some(Ok(inside)) => {
-                        let affidavit = self.sign(AffidavitBody::resolved(
-                            &vc,
-                            &inside,
-                            now,
-                            j.next_position(),
-                        ));
+                        let affidavit =
+                            self.sign(AffidavitBody::resolved(&vc, &inside, j.next_position()));
                         j.resolved.push(ResolvedReceipt {
                             receipt: vc.receipt().receipt().clone(),
                             affidavit: affidavit.clone(),
@@ -117,14 +121,11 @@ impl FakeTp {
                         }
                     }
                     _ => ClaimOutcome::InvalidEnvelope {
-                        affidavit: self.sign(AffidavitBody::invalid_envelope(
-                            &vc,
-                            now,
-                            j.next_position(),
-                        )),
+                        affidavit: self
+                            .sign(AffidavitBody::invalid_envelope(&vc, j.next_position())),
                     },
                 };
-                j.outcomes.insert(vc.z_hash(), outcome.clone());
+                j.outcomes.insert(vc.claim().z_hash(), outcome.clone());
                 Response::Claim(outcome)
             }
             Request::FetchReceipts(r) => match r.verify(card, now) {
@@ -140,20 +141,21 @@ impl FakeTp {
                 ),
                 Err(e) => refuse(ErrorCode::Rejected, e),
             },
-            // The stand-in skips the deadline rule (the real TP signs this
-            // only after the deadline), so tests need not wait for one.
-            Request::Unclaimed(u) => match u.verify(card, now) {
-                Ok(env) => {
+            // The stand-in decides unclaimed requests as if its clock
+            // stood at the deadline (the real TP signs only from then on),
+            // so tests need not wait for one.
+            Request::Unclaimed(u) => match u.authenticate(card, now) {
+                Ok(au) => {
                     let mut j = self.journal.lock().unwrap();
-                    if j.outcomes.contains_key(&env.header().trustees[0].z_hash) {
-                        refuse(ErrorCode::Rejected, "this envelope was resolved")
-                    } else {
-                        Response::Unclaimed(self.sign(AffidavitBody::unclaimed(
-                            &env,
-                            0,
-                            now,
-                            j.next_position(),
-                        )))
+                    if j.outcomes.contains_key(&au.subject().z_hash) {
+                        return refuse(ErrorCode::Rejected, "this envelope was resolved");
+                    }
+                    let deadline = au.envelope().header().deadline;
+                    match au.decide(&Recorded::nothing(), deadline) {
+                        UnclaimedDecision::Certify(cert) => Response::Unclaimed(
+                            self.sign(AffidavitBody::unclaimed(&cert, j.next_position())),
+                        ),
+                        other => refuse(ErrorCode::Rejected, format!("{other:?}")),
                     }
                 }
                 Err(e) => refuse(ErrorCode::Rejected, e),

@@ -17,8 +17,7 @@
 use std::sync::Arc;
 
 use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
-use vtp_protocol::claim::VerifiedClaim;
-use vtp_protocol::envelope::VerifiedEnvelope;
+use vtp_protocol::decide::{CertifiableUnclaimed, ResolvableClaim};
 use vtp_protocol::seal::Z_NONCE;
 use vtp_protocol::tp_card::{self, Policy, TpCard, TpCardBody, TpEncKey};
 use vtp_protocol::wire::ClaimOutcome;
@@ -187,11 +186,10 @@ impl TrustedParty {
     /// - unknown or retired key, or any device failure: `Err`, retryable.
     pub fn resolve(
         &self,
-        claim: &VerifiedClaim,
-        now: Timestamp,
+        claim: &ResolvableClaim,
         journal: ChainPosition,
     ) -> Result<ClaimOutcome, DeviceError> {
-        let decision = self.decide(claim, now)?;
+        let decision = self.decide(claim)?;
         self.sign_decision(decision, journal)
     }
 
@@ -201,7 +199,11 @@ impl TrustedParty {
     /// daemon assigns the journal position (which must be known before the
     /// affidavit is signed) and then has [`Self::sign_decision`] sign it.
     /// Errors as for [`Self::resolve`].
-    pub fn decide(&self, claim: &VerifiedClaim, now: Timestamp) -> Result<Decision, DeviceError> {
+    ///
+    /// Only a [`ResolvableClaim`] gets here: a claim that the decision core
+    /// (`vtp_protocol::decide`) let through after the journal, policy and
+    /// deadline rules; the affidavit states the time the deadline was checked.
+    pub fn decide(&self, claim: &ResolvableClaim) -> Result<Decision, DeviceError> {
         let key = KeyId(claim.key_id().0);
         if !self.keys.encryption.contains(&key) {
             return Err(DeviceError::KeyNotFound {
@@ -235,7 +237,7 @@ impl TrustedParty {
         };
         Ok(match inside {
             Some(mut inside) => {
-                let body = AffidavitBody::resolved(claim, &inside, now, unplaced);
+                let body = AffidavitBody::resolved(claim, &inside, unplaced);
                 let wrapped_km = Zeroizing::new(std::mem::take(&mut inside.wrapped_km));
                 zeroize::Zeroize::zeroize(&mut inside);
                 Decision {
@@ -244,7 +246,7 @@ impl TrustedParty {
                 }
             }
             None => Decision {
-                body: AffidavitBody::invalid_envelope(claim, now, unplaced),
+                body: AffidavitBody::invalid_envelope(claim, unplaced),
                 wrapped_km: None,
             },
         })
@@ -283,30 +285,24 @@ impl TrustedParty {
     }
 
     /// Sign an unclaimed certificate, recorded at journal position
-    /// `journal`. The caller (the daemon) checks the deadline has passed and
-    /// that its journal never resolved this z.
+    /// `journal`. Only a [`CertifiableUnclaimed`] gets here: the decision
+    /// core checked the deadline and the journal.
     pub fn unclaimed(
         &self,
-        env: &VerifiedEnvelope,
-        now: Timestamp,
+        cert: &CertifiableUnclaimed,
         journal: ChainPosition,
     ) -> Result<Affidavit, DeviceError> {
-        if now < env.header().deadline {
-            return Err(DeviceError::InvalidArgument(
-                "an unclaimed certificate before the deadline".into(),
-            ));
-        }
         if journal.seq == 0 {
             return Err(DeviceError::InvalidArgument(
                 "an affidavit at journal position 0".into(),
             ));
         }
-        let Some(slot) = env.header().slot_of(&self.card.id()) else {
+        if cert.envelope().header().trustees[cert.slot()].tp != self.card.id() {
             return Err(DeviceError::InvalidArgument(
                 "an unclaimed certificate for an envelope of other TPs".into(),
             ));
-        };
-        self.sign(AffidavitBody::unclaimed(env, slot, now, journal))
+        }
+        self.sign(AffidavitBody::unclaimed(cert, journal))
     }
 
     fn sign(&self, body: AffidavitBody) -> Result<Affidavit, DeviceError> {

@@ -103,8 +103,8 @@ fn resolves_an_honest_claim_in_the_token() {
     let (alice, bob) = (ident("alice", 1), ident("bob", 2));
     let env = envelope(&tp, &alice, &bob, 1, |_| {});
     let claim = claim_for(&tp, &env, &bob);
-    let vc = claim.verify(tp.card(), NOW + 10).unwrap();
-    match tp.resolve(&vc, NOW + 10, AT).unwrap() {
+    let vc = claim.decide_fresh(tp.card(), NOW + 10).unwrap();
+    match tp.resolve(&vc, AT).unwrap() {
         ClaimOutcome::Resolved {
             affidavit,
             wrapped_km,
@@ -124,9 +124,9 @@ fn inside_that_disagrees_gets_an_invalid_envelope_affidavit() {
     let (alice, bob) = (ident("alice", 1), ident("bob", 2));
     let env = envelope(&tp, &alice, &bob, 2, |i| i.deadline += 1);
     let vc = claim_for(&tp, &env, &bob)
-        .verify(tp.card(), NOW + 10)
+        .decide_fresh(tp.card(), NOW + 10)
         .unwrap();
-    match tp.resolve(&vc, NOW + 10, AT).unwrap() {
+    match tp.resolve(&vc, AT).unwrap() {
         ClaimOutcome::InvalidEnvelope { affidavit } => {
             affidavit.verify(tp.card(), vc.envelope()).unwrap();
             assert_eq!(affidavit.body.kind(), "invalid-envelope");
@@ -150,10 +150,10 @@ fn undecryptable_z_gets_an_invalid_envelope_affidavit() {
         ),
     );
     let vc = claim_for(&tp, &env, &bob)
-        .verify(tp.card(), NOW + 10)
+        .decide_fresh(tp.card(), NOW + 10)
         .unwrap();
     assert!(matches!(
-        tp.resolve(&vc, NOW + 10, AT).unwrap(),
+        tp.resolve(&vc, AT).unwrap(),
         ClaimOutcome::InvalidEnvelope { .. }
     ));
 }
@@ -165,7 +165,7 @@ fn a_key_not_in_the_tp_set_is_refused_not_judged() {
     let (alice, bob) = (ident("alice", 1), ident("bob", 2));
     let env = envelope(&tp, &alice, &bob, 4, |_| {});
     let vc = claim_for(&tp, &env, &bob)
-        .verify(tp.card(), NOW + 10)
+        .decide_fresh(tp.card(), NOW + 10)
         .unwrap();
     // The same token, but a TP configured without that key (as after `retire`).
     let other = f
@@ -180,7 +180,7 @@ fn a_key_not_in_the_tp_set_is_refused_not_judged() {
     let tp2 =
         TrustedParty::open(f.token.clone(), narrowed, "test TP", Policy::default(), NOW).unwrap();
     assert!(matches!(
-        tp2.resolve(&vc, NOW + 10, AT),
+        tp2.resolve(&vc, AT),
         Err(DeviceError::KeyNotFound { .. })
     ));
 }
@@ -205,11 +205,11 @@ fn decide_then_sign_places_the_affidavit_and_refuses_position_zero() {
     let (alice, bob) = (ident("alice", 1), ident("bob", 2));
     let env = envelope(&tp, &alice, &bob, 5, |_| {});
     let vc = claim_for(&tp, &env, &bob)
-        .verify(tp.card(), NOW + 10)
+        .decide_fresh(tp.card(), NOW + 10)
         .unwrap();
-    let d = tp.decide(&vc, NOW + 10).unwrap();
+    let d = tp.decide(&vc).unwrap();
     assert_eq!(d.kind(), "resolved");
-    assert_eq!(d.z_hash(), vc.z_hash());
+    assert_eq!(d.z_hash(), vc.subject().z_hash);
     // Position 0 is "not recorded": refused, and the decision is gone.
     assert!(matches!(
         tp.sign_decision(
@@ -221,7 +221,7 @@ fn decide_then_sign_places_the_affidavit_and_refuses_position_zero() {
         ),
         Err(DeviceError::InvalidArgument(_))
     ));
-    let d = tp.decide(&vc, NOW + 10).unwrap();
+    let d = tp.decide(&vc).unwrap();
     let at = ChainPosition {
         seq: 42,
         prev: Digest32([4; 32]),

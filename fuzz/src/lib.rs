@@ -19,7 +19,7 @@ use rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition, Statement};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::{self, CmHasher, Kind};
 use vtp_protocol::envelope::{self, Envelope, VerifiedEnvelope};
@@ -155,8 +155,8 @@ impl Fixture {
         let inside = opened.inside.clone();
         let claim = Claim::new(&bob, &venv, &vr, NOW + 5);
         let vc = claim
-            .verify(&tp, RESOLVED_AT)
-            .expect("fixture claim verifies");
+            .decide_fresh(&tp, RESOLVED_AT)
+            .expect("fixture claim is resolvable");
         let tp_affidavit = |body: AffidavitBody| Affidavit {
             signature: sign_with(&tp_sign, &body.signing_digest()),
             body,
@@ -172,14 +172,16 @@ impl Fixture {
             },
         };
         let aff_resolved =
-            tp_affidavit(AffidavitBody::resolved(&vc, &inside, RESOLVED_AT, at(1, 0)));
-        let aff_invalid = tp_affidavit(AffidavitBody::invalid_envelope(
-            &vc,
-            RESOLVED_AT,
-            at(2, 0x11),
-        ));
+            tp_affidavit(AffidavitBody::resolved(&vc, &inside, at(1, 0)));
+        let aff_invalid = tp_affidavit(AffidavitBody::invalid_envelope(&vc, at(2, 0x11)));
         let aff_unclaimed =
-            tp_affidavit(AffidavitBody::unclaimed(&venv, 0, UNCLAIMED_AT, at(3, 0x22)));
+            tp_affidavit(AffidavitBody::about(
+                &venv,
+                0,
+                UNCLAIMED_AT,
+                Statement::Unclaimed,
+                at(3, 0x22),
+            ));
         let fetch = FetchRequest::new(&alice, tp.id(), FETCH_AT);
         let unclaimed = UnclaimedRequest::new(&bob, &venv, tp.id(), UNCLAIMED_AT);
         Fixture {

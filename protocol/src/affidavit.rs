@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::claim::VerifiedClaim;
+use crate::decide::{CertifiableUnclaimed, ResolvableClaim};
 use crate::encoding::{self, domain, signing_digest, Kind};
 use crate::envelope::VerifiedEnvelope;
 use crate::seal::Inside;
@@ -77,7 +77,11 @@ pub struct AffidavitBody {
 }
 
 impl AffidavitBody {
-    fn from_env(
+    /// A statement about trustee slot `slot` of an envelope. Only data:
+    /// the TP's token signs statements only through the typed constructors
+    /// below, which take what the decision core (`crate::decide`) let
+    /// through.
+    pub fn about(
         env: &VerifiedEnvelope,
         slot: usize,
         at: Timestamp,
@@ -97,19 +101,17 @@ impl AffidavitBody {
             journal,
         }
     }
-    pub fn resolved(
-        claim: &VerifiedClaim,
-        inside: &Inside,
-        at: Timestamp,
-        journal: ChainPosition,
-    ) -> Self {
-        Self::from_env(
-            claim.envelope(),
-            claim.slot(),
-            at,
+    /// The resolution of a claim the TP's rules let the token resolve, at
+    /// the time those rules checked the deadline.
+    pub fn resolved(claim: &ResolvableClaim, inside: &Inside, journal: ChainPosition) -> Self {
+        let c = claim.claim();
+        Self::about(
+            c.envelope(),
+            c.slot(),
+            claim.at(),
             Statement::Resolved {
-                key_id: claim.key_id(),
-                receipt_hash: claim.receipt().receipt().hash(),
+                key_id: c.key_id(),
+                receipt_hash: c.receipt().receipt().hash(),
                 message_sha256: inside.message_sha256,
                 commit_salt: inside.commit_salt,
                 wrapped_km_hash: inside.wrapped_km_hash(),
@@ -117,26 +119,31 @@ impl AffidavitBody {
             journal,
         )
     }
-    pub fn invalid_envelope(claim: &VerifiedClaim, at: Timestamp, journal: ChainPosition) -> Self {
-        Self::from_env(
-            claim.envelope(),
-            claim.slot(),
-            at,
+    /// The verdict on a claim whose z the token found not to open under its
+    /// header (or to disagree with it).
+    pub fn invalid_envelope(claim: &ResolvableClaim, journal: ChainPosition) -> Self {
+        let c = claim.claim();
+        Self::about(
+            c.envelope(),
+            c.slot(),
+            claim.at(),
             Statement::InvalidEnvelope {
-                key_id: claim.key_id(),
-                receipt_hash: claim.receipt().receipt().hash(),
+                key_id: c.key_id(),
+                receipt_hash: c.receipt().receipt().hash(),
             },
             journal,
         )
     }
-    /// The certificate of trustee slot `slot` that it never resolved its z.
-    pub fn unclaimed(
-        env: &VerifiedEnvelope,
-        slot: usize,
-        at: Timestamp,
-        journal: ChainPosition,
-    ) -> Self {
-        Self::from_env(env, slot, at, Statement::Unclaimed, journal)
+    /// The certificate that the deciding trustee never resolved its z under
+    /// this header.
+    pub fn unclaimed(cert: &CertifiableUnclaimed, journal: ChainPosition) -> Self {
+        Self::about(
+            cert.envelope(),
+            cert.slot(),
+            cert.at(),
+            Statement::Unclaimed,
+            journal,
+        )
     }
     /// The digest the TP's token signs.
     pub fn signing_digest(&self) -> Digest32 {

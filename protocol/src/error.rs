@@ -29,6 +29,21 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// The wire code a TP answers this failure with.
+    pub fn wire_code(&self) -> crate::wire::ErrorCode {
+        use crate::wire::ErrorCode;
+        match self {
+            ProtocolError::Malformed { .. }
+            | ProtocolError::WrongKind { .. }
+            | ProtocolError::UnsupportedVersion { .. } => ErrorCode::Malformed,
+            ProtocolError::BadSignature { .. }
+            | ProtocolError::Mismatch { .. }
+            | ProtocolError::DoesNotDecrypt => ErrorCode::Rejected,
+            ProtocolError::Deadline(_) => ErrorCode::Deadline,
+            ProtocolError::UnknownKey(_) => ErrorCode::UnknownKey,
+            ProtocolError::Refused(_) => ErrorCode::NotAuthorized,
+        }
+    }
     pub(crate) fn malformed(what: &'static str, detail: impl ToString) -> Self {
         Self::Malformed {
             what,

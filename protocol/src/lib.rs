@@ -19,7 +19,8 @@
 //! | [`receipt`] | B1: Bob's receipt and Alice's check of it |
 //! | [`opening`] | A2/B2: the opening of z and its check |
 //! | [`contract`] | contract signing over certified mail: preliminary agreement, Alice's contract signature, the executed-contract bundle and its check |
-//! | [`claim`] | Bob's claim to the TP and the TP-side checks before decryption |
+//! | [`claim`] | Bob's claim to the TP and its authentication |
+//! | [`decide`] | the TP's decision core: what a trustee does with a claim or an unclaimed request, given its journal and clock |
 //! | [`affidavit`] | the TP's signed statements: resolved, invalid envelope, unclaimed |
 //! | [`evidence`] | the judge: offline verification of delivery evidence |
 //! | [`wire`] | requests and responses between clients and the TP daemon |
@@ -34,6 +35,7 @@ pub mod affidavit;
 mod cache;
 pub mod claim;
 pub mod contract;
+pub mod decide;
 pub mod encoding;
 pub mod envelope;
 pub mod error;

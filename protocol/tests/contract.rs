@@ -12,7 +12,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use sha2::{Digest, Sha256};
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition, Statement};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::contract::{
     envelope_nonce, judge_bundle, Agreement, ContractBundle, ContractSignature, Outcome, Proposal,
@@ -72,7 +72,7 @@ impl Tp {
     }
     /// The device's resolve: decrypt, check against the header, sign.
     fn resolve(&self, claim: &Claim) -> (Affidavit, Option<Vec<u8>>) {
-        let vc = claim.verify(&self.card, NOW + 10).unwrap();
+        let vc = claim.decide_fresh(&self.card, NOW + 10).unwrap();
         let z = vc.z();
         let plain = self
             .rsa
@@ -92,17 +92,17 @@ impl Tp {
             });
         let (body, released) = match plain.map(|p| vc.check_inside(&p)) {
             Some(Ok(inside)) => (
-                AffidavitBody::resolved(&vc, &inside, NOW + 10, RECORD),
+                AffidavitBody::resolved(&vc, &inside, RECORD),
                 Some(inside.wrapped_km.clone()),
             ),
-            _ => (AffidavitBody::invalid_envelope(&vc, NOW + 10, RECORD), None),
+            _ => (AffidavitBody::invalid_envelope(&vc, RECORD), None),
         };
         let signature = sign_digest(&self.sign, &body.signing_digest());
         (Affidavit { body, signature }, released)
     }
     fn unclaimed(&self, env: &Envelope) -> Affidavit {
         let venv = env.verify(&self.card).unwrap();
-        let body = AffidavitBody::unclaimed(&venv, 0, DEADLINE + 5, RECORD);
+        let body = AffidavitBody::about(&venv, 0, DEADLINE + 5, Statement::Unclaimed, RECORD);
         let signature = sign_digest(&self.sign, &body.signing_digest());
         Affidavit { body, signature }
     }

@@ -12,7 +12,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use sha2::{Digest, Sha256};
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition, Statement};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::{self, Kind};
 use vtp_protocol::envelope::{self, Envelope};
@@ -77,7 +77,7 @@ impl Tp {
     }
     /// What the device does: decrypt in "the token", check, sign.
     fn resolve(&self, claim: &Claim) -> Result<(Affidavit, Option<Vec<u8>>), ProtocolError> {
-        let vc = claim.verify(&self.card, NOW + 10)?;
+        let vc = claim.decide_fresh(&self.card, NOW + 10)?;
         let z = vc.z();
         let plain = self
             .rsa
@@ -96,13 +96,10 @@ impl Tp {
             });
         let (body, released) = match plain.map(|p| vc.check_inside(&p)) {
             Some(Ok(inside)) => (
-                AffidavitBody::resolved(&vc, &inside, NOW + 10, FIRST_RECORD),
+                AffidavitBody::resolved(&vc, &inside, FIRST_RECORD),
                 Some(inside.wrapped_km.clone()),
             ),
-            _ => (
-                AffidavitBody::invalid_envelope(&vc, NOW + 10, FIRST_RECORD),
-                None,
-            ),
+            _ => (AffidavitBody::invalid_envelope(&vc, FIRST_RECORD), None),
         };
         let signature = Tp::sign_digest(&self.sign, &body.signing_digest());
         Ok((Affidavit { body, signature }, released))
@@ -342,10 +339,10 @@ fn deadline_rules() {
     let vr = Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap();
     let claim = Claim::new(&bob, &venv, &vr, DEADLINE);
     assert!(matches!(
-        claim.verify(&tp.card, DEADLINE),
+        claim.decide_fresh(&tp.card, DEADLINE),
         Err(ProtocolError::Deadline(_))
     ));
-    assert!(claim.verify(&tp.card, DEADLINE - 1).is_ok());
+    assert!(claim.decide_fresh(&tp.card, DEADLINE - 1).is_ok());
 }
 
 /// Known answers: the encoding and the derivations are pinned, so a change in
@@ -466,7 +463,13 @@ fn two_of_three_trustees() {
         .iter()
         .map(|tp| {
             let slot = venv.header().slot_of(&tp.card.id()).unwrap();
-            let body = AffidavitBody::unclaimed(&venv, slot, DEADLINE + 1, FIRST_RECORD);
+            let body = AffidavitBody::about(
+                &venv,
+                slot,
+                DEADLINE + 1,
+                Statement::Unclaimed,
+                FIRST_RECORD,
+            );
             let signature = Tp::sign_digest(&tp.sign, &body.signing_digest());
             Affidavit { body, signature }
         })

@@ -48,7 +48,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vtp_device::{Token, TrustedParty};
 use vtp_protocol::affidavit::ChainPosition;
-use vtp_protocol::claim::{Claim, VerifiedClaim};
+use vtp_protocol::claim::Claim;
+use vtp_protocol::decide::ResolvableClaim;
 use vtp_protocol::encoding::CmHasher;
 use vtp_protocol::envelope::{self, Envelope};
 use vtp_protocol::identity::IdentitySecret;
@@ -304,7 +305,7 @@ fn claim_frames(
 /// Resolve `claim` on `threads` threads for `secs`: (ops, wall seconds, CPU seconds).
 fn device_run(
     tp: &TrustedParty,
-    claim: &VerifiedClaim,
+    claim: &ResolvableClaim,
     threads: usize,
     secs: f64,
     max_ops: usize,
@@ -312,7 +313,6 @@ fn device_run(
     let done = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failed = AtomicBool::new(false);
-    let t = now();
     let cpu0 = self_cpu();
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -323,7 +323,7 @@ fn device_run(
                         done.fetch_sub(1, Ordering::Relaxed);
                         break;
                     }
-                    match tp.resolve(claim, t, POSITION) {
+                    match tp.resolve(claim, POSITION) {
                         Ok(ClaimOutcome::Resolved { .. }) => {}
                         _ => {
                             failed.store(true, Ordering::Relaxed);
@@ -381,7 +381,8 @@ fn device_phases(
     report: &mut Report,
 ) -> anyhow::Result<DeviceFigures> {
     let card = tp.card().clone();
-    let claim = new_claim(&card, &pool[0], &pool[1], now())?.verify(&card, now())?;
+    let t = now();
+    let claim = new_claim(&card, &pool[0], &pool[1], t)?.decide_fresh(&card, t)?;
     // Warm-up: sessions, key handles.
     device_run(tp, &claim, 1, 0.2, 50)?;
     let n = threads();
@@ -469,7 +470,7 @@ fn claim_checks(
         let f = &frames[done % count];
         match vtp_protocol::wire::decode_request(&f[4..])? {
             Request::Claim(c) => {
-                c.verify_authentic(card, t)?;
+                c.authenticate(card, t)?;
             }
             _ => bail!("not a claim"),
         }

@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use vtp_protocol::affidavit::Affidavit;
+use vtp_protocol::decide::{Recorded, RecordedResolution, Subject};
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{ClaimOutcome, ResolvedReceipt};
 use vtp_protocol::{Digest32, IdentityId, Timestamp};
@@ -280,13 +281,38 @@ impl Journal {
         }
     }
 
-    /// The recorded resolution of z, if any.
-    pub fn resolved(&self, z_hash: &Digest32) -> Result<Option<ClaimOutcome>, JournalError> {
-        let r = self.record_via(
+    /// Everything the journal holds about one subject (a z under one
+    /// header), for the decision core (`vtp_protocol::decide`) to weigh:
+    /// the resolution of z (under whatever header it was claimed with), the
+    /// invalid-envelope verdict for this header, the unclaimed certificate
+    /// for this z under this header. Lookups by key only; no rule here.
+    pub fn recorded(&self, subject: &Subject) -> Result<Recorded, JournalError> {
+        Ok(Recorded {
+            resolution: self.resolution(&subject.z_hash)?,
+            invalid: self.invalid_verdict(&subject.envelope_id)?,
+            unclaimed: self.unclaimed(&subject.z_hash, &subject.envelope_id)?,
+        })
+    }
+
+    /// The recorded resolution of z, if any, with the receipt it was
+    /// claimed with.
+    pub fn resolution(
+        &self,
+        z_hash: &Digest32,
+    ) -> Result<Option<RecordedResolution>, JournalError> {
+        match self.record_via(
             "SELECT r.body FROM resolved x JOIN records r ON r.seq = x.seq WHERE x.z_hash = ?1",
             &[&&z_hash.0[..]],
-        )?;
-        self.claim_outcome(r)
+        )? {
+            None => Ok(None),
+            Some(JournalRecord::Claim { outcome, receipt }) => {
+                Ok(Some(RecordedResolution { outcome, receipt }))
+            }
+            Some(other) => Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a {} record where a resolution belongs", other.kind()),
+            }),
+        }
     }
 
     /// The recorded invalid-envelope verdict for this signed header, if any.
@@ -320,16 +346,6 @@ impl Journal {
                 detail: format!("a {} record in the unclaimed index", other.kind()),
             }),
         }
-    }
-
-    /// When z was first declared unclaimed (under any header), if ever.
-    pub fn unclaimed_since(&self, z_hash: &Digest32) -> Result<Option<Timestamp>, JournalError> {
-        let row: Option<i64> = self
-            .conn()
-            .prepare_cached("SELECT MIN(created_at) FROM unclaimed WHERE z_hash = ?1")
-            .and_then(|mut st| st.query_row([&z_hash.0[..]], |r| r.get(0)))
-            .map_err(|e| self.sql(e))?;
-        Ok(row.map(|t| t as Timestamp))
     }
 
     /// Every receipt the TP obtained for this sender by resolving, oldest first.
@@ -588,13 +604,12 @@ mod tests {
             assert_eq!(sync, 2, "FULL");
         }
         assert_eq!(j.stats().unwrap(), Stats::default());
-        assert!(j.resolved(&Digest32([1; 32])).unwrap().is_none());
+        assert!(j.resolution(&Digest32([1; 32])).unwrap().is_none());
         assert!(j.invalid_verdict(&Digest32([1; 32])).unwrap().is_none());
         assert!(j
             .unclaimed(&Digest32([1; 32]), &Digest32([2; 32]))
             .unwrap()
             .is_none());
-        assert!(j.unclaimed_since(&Digest32([1; 32])).unwrap().is_none());
         assert!(j
             .receipts_for_sender(&IdentityId(Digest32([3; 32])))
             .unwrap()

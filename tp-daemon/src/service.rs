@@ -1,13 +1,17 @@
-//! The TP's rules, independent of sockets: one decoded [`Request`] in, one
-//! [`Response`] out.
+//! The TP's request handling, independent of sockets: one decoded
+//! [`Request`] in, one [`Response`] out. The rules themselves live in the
+//! decision core, `vtp_protocol::decide`; this module keeps the locks, the
+//! pools, the journal and the metrics around it.
 //!
-//! The order of checks in a claim is the heart of fairness (DESIGN.md §2-§3):
-//! authenticate → take the per-z lock → answer from the journal if the
-//! question was answered before (even after the deadline: Bob re-asking gets
-//! the same answer) → only then the deadline → resolve in the token → commit
-//! to the journal → release. Nothing leaves the daemon that is not committed,
-//! and a failure before the commit leaves nothing behind, so the claim can be
-//! retried.
+//! A claim: authenticate (`Claim::authenticate`) → take the per-z lock →
+//! look up what the journal holds about this z under this header
+//! (`Journal::recorded`) → the decision core answers from the journal,
+//! refuses, or hands back a `ResolvableClaim` (deadline checked last, on a
+//! clock read after any waiting) → resolve in the token → commit to the
+//! journal → release. Nothing leaves the daemon that is not committed, and a
+//! failure before the commit leaves nothing behind, so the claim can be
+//! retried. An unclaimed request goes the same way with
+//! `AuthenticUnclaimed::decide` and a `CertifiableUnclaimed`.
 //!
 //! "Resolve in the token → commit" in detail (see [`crate::writer`]): after
 //! authentication and the per-z lock, everything blocking (the journal
@@ -32,8 +36,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use vtp_device::{DeviceError, KeyId, TrustedParty};
 use vtp_protocol::affidavit::Affidavit;
-use vtp_protocol::claim::{Claim, VerifiedClaim};
-use vtp_protocol::envelope::check_group_policy;
+use vtp_protocol::claim::{AuthenticClaim, Claim};
+use vtp_protocol::decide::{
+    ClaimContext, ClaimDecision, KeyStatus, Refusal, Subject, Subscription, UnclaimedDecision,
+};
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{
     ClaimOutcome, ErrorCode, FetchRequest, Request, Response, UnclaimedRequest, WireError,
@@ -84,18 +90,12 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
 
 /// A protocol check failed: tell the client which, in the protocol's words.
 pub fn protocol_refusal(e: &ProtocolError) -> Response {
-    let code = match e {
-        ProtocolError::Malformed { .. }
-        | ProtocolError::WrongKind { .. }
-        | ProtocolError::UnsupportedVersion { .. } => ErrorCode::Malformed,
-        ProtocolError::BadSignature { .. }
-        | ProtocolError::Mismatch { .. }
-        | ProtocolError::DoesNotDecrypt => ErrorCode::Rejected,
-        ProtocolError::Deadline(_) => ErrorCode::Deadline,
-        ProtocolError::UnknownKey(_) => ErrorCode::UnknownKey,
-        ProtocolError::Refused(_) => ErrorCode::NotAuthorized,
-    };
-    refuse(code, e.to_string())
+    refuse(e.wire_code(), e.to_string())
+}
+
+/// The decision core said no: its code and one line, times in RFC 3339.
+fn decided_refusal(r: &Refusal) -> Response {
+    refuse(r.code(), r.message(rfc3339))
 }
 
 /// The token failed: nothing was released or recorded; the client may retry.
@@ -157,14 +157,6 @@ fn outcome_name(o: &ClaimOutcome) -> &'static str {
     match o {
         ClaimOutcome::Resolved { .. } => "resolved",
         ClaimOutcome::InvalidEnvelope { .. } => "invalid-envelope",
-    }
-}
-
-fn affidavit_at(o: &ClaimOutcome) -> u64 {
-    match o {
-        ClaimOutcome::Resolved { affidavit, .. } | ClaimOutcome::InvalidEnvelope { affidavit } => {
-            affidavit.body.at
-        }
     }
 }
 
@@ -264,61 +256,6 @@ impl Service {
         }
     }
 
-    /// A claim for an envelope made for a key the TP retired: answer from
-    /// the journal if it was resolved before, else refuse, saying so.
-    async fn claim_for_retired_key(
-        &self,
-        live: &Live,
-        claim: &Claim,
-        key: KeyId,
-        retired_at: u64,
-        z: Digest32,
-    ) -> Response {
-        let refusal = || {
-            info!(z = %short(&z), key = %key, "claim refused: the envelope's TP key is retired");
-            refuse(
-                ErrorCode::UnknownKey,
-                format!(
-                    "the TP retired encryption key {key} at {}: it no longer resolves envelopes \
-                     made for that key (the sender must send again using the TP's current card)",
-                    rfc3339(retired_at)
-                ),
-            )
-        };
-        // The envelope carries the card it was made with; if it is this
-        // TP's card (same signing key, self-signed), it authenticates the
-        // claim as well as the current card would.
-        let Some(embedded) = claim
-            .body
-            .envelope
-            .tp_cards
-            .iter()
-            .find(|c| c.id() == live.tp.card().id())
-        else {
-            return refusal();
-        };
-        let Ok(verified) = claim.verify_authentic(embedded, self.clock.now()) else {
-            return refusal();
-        };
-        let envelope_id = verified.envelope().header().envelope_id();
-        let recorded = self
-            .journal
-            .blocking(move |j| match j.resolved(&z)? {
-                Some(o) => Ok(Some(o)),
-                None => j.invalid_verdict(&envelope_id),
-            })
-            .await;
-        match recorded {
-            Ok(Some(o)) => {
-                self.metrics.resolution(outcome_name(&o), true);
-                info!(z = %short(&z), outcome = outcome_name(&o), "claim answered from the journal (retired key)");
-                Response::Claim(o)
-            }
-            Ok(None) => refusal(),
-            Err(e) => journal_refusal(&z, &e),
-        }
-    }
-
     async fn claim(&self, claim: Claim) -> Response {
         self.metrics.claim();
         let live = self.live();
@@ -335,13 +272,28 @@ impl Service {
         let slot_key = header.trustees[slot].key_id;
         let requested = claim.body.requested;
         let key = KeyId(slot_key.0);
-        match live.ring.get(key) {
+        // Which card authenticates the claim, and the state of its key.
+        let (card, key_status) = match live.ring.get(key) {
             Some(k) if k.state == KeyState::Retired => {
-                return self
-                    .claim_for_retired_key(&live, &claim, key, k.retired_at.unwrap_or(0), z)
-                    .await;
+                let at = k.retired_at.unwrap_or(0);
+                // The envelope carries the card it was made with; if it is
+                // this TP's card (same signing key, self-signed), it
+                // authenticates the claim as well as the current card would.
+                match claim
+                    .body
+                    .envelope
+                    .tp_cards
+                    .iter()
+                    .find(|c| c.id() == live.tp.card().id())
+                {
+                    Some(embedded) => (embedded, KeyStatus::Retired { at }),
+                    None => {
+                        info!(z = %short(&z), key = %key, "claim refused: the envelope's TP key is retired");
+                        return decided_refusal(&Refusal::RetiredKey { key: slot_key, at });
+                    }
+                }
             }
-            Some(_) => {}
+            Some(_) => (live.tp.card(), KeyStatus::Held),
             None if live.tp.card().key(slot_key).is_err() => {
                 info!(z = %short(&z), key = %key, "claim refused: unknown TP key");
                 return refuse(
@@ -352,18 +304,22 @@ impl Service {
                     ),
                 );
             }
-            None => {}
-        }
-        let verified = match claim.verify_authentic(live.tp.card(), self.clock.now()) {
-            Ok(v) => v,
+            None => (live.tp.card(), KeyStatus::Held),
+        };
+        let authentic = match claim.authenticate(card, self.clock.now()) {
+            Ok(c) => c,
             Err(e) => {
                 info!(z = %short(&z), error = %e, "claim refused: not authentic");
-                return protocol_refusal(&e);
+                return match key_status {
+                    KeyStatus::Retired { at } => {
+                        decided_refusal(&Refusal::RetiredKey { key: slot_key, at })
+                    }
+                    KeyStatus::Held => protocol_refusal(&e),
+                };
             }
         };
-        let envelope_id = verified.envelope().header().envelope_id();
-        let deadline = verified.envelope().header().deadline;
-        info!(z = %short(&z), envelope = %short(&envelope_id), requested, "claim received");
+        let subject = authentic.subject();
+        info!(z = %short(&z), envelope = %short(&subject.envelope_id), requested, "claim received");
 
         let _flight = self.flights.lock(z).await;
 
@@ -375,11 +331,10 @@ impl Service {
             writer: Arc::clone(&self.writer),
             metrics: Arc::clone(&self.metrics),
             clock: self.clock,
-            z,
-            envelope_id,
-            deadline,
+            subject,
+            key: key_status,
         };
-        let ticket = match self.pool.run(move || job.run(verified)).await {
+        let ticket = match self.pool.run(move || job.run(authentic)).await {
             Ok(Step::Answer(r)) => return r,
             Ok(Step::Queued(t)) => t,
             Err(PoolStopped) => {
@@ -391,7 +346,7 @@ impl Service {
             }
         };
 
-        // Commit before release (DESIGN.md §3 step 3).
+        // Commit before release: an answer only ever leaves after its record.
         let seq = ticket.position().seq;
         let started = Instant::now();
         let committed = ticket.committed().await;
@@ -413,57 +368,34 @@ impl Service {
 
     async fn unclaimed(&self, req: UnclaimedRequest) -> Response {
         let live = self.live();
-        let env = match req.verify(live.tp.card(), self.clock.now()) {
-            Ok(env) => env,
+        let authentic = match req.authenticate(live.tp.card(), self.clock.now()) {
+            Ok(a) => a,
             Err(e) => {
                 info!(error = %e, "unclaimed request refused");
                 return protocol_refusal(&e);
             }
         };
-        let h = env.header();
-        let z = h.trustees[h
-            .slot_of(&live.tp.card().id())
-            .expect("a verified request names this TP")]
-        .z_hash;
-        let envelope_id = env.header().envelope_id();
-        let deadline = env.header().deadline;
-        info!(z = %short(&z), envelope = %short(&envelope_id), "unclaimed request received");
+        let subject = authentic.subject();
+        let z = subject.z_hash;
+        info!(z = %short(&z), envelope = %short(&subject.envelope_id), "unclaimed request received");
 
         let _flight = self.flights.lock(z).await;
-        let now = self.clock.now();
-        let recorded = self
-            .journal
-            .blocking(move |j| Ok((j.resolved(&z)?, j.unclaimed(&z, &envelope_id)?)))
-            .await;
-        let (resolved, unclaimed) = match recorded {
+        let recorded = match self.journal.blocking(move |j| j.recorded(&subject)).await {
             Ok(r) => r,
             Err(e) => return journal_refusal(&z, &e),
         };
-        if let Some(o) = resolved {
-            info!(z = %short(&z), "unclaimed refused: z was resolved");
-            return refuse(
-                ErrorCode::NotAuthorized,
-                format!(
-                    "this envelope was resolved at {}; no unclaimed certificate",
-                    rfc3339(affidavit_at(&o))
-                ),
-            );
-        }
-        if now < deadline {
-            return refuse(
-                ErrorCode::Deadline,
-                format!(
-                    "too early: the deadline is {} ({} s from now on the TP's clock)",
-                    rfc3339(deadline),
-                    deadline - now
-                ),
-            );
-        }
-        if let Some(a) = unclaimed {
-            self.metrics.unclaimed(true);
-            info!(z = %short(&z), "unclaimed certificate answered from the journal");
-            return Response::Unclaimed(a);
-        }
+        let cert = match authentic.decide(&recorded, self.clock.now()) {
+            UnclaimedDecision::Answer(a) => {
+                self.metrics.unclaimed(true);
+                info!(z = %short(&z), "unclaimed certificate answered from the journal");
+                return Response::Unclaimed(a);
+            }
+            UnclaimedDecision::Refuse(r) => {
+                info!(z = %short(&z), refusal = r.kind(), "unclaimed request refused");
+                return decided_refusal(&r);
+            }
+            UnclaimedDecision::Certify(cert) => cert,
+        };
 
         let tp = Arc::clone(&live.tp);
         let metrics = Arc::clone(&self.metrics);
@@ -473,7 +405,7 @@ impl Service {
             .run(move || {
                 writer.append(|at| {
                     let started = Instant::now();
-                    let affidavit: Affidavit = tp.unclaimed(&env, now, at)?;
+                    let affidavit: Affidavit = tp.unclaimed(&cert, at)?;
                     metrics.device_op("unclaimed", started.elapsed());
                     Ok(JournalRecord::Unclaimed { affidavit })
                 })
@@ -526,16 +458,6 @@ impl Service {
     }
 }
 
-/// What the journal already says about a claim (lives for one request;
-/// boxing the outcome would buy nothing).
-#[allow(clippy::large_enum_variant)]
-enum Recorded {
-    Outcome(ClaimOutcome),
-    /// z was declared unclaimed at this time.
-    Unclaimed(u64),
-    Nothing,
-}
-
 /// Where a claim's blocking job ended (lives for one request; boxing the
 /// larger variant would buy nothing).
 #[allow(clippy::large_enum_variant)]
@@ -547,116 +469,73 @@ enum Step {
 }
 
 /// The blocking half of a claim, run on a device thread with the per-z
-/// lock held: the journal lookup, the checks that depend on it, the token's
-/// decision, the affidavit's signature and the queued record. One job, so a
-/// claim changes threads once on its way in and once on its way out.
+/// lock held: the journal lookup, the decision core's verdict on it, the
+/// token's decision, the affidavit's signature and the queued record. One
+/// job, so a claim changes threads once on its way in and once on its way
+/// out.
 struct ClaimJob {
     live: Arc<Live>,
     journal: Journal,
     writer: Arc<Writer>,
     metrics: Arc<Metrics>,
     clock: Clock,
-    z: Digest32,
-    envelope_id: Digest32,
-    deadline: u64,
+    subject: Subject,
+    key: KeyStatus,
 }
 
 impl ClaimJob {
-    fn run(self, verified: VerifiedClaim) -> Step {
-        let z = self.z;
-        let envelope_id = self.envelope_id;
-        // Answered before? The same answer, whatever the clock says now.
-        let recorded = (|| {
-            let j = &self.journal;
-            if let Some(o) = j.resolved(&z)? {
-                return Ok(Recorded::Outcome(o));
-            }
-            if let Some(o) = j.invalid_verdict(&envelope_id)? {
-                return Ok(Recorded::Outcome(o));
-            }
-            Ok(match j.unclaimed_since(&z)? {
-                Some(t) => Recorded::Unclaimed(t),
-                None => Recorded::Nothing,
-            })
-        })();
-        match recorded {
+    fn run(self, claim: AuthenticClaim) -> Step {
+        let z = self.subject.z_hash;
+        let recorded = match self.journal.recorded(&self.subject) {
+            Ok(r) => r,
             Err(e) => return Step::Answer(journal_refusal(&z, &e)),
-            Ok(Recorded::Outcome(o)) => {
+        };
+        // Seed 001's subscription model: the TP helps only its subscribers
+        // (the decision core weighs this after the journal, so a recorded
+        // answer is never withheld).
+        let subscription = if self.live.require_subscription {
+            let recipient = claim.envelope().header().recipient;
+            match self.journal.subscriber(&recipient) {
+                Err(e) => return Step::Answer(journal_refusal(&z, &e)),
+                Ok(Some(s)) if s.active_at(self.clock.now()) => Subscription::Active,
+                Ok(Some(s)) => Subscription::Expired {
+                    at: s.expires_at.unwrap_or(0),
+                },
+                Ok(None) => Subscription::Missing,
+            }
+        } else {
+            Subscription::NotRequired
+        };
+        let context = ClaimContext {
+            subscription,
+            key: self.key,
+        };
+        let tp = &self.live.tp;
+        // Read the clock here: we may have waited for the lock and for a
+        // device thread.
+        let resolvable = match claim.decide(tp.card(), &recorded, &context, self.clock.now()) {
+            ClaimDecision::Answer(o) => {
                 self.metrics.resolution(outcome_name(&o), true);
                 info!(z = %short(&z), outcome = outcome_name(&o), "claim answered from the journal");
                 return Step::Answer(Response::Claim(o));
             }
-            Ok(Recorded::Unclaimed(at)) => {
-                // Only possible if the clock went backwards since: the TP
-                // already promised this z will never be resolved.
-                info!(z = %short(&z), "claim refused: z was declared unclaimed");
-                return Step::Answer(refuse(
-                    ErrorCode::Deadline,
-                    format!(
-                        "the TP certified at {} that this envelope was never claimed; \
-                         it will not resolve it",
-                        rfc3339(at)
-                    ),
-                ));
+            ClaimDecision::Refuse(r) => {
+                info!(z = %short(&z), refusal = r.kind(), "claim refused");
+                return Step::Answer(decided_refusal(&r));
             }
-            Ok(Recorded::Nothing) => {}
-        }
-
-        // Seed 001's subscription model: the TP helps only its subscribers.
-        // Checked after the journal, so a recorded answer is never withheld.
-        if self.live.require_subscription {
-            let recipient = verified.envelope().header().recipient;
-            let now = self.clock.now();
-            match self.journal.subscriber(&recipient) {
-                Err(e) => return Step::Answer(journal_refusal(&z, &e)),
-                Ok(Some(s)) if s.active_at(now) => {}
-                Ok(found) => {
-                    let why = match found {
-                        Some(s) => format!(
-                            "its subscription expired at {}",
-                            rfc3339(s.expires_at.unwrap_or(0))
-                        ),
-                        None => "it is not subscribed".to_owned(),
-                    };
-                    info!(z = %short(&z), recipient = %short(&recipient.0), "claim refused: not a subscriber");
-                    return Step::Answer(refuse(
-                        ErrorCode::NotAuthorized,
-                        format!(
-                            "this TP resolves claims for its subscribers only, and identity {} \
-                             (the recipient) {why}; contact the TP's operator",
-                            recipient.0.to_hex()
-                        ),
-                    ));
-                }
-            }
-        }
-
-        // A trustee acts only in groups its card allows (seed 002 §7).
-        let tp = &self.live.tp;
-        let h = verified.envelope().header();
-        if let Err(e) = check_group_policy(tp.card(), h.threshold(), h.trustees.len()) {
-            info!(z = %short(&z), "claim refused: group outside this trustee's policy");
-            return Step::Answer(protocol_refusal(&e));
-        }
-
-        // Read the clock again: we may have waited for the lock and for a
-        // device thread.
-        let now = self.clock.now();
-        if let Err(e) = verified.check_deadline(now) {
-            info!(z = %short(&z), deadline = self.deadline, now, "claim refused: deadline passed");
-            return Step::Answer(protocol_refusal(&e));
-        }
+            ClaimDecision::Resolve(c) => c,
+        };
 
         // Decrypt and check (in parallel with the other device threads),
         // then sign at the next journal position and queue for the writer
         // (in order).
         let started = Instant::now();
-        let decision = match tp.decide(&verified, now) {
+        let decision = match tp.decide(&resolvable) {
             Ok(d) => d,
             Err(e) => return Step::Answer(device_refusal(&z, &e)),
         };
         let decided = started.elapsed();
-        let receipt = verified.receipt().receipt().clone();
+        let receipt = resolvable.claim().receipt().receipt().clone();
         let metrics = &self.metrics;
         match self.writer.append(|at| {
             let signing = Instant::now();

@@ -39,7 +39,7 @@ fn daemon_rate_against_the_raw_device_rate() {
             let Request::Claim(c) = x.claim() else {
                 unreachable!()
             };
-            c.verify(live.tp.card(), now()).unwrap()
+            c.decide_fresh(live.tp.card(), now()).unwrap()
         })
         .collect();
     let at = ChainPosition {
@@ -52,7 +52,7 @@ fn daemon_rate_against_the_raw_device_rate() {
             let tp = &live.tp;
             s.spawn(move || {
                 for c in half {
-                    tp.resolve(c, now(), at).unwrap();
+                    tp.resolve(c, at).unwrap();
                 }
             });
         }
