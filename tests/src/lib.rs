@@ -439,6 +439,32 @@ pub mod cheat {
         }
     }
 
+    /// The same z values (one per trustee) in a header changed by `edit`,
+    /// signed by `signer` as the sender: what anyone who has seen an
+    /// envelope can make of it (a cheating sender moving the deadline, or a
+    /// third party naming himself). Set `h.sender` to the signer's id for a
+    /// third party's envelope.
+    pub fn resign(
+        signer: &Path,
+        env: &Envelope,
+        edit: impl FnOnce(&mut EnvelopeHeader),
+    ) -> Envelope {
+        let me = identity(signer);
+        let mut header = env.header.clone();
+        edit(&mut header);
+        let digest = vtp_protocol::encoding::signing_digest(
+            vtp_protocol::encoding::domain::ENVELOPE,
+            &header,
+        );
+        Envelope {
+            signature: vtp_protocol::identity::test_sign(&me, &digest),
+            header,
+            zs: env.zs.clone(),
+            sender_card: me.card().clone(),
+            tp_cards: env.tp_cards.clone(),
+        }
+    }
+
     fn rand_nonce() -> [u8; 32] {
         use rand_core::RngCore;
         let mut n = [0u8; 32];

@@ -614,3 +614,125 @@ fn t11_resolution_survives_restart() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
     assert_eq!(w.resolved_rows(), 1);
 }
+
+/// Audit finding 1: a forged "unclaimed" request must not kill a live
+/// claim. Alice re-signs her envelope's header with the deadline 30 s in
+/// the past (same z) and asks the TP for an unclaimed certificate; Chris,
+/// who saw the envelope, does the same as its sender. Whatever the TP
+/// certifies about those headers, Bob's genuine claim two hours before the
+/// deadline still gets him the message, and the judge agrees.
+#[test]
+fn t12_forged_unclaimed_does_not_stop_the_genuine_claim() {
+    let w = world();
+    let chris = Party::new(w.tp.dir.path(), "chris");
+    let env = w.send("2h");
+    let receipt = w.accept(&env);
+    let (e, cm) = cheat::read_envelope(&env);
+    let now = cheat::now();
+    let ask_unclaimed = |who: &Party, env: &Path, out: &Path| {
+        vtp([
+            "unclaimed",
+            "--as",
+            &p(&who.id),
+            "--tp",
+            &w.tp.addr,
+            &p(env),
+            "--out",
+            &p(out),
+        ])
+    };
+    // Alice's forgery: only `deadline` and `created` changed.
+    let forged = cheat::resign(&w.alice.id, &e, |h| {
+        h.deadline = now - 30;
+        h.created = now - 90;
+    });
+    let fenv = w.alice.path("forged.vtp");
+    cheat::write_envelope(&fenv, &forged, &cm);
+    let fcert = w.alice.path("forged.unclaimed");
+    let alice_forgery = ask_unclaimed(&w.alice, &fenv, &fcert);
+    // Chris's: himself as the sender, the deadline passed.
+    let chris_id = cheat::identity(&chris.id).id();
+    let lifted = cheat::resign(&chris.id, &e, |h| {
+        h.sender = chris_id;
+        h.deadline = now - 30;
+    });
+    let lenv = chris.path("lifted.vtp");
+    cheat::write_envelope(&lenv, &lifted, &cm);
+    ask_unclaimed(&chris, &lenv, &chris.path("lifted.unclaimed"));
+
+    // Bob's claim of the genuine envelope resolves.
+    w.claim(&env, &receipt, "msg").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("msg")).unwrap(),
+        std::fs::read(&w.msg).unwrap()
+    );
+    assert_eq!(w.resolved_rows(), 1);
+    let aff = p(&w.bob.path("msg.affidavit"));
+    let (code, v) = w.verify_json(&env, &receipt, &["--affidavit", &aff]);
+    assert_eq!((code, &v["valid"]), (0, &serde_json::json!(true)), "{v}");
+    // A certificate about the forged header says nothing about the genuine
+    // envelope: the judge refuses to weigh it with Bob's receipt.
+    if alice_forgery.status == 0 {
+        let (code, v) = w.verify_json(&env, &receipt, &["--affidavit", &p(&fcert)]);
+        assert_ne!(code, 0);
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("another envelope"),
+            "{v}"
+        );
+    }
+    // After the resolution, no header around this z gets a certificate.
+    ask_unclaimed(&w.alice, &fenv, &w.alice.path("late.unclaimed")).fails();
+}
+
+/// Audit finding 8, one TP: a TP that certified an envelope invalid never
+/// also certifies it unclaimed (the judge would see two outcomes for one
+/// envelope); the recorded verdict stands and is given again.
+#[test]
+fn t13_no_unclaimed_certificate_for_an_invalid_envelope() {
+    let mut w = world();
+    let env = w.alice.path("bad.vtp");
+    cheat::envelope_with_bad_inside(
+        &w.alice.id,
+        &w.bob.card,
+        &w.tp.card(),
+        b"a message the TP can never release",
+        120,
+        &env,
+        |inside| inside.deadline += 1,
+    );
+    let receipt = w.accept(&env);
+    let r = w.claim(&env, &receipt, "bad").fails();
+    assert!(r.stderr.contains("invalid"), "{}", r.stderr);
+    assert_eq!(w.tp.journal_rows("invalid"), 1);
+    // Past the deadline on the TP's clock.
+    w.tp.kill();
+    w.tp.clock_offset = 150;
+    w.tp.start();
+    for who in [&w.alice, &w.bob] {
+        let cert = who.path("bad.unclaimed");
+        let r = vtp([
+            "unclaimed",
+            "--as",
+            &p(&who.id),
+            "--tp",
+            &w.tp.addr,
+            &p(&env),
+            "--out",
+            &p(&cert),
+        ])
+        .fails();
+        assert!(r.stderr.contains("invalid"), "{}", r.stderr);
+        assert!(!cert.exists());
+    }
+    assert_eq!(w.tp.journal_rows("unclaimed"), 0);
+    // Bob asking again gets the recorded verdict, deadline or not.
+    let r = w.claim(&env, &receipt, "again").fails();
+    assert!(r.stderr.contains("invalid"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(w.bob.path("again.affidavit")).unwrap(),
+        std::fs::read(w.bob.path("bad.affidavit")).unwrap()
+    );
+}

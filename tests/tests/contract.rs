@@ -558,3 +558,39 @@ fn c05_replayed_agreements_and_signatures_are_refused() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["agreement_id"], a1.id().to_string());
 }
+
+/// Audit finding 1 for contracts: Alice re-signs her contract envelope's
+/// header with the deadline in the past and asks the TP, through the mail
+/// command `vtp unclaimed`, for a certificate about it. Bob's
+/// `vtp contract claim` of the genuine envelope still executes the contract.
+#[test]
+fn c08_forged_unclaimed_does_not_block_the_contract_claim() {
+    let w = world();
+    let agreement = w.agree("2h", "f");
+    w.sign(&agreement, "f").ok();
+    let env = w.alice.path("f.env");
+    w.commit(&agreement, &env, "f").ok();
+    let receipt = w.bob.path("f.receipt");
+    let (e, cm) = cheat::read_envelope(&env);
+    let now = cheat::now();
+    let forged = cheat::resign(&w.alice.id, &e, |h| {
+        h.deadline = now - 30;
+        h.created = now - 90;
+    });
+    let fenv = w.alice.path("forged.env");
+    cheat::write_envelope(&fenv, &forged, &cm);
+    let _ = vtp([
+        "unclaimed",
+        "--as",
+        &p(&w.alice.id),
+        "--tp",
+        &w.tp.addr,
+        &p(&fenv),
+        "--out",
+        &p(&w.alice.path("forged.unclaimed")),
+    ]);
+    w.claim(&agreement, &env, &receipt, "f").ok();
+    let (code, v) = w.verify(&w.bob.path("f.bundle"));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["executed"], true, "{v}");
+}

@@ -403,3 +403,36 @@ fn bob_and_one_trustee_get_nothing_and_unclaimed_is_for_the_group() {
     assert!(r.stderr.contains("never claimed"), "{}", r.stderr);
     assert!(r.stderr.contains("only 0 of the 2"), "{}", r.stderr);
 }
+
+/// Audit finding 1 for a group: Alice re-signs the group envelope's header
+/// with the deadline in the past (same z for every trustee) and asks all
+/// three trustees for unclaimed certificates. Whatever they certify about
+/// that header, Bob's claim of the genuine envelope still gets two shares
+/// and the message, long before its deadline.
+#[test]
+fn forged_unclaimed_for_the_group_does_not_stop_the_claim() {
+    let w = world(|_, _| {});
+    let (env, receipt) = w.send_and_accept("genuine", "2h");
+    let (e, cm) = cheat::read_envelope(&env);
+    let now = cheat::now();
+    let forged = cheat::resign(&w.alice.id, &e, |h| {
+        h.deadline = now - 30;
+        h.created = now - 90;
+    });
+    let fenv = w.alice.path("forged.env");
+    cheat::write_envelope(&fenv, &forged, &cm);
+    let mut args = vec!["unclaimed".to_string(), "--as".into(), p(&w.alice.id)];
+    args.extend(World::tp_flags(&w.addrs(&[0, 1, 2])));
+    args.extend([
+        "--timeout".into(),
+        "5s".into(),
+        p(&fenv),
+        "--out".into(),
+        p(&w.alice.path("forged.unclaimed")),
+        "--force".into(),
+    ]);
+    let _ = vtp(&args);
+    let out = w.bob.path("genuine.txt");
+    w.claim(&env, &receipt, &[0, 1, 2], &out).ok();
+    assert_eq!(sha256_file(&out), sha256_file(&w.msg));
+}
