@@ -42,6 +42,10 @@ pub const SUGGESTED_METRICS_LISTEN: &str = "127.0.0.1:7401";
 pub const MIN_FRAME_BYTES: usize = 8 * 1024;
 /// Largest accepted `limits.max_frame_bytes`.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Default `[limits] first_frame_timeout_secs`: ample for a client to send
+/// a claim of a few KiB over a slow link, short enough that idle
+/// connections opened in bulk free their slots quickly.
+pub const DEFAULT_FIRST_FRAME_TIMEOUT_SECS: u64 = 5;
 /// The most device threads `[limits] device_threads` may ask for.
 pub const MAX_DEVICE_THREADS: usize = 1024;
 /// Default `[limits] commit_delay_us`: about one RSA-2048 device operation.
@@ -195,11 +199,17 @@ pub struct KeysConfig {
 pub struct Limits {
     /// Largest request frame; a bigger one closes the connection.
     pub max_frame_bytes: usize,
-    /// Connections served at once; more are answered `Busy` and closed.
+    /// Connections served at once. When all are taken, a new connection
+    /// evicts a waiting one of the address holding the most, or is answered
+    /// `Busy` and closed (see [`crate::server`]).
     pub max_connections: usize,
     /// A connection that completes no request frame for this long is closed.
     /// It bounds a whole frame, however slowly its bytes arrive.
     pub idle_timeout_secs: u64,
+    /// A new connection whose first request frame is not complete this long
+    /// after it was accepted is closed (`idle_timeout_secs` if that is
+    /// shorter), so idle connections opened in bulk do not hold slots.
+    pub first_frame_timeout_secs: u64,
     /// Connections served at once from one client address (IPv4 address or
     /// IPv6 /64); more are answered `Busy` and closed.
     pub max_connections_per_ip: usize,
@@ -229,6 +239,7 @@ impl Default for Limits {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_connections: 1024,
             idle_timeout_secs: 30,
+            first_frame_timeout_secs: DEFAULT_FIRST_FRAME_TIMEOUT_SECS,
             max_connections_per_ip: 256,
             max_connection_secs: 600,
             identity_rate_per_sec: 10,
@@ -242,6 +253,10 @@ impl Default for Limits {
 impl Limits {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    /// How long a new connection may take to send its first request frame.
+    pub fn first_frame_timeout(&self) -> Duration {
+        Duration::from_secs(self.first_frame_timeout_secs.min(self.idle_timeout_secs))
     }
     pub fn max_connection_time(&self) -> Duration {
         Duration::from_secs(self.max_connection_secs)
@@ -328,6 +343,7 @@ struct RawLimits {
     max_frame_bytes: Option<S<usize>>,
     max_connections: Option<S<usize>>,
     idle_timeout_secs: Option<S<u64>>,
+    first_frame_timeout_secs: Option<S<u64>>,
     max_connections_per_ip: Option<S<usize>>,
     max_connection_secs: Option<S<u64>>,
     identity_rate_per_sec: Option<S<u32>>,
@@ -657,6 +673,10 @@ impl Config {
                 .idle_timeout_secs
                 .as_ref()
                 .map_or(dl.idle_timeout_secs, |v| *v.get_ref()),
+            first_frame_timeout_secs: l
+                .first_frame_timeout_secs
+                .as_ref()
+                .map_or(dl.first_frame_timeout_secs, |v| *v.get_ref()),
             max_connections_per_ip: l
                 .max_connections_per_ip
                 .as_ref()
@@ -707,6 +727,19 @@ impl Config {
                 return Err(at(
                     v.span(),
                     "[limits] `idle_timeout_secs` must be between 1 and 3600".into(),
+                ));
+            }
+        }
+        if let Some(v) = &l.first_frame_timeout_secs {
+            if *v.get_ref() == 0 || *v.get_ref() > limits.idle_timeout_secs {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "[limits] `first_frame_timeout_secs` is {}; must be between 1 and \
+                         `idle_timeout_secs` ({})",
+                        v.get_ref(),
+                        limits.idle_timeout_secs
+                    ),
                 ));
             }
         }
@@ -953,6 +986,7 @@ max_trustees = 5
 max_frame_bytes = 65536
 max_connections = 5
 idle_timeout_secs = 9
+first_frame_timeout_secs = 4
 max_connections_per_ip = 3
 max_connection_secs = 120
 identity_rate_per_sec = 2
@@ -989,6 +1023,7 @@ commit_delay_us = 500
                 max_frame_bytes: 65536,
                 max_connections: 5,
                 idle_timeout_secs: 9,
+                first_frame_timeout_secs: 4,
                 max_connections_per_ip: 3,
                 max_connection_secs: 120,
                 identity_rate_per_sec: 2,
@@ -999,6 +1034,7 @@ commit_delay_us = 500
         );
         assert_eq!(c.limits.device_threads(), 8);
         assert_eq!(c.limits.commit_delay(), Duration::from_micros(500));
+        assert_eq!(c.limits.first_frame_timeout(), Duration::from_secs(4));
     }
 
     #[test]
@@ -1151,6 +1187,16 @@ commit_delay_us = 500
             &format!("{GOOD}idle_timeout_secs = 99999\n"),
             13,
             &["idle_timeout_secs"],
+        );
+        fails(
+            &format!("{GOOD}first_frame_timeout_secs = 0\n"),
+            13,
+            &["first_frame_timeout_secs"],
+        );
+        fails(
+            &format!("{GOOD}idle_timeout_secs = 10\nfirst_frame_timeout_secs = 11\n"),
+            14,
+            &["first_frame_timeout_secs", "(10)"],
         );
         fails(
             &format!("{GOOD}max_connections_per_ip = 0\n"),

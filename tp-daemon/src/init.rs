@@ -319,12 +319,16 @@ max_trustees = 16
 # Largest request frame in bytes; a longer one closes the connection
 # (default 262144).
 max_frame_bytes = {max_frame}
-# Connections served at once; more are answered "busy" and closed
-# (default 1024).
+# Connections served at once (default 1024). When all are taken, a new
+# connection evicts the longest-waiting idle connection of the address
+# holding the most, or is answered "busy" if its own address holds the most.
 max_connections = {max_conn}
 # Close a connection that sends no complete request for this many seconds
 # (default 30).
 idle_timeout_secs = {idle}
+# Close a new connection whose first request is not complete this many
+# seconds after it connected (default 5, at most idle_timeout_secs).
+# first_frame_timeout_secs = 5
 # Connections at once from one client address (an IPv4 address or an IPv6
 # /64); more are answered "busy" (default 256).
 # max_connections_per_ip = 256

@@ -28,6 +28,10 @@
 //!   under load, many records per batch;
 //! - `journal_batch_duration_seconds`: histogram of one batch's transaction;
 //! - `connections_open`, `in_flight_requests`: gauges;
+//! - `connections_dropped_total{reason}`: connections the TP closed before
+//!   the client did: `evicted` (the table was full, see
+//!   [`crate::server`]), `first_frame_timeout`, `idle_timeout` — a flood
+//!   of idle connections shows here;
 //! - `config_reloads_total{result}`;
 //! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served.
 
@@ -80,6 +84,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabel {
     tp_id: String,
     current_key: String,
@@ -106,6 +115,7 @@ pub struct Metrics {
     journal_records: Family<ResultLabel, Counter>,
     journal_batch_time: Histogram,
     connections: Gauge,
+    dropped: Family<ReasonLabel, Counter>,
     in_flight: Gauge,
     reloads: Family<ResultLabel, Counter>,
     info: Family<InfoLabel, Gauge>,
@@ -199,6 +209,12 @@ impl Metrics {
             "Open client connections",
             connections.clone(),
         );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_dropped",
+            "Connections the TP closed before the client did, by reason (evicted, first_frame_timeout, idle_timeout)",
+            dropped.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_requests",
@@ -230,6 +246,7 @@ impl Metrics {
             journal_records,
             journal_batch_time,
             connections,
+            dropped,
             in_flight,
             reloads,
             info,
@@ -295,6 +312,10 @@ impl Metrics {
     }
     pub fn connection_closed(&self) {
         self.connections.dec();
+    }
+    /// The TP closed a connection for `reason` (see the module doc).
+    pub fn connection_dropped(&self, reason: &'static str) {
+        self.dropped.get_or_create(&ReasonLabel { reason }).inc();
     }
     pub fn request_started(&self) {
         self.in_flight.inc();

@@ -9,25 +9,72 @@
 //! - a frame longer than `max_frame_bytes`: an `Error{Malformed}` response if
 //!   the socket takes it, then the connection is closed (the stream position
 //!   is lost: the rest of that frame is never read);
-//! - no complete request frame for `idle_timeout_secs` (or a response the
-//!   client does not read for as long): the connection is closed. The
-//!   timeout bounds the whole frame from the moment the server starts
-//!   waiting for it, so a client that dribbles a frame one byte at a time
-//!   is cut off like one that sends nothing;
+//! - no complete first request frame within `first_frame_timeout_secs`
+//!   (default 5 s) of the connection being accepted, or no complete request
+//!   frame for `idle_timeout_secs` after that (or a response the client
+//!   does not read for as long): the connection is closed. Each timeout
+//!   bounds the whole frame from the moment the server starts waiting for
+//!   it, so a client that dribbles a frame one byte at a time is cut off
+//!   like one that sends nothing;
 //! - [`MAX_BAD_FRAMES`] undecodable frames on one connection: after the
 //!   error response to the last one, the connection is closed (garbage
 //!   costs a client its connection, not the TP its CPU);
 //! - a connection older than `max_connection_secs`: closed once its
 //!   current request is answered, so no client holds a slot forever, even
 //!   one that keeps sending valid requests slowly;
-//! - more than `max_connections` at once, or more than
-//!   `max_connections_per_ip` from one client address (IPv6: one /64): the
-//!   extra connection gets one `Error{Busy}` frame and is closed (during a
-//!   flood of more than [`MAX_REFUSING`] at once, closed without a frame);
+//! - more than `max_connections_per_ip` from one client address (IPv6: one
+//!   /64): the extra connection gets one `Error{Busy}` frame and is closed
+//!   (during a flood of more than [`MAX_REFUSING`] at once, closed without
+//!   a frame);
+//! - all `max_connections` slots taken: see *Admission when full* below;
+//!   a connection that cannot be admitted is refused like the one above;
 //! - an identity over its rate (`identity_rate_per_sec`,
 //!   `identity_burst`): `Error{Busy}` for that request, the connection
 //!   stays open (see [`crate::rate_limit`] for why forged requests in
 //!   someone's name cannot use up that someone's budget).
+//!
+//! # Admission when full
+//!
+//! Idle connections cost an attacker nothing, and a TP that turns claimants
+//! away until Bob's deadline passes has denied the claim. So a full table
+//! of idle connections must not lock an honest claimant out. A connection
+//! is *waiting* from its accept until its first request frame is complete,
+//! and again from the moment each answer is ready until the next frame is
+//! complete; it is *busy* only while its request is being handled. When a
+//! new connection finds all `max_connections` slots taken:
+//! 1. take the client addresses (as counted for `max_connections_per_ip`)
+//!    that have at least one waiting connection, and among them the one
+//!    holding the most slots (busy and waiting); ties: the one whose
+//!    connection has waited longest;
+//! 2. if that address holds more slots than the newcomer's address does,
+//!    its longest-waiting connection is closed at once (no frame) and the
+//!    newcomer takes the slot;
+//! 3. otherwise (no address with a waiting connection holds more slots
+//!    than the newcomer's, e.g. the newcomer's own address holds the most,
+//!    or every connection is busy) the newcomer is refused with
+//!    `Error{Busy}`.
+//!
+//! So attackers on any number of addresses can only push each other out:
+//! a newcomer whose address holds fewer slots than some other address (an
+//! honest client holds one or none) is admitted as long as one connection
+//! of such an address is waiting. With more attacker addresses than slots,
+//! each holds one and a newcomer evicts the connection that has waited
+//! longest, so a client that sends its request at once (the `vtp` client
+//! does) goes last. A request being handled is never cut off (its
+//! connection is busy), and neither is a resolution whose client goes away
+//! (see below). What no connection rule helps against is load that keeps
+//! connections busy, i.e. requests that really use the device; the
+//! per-identity rate limit and the device threads bound that. Choosing a
+//! victim scans the addresses present (at most `max_connections`), and
+//! only when the table is full. Evicted connections are counted in
+//! `vtp_connections_dropped_total{reason="evicted"}`.
+//!
+//! The daemon raises its open-file soft limit (`RLIMIT_NOFILE`) up to the
+//! hard limit as far as `max_connections` plus [`FD_RESERVE`] needs; if the
+//! hard limit cannot hold that, it serves fewer connections at once (what
+//! fits, at least one) and logs a warning naming both numbers, rather than
+//! failing accepts with "too many open files" once the table fills (a
+//! failing accept cannot evict anyone).
 //!
 //! A decoded request is handled in its own task, so a client that hangs up
 //! mid-claim cannot cancel a resolution between the token and the journal.
@@ -40,7 +87,8 @@
 //! process exits even if its client is gone. An answer is only ever sent
 //! after its commit, so every answered claim is in the journal.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -50,11 +98,12 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::codec::length_delimited::LengthDelimitedCodecError;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use vtp_protocol::wire::{decode_request, encode_response, ErrorCode, Response, WireError};
@@ -101,71 +150,332 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Connections open per client address.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+/// One connection's entry in the [`SlotTable`], unique for the server's life.
+type ConnId = u64;
 
-/// One connection counted in [`PerIp`]; uncounted when dropped.
-struct IpSlot {
-    table: Arc<PerIp>,
-    key: IpAddr,
+/// Who holds the `max_connections` slots, per client address, and which
+/// connections are waiting (may be evicted). Pure bookkeeping: the
+/// admission rule of the module doc is [`SlotTable::admit`], tested without
+/// sockets.
+#[derive(Default)]
+struct SlotTable {
+    next_id: ConnId,
+    total: usize,
+    addrs: HashMap<IpAddr, AddrSlots>,
 }
 
-impl PerIp {
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let key = client_key(ip);
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = t.entry(key).or_insert(0);
-        if *n >= max {
-            return None;
+/// The slots one client address (see [`client_key`]) holds.
+#[derive(Default)]
+struct AddrSlots {
+    held: usize,
+    /// Its waiting connections, longest-waiting first; cancelling the token
+    /// closes the connection.
+    waiting: BTreeMap<(Instant, ConnId), CancellationToken>,
+}
+
+/// Why a new connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Its address already holds `max_connections_per_ip` slots.
+    AddressFull,
+    /// Every slot is taken and no address holding more slots than the
+    /// newcomer's has a waiting connection.
+    Full,
+}
+
+/// A new connection's slot: its id and the token that closes it.
+struct Admitted {
+    id: ConnId,
+    evicted: CancellationToken,
+    /// The address whose connection was evicted to make room, if any.
+    evicted_from: Option<IpAddr>,
+}
+
+impl SlotTable {
+    /// Admit a connection from `key` (already a [`client_key`]), waiting
+    /// since `now`, evicting another one if the table is full and the rule
+    /// in the module doc allows it.
+    fn admit(
+        &mut self,
+        key: IpAddr,
+        now: Instant,
+        max_total: usize,
+        max_per_addr: usize,
+    ) -> Result<Admitted, Refusal> {
+        let held = self.addrs.get(&key).map_or(0, |a| a.held);
+        if held >= max_per_addr {
+            return Err(Refusal::AddressFull);
         }
-        *n += 1;
-        Some(IpSlot {
-            table: Arc::clone(self),
-            key,
+        let mut evicted_from = None;
+        if self.total >= max_total {
+            let (victim, since) = self.victim(held).ok_or(Refusal::Full)?;
+            self.evict(victim, since);
+            evicted_from = Some(victim);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let evicted = CancellationToken::new();
+        let a = self.addrs.entry(key).or_default();
+        a.held += 1;
+        a.waiting.insert((now, id), evicted.clone());
+        self.total += 1;
+        Ok(Admitted {
+            id,
+            evicted,
+            evicted_from,
         })
     }
-}
 
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                t.remove(&self.key);
+    /// The connection to evict for a newcomer whose address holds
+    /// `newcomer_held` slots: the longest-waiting one of the address that
+    /// holds the most slots (more than the newcomer's) and has one waiting.
+    fn victim(&self, newcomer_held: usize) -> Option<(IpAddr, (Instant, ConnId))> {
+        self.addrs
+            .iter()
+            .filter(|(_, a)| a.held > newcomer_held)
+            .filter_map(|(key, a)| {
+                let oldest = *a.waiting.keys().next()?;
+                Some((a.held, Reverse(oldest), *key))
+            })
+            .max()
+            .map(|(_, Reverse(oldest), key)| (key, oldest))
+    }
+
+    /// Free a waiting connection's slot and tell it to close.
+    fn evict(&mut self, key: IpAddr, since: (Instant, ConnId)) {
+        if let Some(token) = self
+            .addrs
+            .get_mut(&key)
+            .and_then(|a| a.waiting.remove(&since))
+        {
+            token.cancel();
+            self.release(key);
+        }
+    }
+
+    /// One slot of `key` is free.
+    fn release(&mut self, key: IpAddr) {
+        if let Some(a) = self.addrs.get_mut(&key) {
+            a.held -= 1;
+            if a.held == 0 {
+                self.addrs.remove(&key);
             }
+        }
+        self.total -= 1;
+    }
+
+    /// The connection `(key, since)` has a request to handle: not waiting
+    /// (not evictable) any more. False if it was evicted already.
+    fn start_request(&mut self, key: IpAddr, since: (Instant, ConnId)) -> bool {
+        self.addrs
+            .get_mut(&key)
+            .and_then(|a| a.waiting.remove(&since))
+            .is_some()
+    }
+
+    /// The connection `id` of `key` waits again, from `now`.
+    fn finish_request(
+        &mut self,
+        key: IpAddr,
+        id: ConnId,
+        now: Instant,
+        evicted: &CancellationToken,
+    ) {
+        if let Some(a) = self.addrs.get_mut(&key) {
+            a.waiting.insert((now, id), evicted.clone());
         }
     }
 }
 
-/// Let this process hold `connections` sockets plus its own files: raise
-/// the soft `RLIMIT_NOFILE` towards the hard limit if it is lower (the
-/// default soft limit, 1024, is exactly `max_connections`' default).
-fn raise_fd_limit(connections: usize) {
-    let want = (connections as libc::rlim_t).saturating_add(256);
+/// The shared [`SlotTable`] and the limits it enforces.
+struct Slots {
+    table: Mutex<SlotTable>,
+    max_total: usize,
+    max_per_addr: usize,
+}
+
+impl Slots {
+    fn new(max_total: usize, max_per_addr: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            table: Mutex::new(SlotTable::default()),
+            max_total,
+            max_per_addr,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a connection from `ip`, or why not.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(Slot, Option<IpAddr>), Refusal> {
+        let key = client_key(ip);
+        let now = Instant::now();
+        let a = self
+            .lock()
+            .admit(key, now, self.max_total, self.max_per_addr)?;
+        let slot = Slot {
+            slots: Arc::clone(self),
+            key,
+            id: a.id,
+            waiting_since: Some(now),
+            evicted: a.evicted,
+        };
+        Ok((slot, a.evicted_from))
+    }
+}
+
+/// A connection's slot in [`Slots`], freed when dropped (unless it was
+/// evicted: then the evicting connection has it already).
+struct Slot {
+    slots: Arc<Slots>,
+    key: IpAddr,
+    id: ConnId,
+    /// When the connection started waiting (`None`: handling a request).
+    waiting_since: Option<Instant>,
+    /// Cancelled when another connection evicts this one.
+    evicted: CancellationToken,
+}
+
+impl Slot {
+    /// A request frame is complete: the connection is busy, not evictable.
+    /// False if it was evicted already (then it must close).
+    fn start_request(&mut self) -> bool {
+        let Some(since) = self.waiting_since.take() else {
+            return true;
+        };
+        self.slots.lock().start_request(self.key, (since, self.id))
+    }
+
+    /// The answer is ready: the connection waits (is evictable) again.
+    fn finish_request(&mut self) {
+        if self.waiting_since.is_none() {
+            let now = Instant::now();
+            self.slots
+                .lock()
+                .finish_request(self.key, self.id, now, &self.evicted);
+            self.waiting_since = Some(now);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.slots.lock();
+        // Cancelled only under this lock, together with freeing the slot.
+        if self.evicted.is_cancelled() {
+            return;
+        }
+        if let Some(since) = self.waiting_since {
+            t.start_request(self.key, (since, self.id));
+        }
+        t.release(self.key);
+    }
+}
+
+/// File descriptors kept for everything but served connections: refused
+/// connections still being told `Busy` (up to `MAX_REFUSING`, 256), the
+/// listeners and metrics connections, the journal, the token's files, and
+/// evicted connections' sockets while they close.
+pub const FD_RESERVE: usize = MAX_REFUSING + 256;
+
+/// How many connections an open-file limit of `nofile` holds next to
+/// [`FD_RESERVE`]: `max_connections`, or what fits (at least one).
+fn connections_within(nofile: u64, max_connections: usize) -> usize {
+    let room = nofile.saturating_sub(FD_RESERVE as u64);
+    let fit = usize::try_from(room).unwrap_or(usize::MAX);
+    max_connections.min(fit).max(1)
+}
+
+/// Let this process hold `max_connections` sockets plus [`FD_RESERVE`]:
+/// raise the soft `RLIMIT_NOFILE` towards the hard limit if it is lower
+/// (a common default soft limit, 1024, is exactly `max_connections`'
+/// default). Returns the connections to serve at once: `max_connections`,
+/// or fewer, with a warning, if the hard limit cannot hold them (accepts
+/// failing with "too many open files" would refuse everyone, honest
+/// claimants included, and could not evict anybody).
+fn fit_fd_limit(max_connections: usize) -> usize {
+    let want = (max_connections as u64).saturating_add(FD_RESERVE as u64);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < want && lim.rlim_cur < lim.rlim_max {
-            let cur = lim.rlim_cur;
-            lim.rlim_cur = want.min(lim.rlim_max);
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                debug!(from = cur, to = lim.rlim_cur, "raised the open-file limit");
-            }
-        }
-        if lim.rlim_cur < want {
-            warn!(
-                limit = lim.rlim_cur,
-                max_connections = connections,
-                "the open-file limit is below max_connections + 256; raise LimitNOFILE"
+    // SAFETY: getrlimit with a valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot read the open-file limit; assuming it holds max_connections"
+        );
+        return max_connections;
+    }
+    let (soft, hard): (u64, u64) = (lim.rlim_cur, lim.rlim_max);
+    let mut have = soft;
+    if soft < want && soft < hard {
+        let raised = libc::rlimit {
+            rlim_cur: want.min(hard),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit with a valid pointer to an rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            have = raised.rlim_cur;
+            info!(
+                from = soft,
+                to = have,
+                hard,
+                "raised the open-file limit (RLIMIT_NOFILE) for max_connections"
             );
+        } else {
+            warn!(
+                error = %std::io::Error::last_os_error(),
+                soft, hard, "cannot raise the open-file limit"
+            );
+        }
+    }
+    let serve = connections_within(have, max_connections);
+    if serve < max_connections {
+        warn!(
+            open_file_limit = have,
+            max_connections,
+            serving = serve,
+            reserve = FD_RESERVE,
+            "the open-file limit cannot hold max_connections; serving {serve} connections at \
+             once (raise LimitNOFILE, or ulimit -n, above max_connections + {FD_RESERVE})"
+        );
+    }
+    serve
+}
+
+/// Rate-limits one kind of warning: under a flood, one line per
+/// connection would cost more than the connections.
+struct Throttle {
+    last: Option<Instant>,
+    /// Events since the last line.
+    suppressed: u64,
+}
+
+/// At most one line per [`Throttle`] this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    const fn new() -> Throttle {
+        Throttle {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(events not logged since the last line)` if this one is to be
+    /// logged.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < WARN_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
         }
     }
 }
@@ -190,6 +500,8 @@ pub struct Server {
     listener: TcpListener,
     service: Arc<Service>,
     limits: Limits,
+    /// `max_connections`, or fewer if the open-file limit cannot hold it.
+    max_connections: usize,
 }
 
 /// Decrements a gauge when dropped.
@@ -207,12 +519,13 @@ impl Server {
         service: Arc<Service>,
         limits: Limits,
     ) -> std::io::Result<Server> {
-        raise_fd_limit(limits.max_connections);
+        let max_connections = fit_fd_limit(limits.max_connections);
         let listener = TcpListener::bind(addr).await?;
         Ok(Server {
             listener,
             service,
             limits,
+            max_connections,
         })
     }
 
@@ -228,10 +541,12 @@ impl Server {
             listener,
             service,
             limits,
+            max_connections,
         } = self;
         let tracker = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let per_ip = Arc::new(PerIp::default());
+        let slots = Slots::new(max_connections, limits.max_connections_per_ip);
+        let (mut full_log, mut addr_full_log, mut evict_log) =
+            (Throttle::new(), Throttle::new(), Throttle::new());
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let refuse = |tasks: &mut JoinSet<()>, stream: TcpStream| {
             if let Ok(p) = Arc::clone(&refusing).try_acquire_owned() {
@@ -257,9 +572,18 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let slot = per_ip.acquire(peer.ip(), limits.max_connections_per_ip);
-                        match (Arc::clone(&permits).try_acquire_owned(), slot) {
-                            (Ok(permit), Some(slot)) => {
+                        let metrics = service.metrics();
+                        match slots.admit(peer.ip()) {
+                            Ok((slot, evicted_from)) => {
+                                if let Some(from) = evicted_from {
+                                    metrics.connection_dropped("evicted");
+                                    debug!(%peer, %from, "table full; evicted a waiting connection");
+                                    if let Some(more) = evict_log.hit(Instant::now()) {
+                                        warn!(%peer, %from, max = max_connections, also_since_last_line = more,
+                                            "connection table full; evicted the longest-waiting connection of \
+                                             the address holding the most");
+                                    }
+                                }
                                 let conn = Connection {
                                     service: Arc::clone(&service),
                                     limits: limits.clone(),
@@ -267,19 +591,23 @@ impl Server {
                                     peer,
                                     tracker: tracker.clone(),
                                     rate: rate.clone(),
-                                    _permit: permit,
-                                    _slot: slot,
+                                    slot,
                                 };
                                 tasks.spawn(conn.run(stream));
                             }
-                            (Err(_), _) => {
-                                warn!(%peer, max = limits.max_connections, "too many connections; refusing");
-                                service.metrics().refusal("connection", ErrorCode::Busy);
-                                refuse(&mut tasks, stream);
-                            }
-                            (Ok(_), None) => {
-                                warn!(%peer, max = limits.max_connections_per_ip, "too many connections from this address; refusing");
-                                service.metrics().refusal("connection", ErrorCode::Busy);
+                            Err(refusal) => {
+                                metrics.refusal("connection", ErrorCode::Busy);
+                                let now = Instant::now();
+                                match refusal {
+                                    Refusal::Full => if let Some(more) = full_log.hit(now) {
+                                        warn!(%peer, max = max_connections, also_since_last_line = more,
+                                            "too many connections, none of them evictable for this address; refusing");
+                                    },
+                                    Refusal::AddressFull => if let Some(more) = addr_full_log.hit(now) {
+                                        warn!(%peer, max = limits.max_connections_per_ip, also_since_last_line = more,
+                                            "too many connections from this address; refusing");
+                                    },
+                                }
                                 refuse(&mut tasks, stream);
                             }
                         }
@@ -369,14 +697,25 @@ struct Connection {
     tracker: TaskTracker,
     /// Per-identity token buckets (`None`: off).
     rate: Option<Arc<RateLimiter>>,
-    /// Held for the life of the connection (`max_connections`).
-    _permit: OwnedSemaphorePermit,
-    /// Held for the life of the connection (`max_connections_per_ip`).
-    _slot: IpSlot,
+    /// Its place among `max_connections` (and its address's share).
+    slot: Slot,
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream) {
+    /// Serve the connection until it ends or is evicted. Eviction drops
+    /// whatever it is doing: it can only be chosen while the connection is
+    /// waiting (not while a request is handled; the request task would run
+    /// to its end anyway).
+    async fn run(self, stream: TcpStream) {
+        let evicted = self.slot.evicted.clone();
+        let peer = self.peer;
+        tokio::select! {
+            _ = evicted.cancelled() => debug!(%peer, "evicted for a new connection; closing"),
+            () = self.serve(stream) => {}
+        }
+    }
+
+    async fn serve(mut self, stream: TcpStream) {
         debug!(peer = %self.peer, "connection opened");
         let service = Arc::clone(&self.service);
         let metrics = service.metrics();
@@ -388,19 +727,30 @@ impl Connection {
         let idle = self.limits.idle_timeout();
         let closing_time = Instant::now() + self.limits.max_connection_time();
         let mut bad_frames = 0u32;
+        let mut first = true;
         loop {
-            // The whole next frame must arrive within `idle` (however it
-            // is dribbled), and before the connection's lifetime ends.
-            let wait = idle.min(closing_time.saturating_duration_since(Instant::now()));
+            // The whole next frame must arrive within the first-frame or
+            // idle timeout (however it is dribbled), and before the
+            // connection's lifetime ends.
+            let patience = if first {
+                self.limits.first_frame_timeout()
+            } else {
+                idle
+            };
+            let wait = patience.min(closing_time.saturating_duration_since(Instant::now()));
             let next = tokio::select! {
                 _ = self.stop.wait_for(|stop| *stop) => break,
                 next = timeout(wait, reader.next()) => next,
             };
             let frame = match next {
                 Err(_elapsed) => {
-                    if wait < idle {
+                    if wait < patience {
                         debug!(peer = %self.peer, "connection lifetime over; closing");
+                    } else if first {
+                        metrics.connection_dropped("first_frame_timeout");
+                        debug!(peer = %self.peer, "no complete first request within the first-frame timeout; closing");
                     } else {
+                        metrics.connection_dropped("idle_timeout");
                         debug!(peer = %self.peer, "no complete request within the idle timeout; closing");
                     }
                     break;
@@ -430,7 +780,13 @@ impl Connection {
                     return;
                 }
             };
+            first = false;
+            if !self.slot.start_request() {
+                // Evicted just before the frame completed.
+                break;
+            }
             let (response, decoded) = self.answer(&frame).await;
+            self.slot.finish_request();
             if !decoded {
                 bad_frames += 1;
             }
@@ -533,5 +889,160 @@ impl Connection {
             }
         }
         (response, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Admit from `addr` at `t0 + secs`.
+    fn admit(
+        t: &mut SlotTable,
+        addr: &str,
+        t0: Instant,
+        secs: u64,
+        max: usize,
+    ) -> Result<Admitted, Refusal> {
+        t.admit(ip(addr), t0 + Duration::from_secs(secs), max, max)
+    }
+
+    #[test]
+    fn a_full_table_evicts_from_the_biggest_holder_longest_waiting_first() {
+        let t0 = Instant::now();
+        let mut t = SlotTable::default();
+        // Two attacker addresses fill 6 slots: .2 holds 4, .3 holds 2.
+        let mut attackers = Vec::new();
+        for (i, a) in [
+            "10.0.0.2", "10.0.0.3", "10.0.0.2", "10.0.0.2", "10.0.0.3", "10.0.0.2",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            attackers.push(admit(&mut t, a, t0, i as u64, 6).unwrap());
+        }
+        assert_eq!(t.total, 6);
+        // A newcomer evicts .2's longest-waiting connection (the first).
+        let honest = admit(&mut t, "10.0.0.9", t0, 10, 6).unwrap();
+        assert_eq!(honest.evicted_from, Some(ip("10.0.0.2")));
+        assert!(attackers[0].evicted.is_cancelled());
+        assert!(attackers[1..].iter().all(|a| !a.evicted.is_cancelled()));
+        assert_eq!((t.total, t.addrs[&ip("10.0.0.2")].held), (6, 3));
+        // .2 reconnects: it still holds the most (3 > 2 > 1): refused.
+        assert_eq!(
+            admit(&mut t, "10.0.0.2", t0, 11, 6).err(),
+            Some(Refusal::Full)
+        );
+        // .3 (2 slots) may take one from .2 (3 slots): its next oldest.
+        let x = admit(&mut t, "10.0.0.3", t0, 12, 6).unwrap();
+        assert_eq!(x.evicted_from, Some(ip("10.0.0.2")));
+        assert!(attackers[2].evicted.is_cancelled());
+        // Now .2 and .3 hold 2 and 3: .2 takes from .3, whose oldest
+        // waiting connection is attackers[1].
+        let y = admit(&mut t, "10.0.0.2", t0, 13, 6).unwrap();
+        assert_eq!(y.evicted_from, Some(ip("10.0.0.3")));
+        assert!(attackers[1].evicted.is_cancelled());
+        // The honest client (1 slot) is never the victim while others hold
+        // more.
+        assert!(!honest.evicted.is_cancelled());
+        assert_eq!(t.total, 6);
+    }
+
+    #[test]
+    fn busy_connections_are_not_evicted() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut t = SlotTable::default();
+        let a = admit(&mut t, "10.0.0.2", t0, 0, 2).unwrap();
+        let b = admit(&mut t, "10.0.0.2", t0, 1, 2).unwrap();
+        // `a` is handling a request: only `b` may go.
+        assert!(t.start_request(ip("10.0.0.2"), (at(0), a.id)));
+        let c = admit(&mut t, "10.0.0.3", t0, 2, 2).unwrap();
+        assert!(b.evicted.is_cancelled() && !a.evicted.is_cancelled());
+        // `b`'s frame completing finds it evicted.
+        assert!(!t.start_request(ip("10.0.0.2"), (at(1), b.id)));
+        // Both addresses hold one; neither may push the other out.
+        for addr in ["10.0.0.2", "10.0.0.3"] {
+            assert_eq!(admit(&mut t, addr, t0, 3, 2).err(), Some(Refusal::Full));
+        }
+        // With `c` busy too, even a new address finds nobody to evict.
+        assert!(t.start_request(ip("10.0.0.3"), (at(2), c.id)));
+        assert_eq!(
+            admit(&mut t, "10.0.0.4", t0, 4, 2).err(),
+            Some(Refusal::Full)
+        );
+        // `a` answered and waits again: now it may be evicted.
+        t.finish_request(ip("10.0.0.2"), a.id, at(5), &a.evicted);
+        let d = admit(&mut t, "10.0.0.4", t0, 6, 2).unwrap();
+        assert_eq!(d.evicted_from, Some(ip("10.0.0.2")));
+        assert!(a.evicted.is_cancelled() && !c.evicted.is_cancelled());
+        assert_eq!(t.total, 2);
+    }
+
+    #[test]
+    fn the_per_address_limit_refuses_before_anything_is_evicted() {
+        let t0 = Instant::now();
+        let mut t = SlotTable::default();
+        for i in 0..3 {
+            t.admit(ip("10.0.0.2"), t0 + Duration::from_secs(i), 10, 3)
+                .unwrap();
+        }
+        assert_eq!(
+            t.admit(ip("10.0.0.2"), t0, 10, 3).err(),
+            Some(Refusal::AddressFull)
+        );
+        // IPv6: one /64 counts as one address.
+        for i in 0..3 {
+            t.admit(client_key(ip(&format!("2001:db8::{i}"))), t0, 10, 3)
+                .unwrap();
+        }
+        assert_eq!(
+            t.admit(client_key(ip("2001:db8::ffff")), t0, 10, 3).err(),
+            Some(Refusal::AddressFull)
+        );
+        assert_eq!(t.total, 6);
+    }
+
+    #[test]
+    fn slots_are_freed_once_whether_closed_or_evicted() {
+        let slots = Slots::new(2, 2);
+        let (a, _) = slots.admit(ip("10.0.0.2")).unwrap();
+        let (mut b, _) = slots.admit(ip("10.0.0.2")).unwrap();
+        assert!(b.start_request());
+        // Full; .3 evicts `a` (the only waiting one).
+        let (c, from) = slots.admit(ip("10.0.0.3")).unwrap();
+        assert_eq!(from, Some(ip("10.0.0.2")));
+        assert!(a.evicted.is_cancelled());
+        drop(a); // already freed by the eviction
+        assert_eq!(slots.lock().total, 2);
+        b.finish_request();
+        drop(b);
+        drop(c);
+        let t = slots.lock();
+        assert_eq!(t.total, 0);
+        assert!(t.addrs.is_empty());
+    }
+
+    #[test]
+    fn the_open_file_limit_bounds_the_connections_served() {
+        assert_eq!(connections_within(1_000_000, 1024), 1024);
+        assert_eq!(connections_within(1024 + FD_RESERVE as u64, 1024), 1024);
+        assert_eq!(connections_within(1024, 1024), 1024 - FD_RESERVE);
+        assert_eq!(connections_within(10, 1024), 1);
+        assert_eq!(connections_within(u64::MAX, 5), 5);
+    }
+
+    #[test]
+    fn throttled_warnings_count_what_they_skipped() {
+        let t0 = Instant::now();
+        let mut w = Throttle::new();
+        assert_eq!(w.hit(t0), Some(0));
+        assert_eq!(w.hit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(w.hit(t0 + Duration::from_secs(2)), None);
+        assert_eq!(w.hit(t0 + WARN_EVERY + Duration::from_secs(1)), Some(2));
     }
 }

@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -171,8 +171,20 @@ impl TestTp {
     /// Start `tp-daemon serve --listen 127.0.0.1:0` with extra arguments; with
     /// `--metrics-listen`, also read the `metrics on ADDR` line.
     pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.start_with_command(args, env, |_| {})
+    }
+
+    /// [`TestTp::start_with`], with `prepare` applied to the command first
+    /// (e.g. a `pre_exec` that lowers a resource limit of the daemon).
+    pub fn start_with_command(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let log = self.next_log();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .arg("--config")
@@ -181,9 +193,9 @@ impl TestTp {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        prepare(&mut command);
+        let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let lines = if args.contains(&"--metrics-listen") {
             2
@@ -347,6 +359,26 @@ impl CliRun {
     }
 }
 
+/// Raise this process's soft open-file limit to its hard limit (tests that
+/// hold thousands of sockets); returns the new soft limit.
+pub fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        // (An unlimited hard limit still stops at the kernel's nr_open.)
+        let want = lim.rlim_max.min(1 << 20);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    lim.rlim_cur
+}
+
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
@@ -428,6 +460,20 @@ impl Daemon {
         (head.lines().next().unwrap().to_owned(), body.to_owned())
     }
 
+    /// One sample from `/metrics`, e.g. `vtp_connections_open` or
+    /// `vtp_refusals_total{request="connection",reason="busy"}`; `None` if
+    /// that series is not there (yet).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// SIGTERM, then wait for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id() as libc::pid_t;
@@ -460,6 +506,24 @@ pub struct Conn(pub TcpStream);
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Conn(s)
+    }
+
+    /// A connection from a chosen local address (e.g. 127.0.0.2, to be
+    /// another client address than 127.0.0.1 for the per-address limits).
+    pub fn connect_from(source: IpAddr, addr: SocketAddr) -> Conn {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s = rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(source, 0)).unwrap();
+            sock.connect(addr).await.unwrap()
+        });
+        let s = s.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         Conn(s)
     }
