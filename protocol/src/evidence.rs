@@ -428,8 +428,8 @@ fn decide(
     let reason = if !h.is_group() {
         if unclaimed.is_empty() && contradicted.is_empty() {
             "no opening and no affidavit: nothing proves delivery".to_string()
-        } else if unclaimed.is_empty() {
-            format!("no statement of the TP counts{discredited}; without an opening nothing proves delivery")
+        } else if let Some((_, why)) = contradicted.first() {
+            format!("{why}; without an opening nothing proves delivery")
         } else {
             "the TP certified that this envelope was never resolved by it; without an opening nothing proves delivery".into()
         }

@@ -219,6 +219,30 @@ fn one_tp_invalid_statement_voids_unless_the_opening_refutes_it() {
     assert_eq!(v.delivered_via, Some(DeliveredVia::Opening));
     assert_eq!(v.contradicted_by, [tp.card.id().to_string()]);
     assert!(v.contradictions[0].starts_with("the TP ("), "{v:?}");
+
+    // A TP that says both resolved and never resolved: named, and with
+    // nothing else shown nothing proves delivery.
+    let resolved = tp.resolve(&claim).unwrap().0;
+    let never = tp.sign(AffidavitBody::unclaimed(
+        &venv,
+        0,
+        DEADLINE + 1,
+        FIRST_RECORD,
+    ));
+    let v = judge_group(
+        std::slice::from_ref(&tp.card),
+        &env,
+        &receipt,
+        None,
+        &[resolved, never],
+        None,
+    );
+    let r = reason(&v);
+    assert!(
+        r.contains("never resolved it") && r.contains("count for nothing"),
+        "{r}"
+    );
+    assert_eq!(v.contradicted_by, [tp.card.id().to_string()]);
 }
 
 /// Finding 8: Alice corrupts trustee 1's z; trustee 1 certifies it invalid
