@@ -1,14 +1,40 @@
 //! The judge: offline verification of delivery evidence.
 //!
-//! Inputs are the TP card, the envelope, Bob's receipt and either Alice's
-//! opening or a TP affidavit (or both). The verdict says whether the evidence
-//! proves that the recipient received exactly the message with the reported
-//! SHA-256, and how.
+//! Inputs are the trustees' cards, the envelope, Bob's receipt and either
+//! Alice's opening or trustee affidavits (or both). The verdict says whether
+//! the evidence proves that the recipient received exactly the message with
+//! the reported SHA-256, and how.
+//!
+//! The rules, in the order the judge applies them (n trustees, any t of
+//! which must act; one TP is n = t = 1):
+//!
+//! 1. Every affidavit must be signed by a trustee whose card was given, be
+//!    about this envelope, and — for a resolution or an invalid-envelope
+//!    certificate — name the hash of exactly the receipt being weighed.
+//!    Otherwise the evidence is refused: the presenter mixed up files.
+//! 2. A trustee whose statements are proven false counts for nothing and is
+//!    named in [`Verdict::contradicted_by`]: a resolution whose message hash
+//!    does not open the envelope's commitment, a resolution together with a
+//!    certificate that it did not resolve, or (when a valid opening is given)
+//!    an invalid-envelope certificate for a z the opening recomputes. One
+//!    trustee's lie never makes the whole evidence invalid.
+//! 3. A valid opening (every z recomputes byte for byte and every inside
+//!    matches the signed header) proves delivery, whatever any trustee says.
+//! 4. Without one, delivery is proven by consistent resolutions from at
+//!    least t distinct trustees. Resolutions that disagree on the message
+//!    hash make the evidence invalid, naming the trustees.
+//! 5. The receipt is void only if more than n − t trustees certified the
+//!    envelope invalid: then fewer than t could ever resolve it. Fewer
+//!    certificates than that decide nothing.
+//!
+//! An invalid-envelope certificate and an unclaimed certificate from the
+//! same trustee agree (neither released anything); the trustee counts as
+//! having certified the envelope invalid.
 
 use serde::Serialize;
 
 use crate::affidavit::{Affidavit, Statement};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, EnvelopeHeader};
 use crate::opening::Opening;
 use crate::receipt::Receipt;
 use crate::seal::message_commitment;
@@ -37,6 +63,14 @@ pub struct Verdict {
     /// The trustees whose resolutions prove delivery (when delivered via them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resolved_by: Vec<String>,
+    /// The trustees whose signed statements this evidence proves false, in
+    /// slot order; their statements count for nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contradicted_by: Vec<String>,
+    /// One line per entry of `contradicted_by`: what the trustee said and
+    /// what proves it false.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contradictions: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -63,10 +97,7 @@ pub fn judge(
 }
 
 /// Weigh the evidence about an envelope whose trustees are among `tps` (one
-/// TP, or a group). Delivery is proven by a valid opening, or by resolutions
-/// from at least `threshold` distinct trustees (only then could the
-/// recipient rebuild the message key). A trustee's invalid-envelope
-/// certificate voids the receipt unless `threshold` trustees resolved.
+/// TP, or a group), by the rules in the module documentation.
 pub fn judge_group(
     tps: &[TpCard],
     envelope: &Envelope,
@@ -87,42 +118,86 @@ pub fn judge_group(
         message_sha256: None,
         delivered_via: None,
         resolved_by: Vec::new(),
+        contradicted_by: Vec::new(),
+        contradictions: Vec::new(),
         reason: None,
     };
-    match weigh(tps, envelope, receipt, opening, affidavits) {
-        Ok((sha, via, resolved_by)) => {
-            v.message_sha256 = Some(sha.to_string());
-            v.resolved_by = resolved_by.iter().map(ToString::to_string).collect();
+    let decision = match weigh(tps, envelope, receipt, opening, affidavits) {
+        Ok(d) => d,
+        Err(e) => {
+            v.reason = Some(e.to_string());
+            return v;
+        }
+    };
+    for (tp, why) in decision.contradicted {
+        v.contradicted_by.push(tp.to_string());
+        v.contradictions.push(why);
+    }
+    match decision.outcome {
+        Ok(proof) => {
+            v.message_sha256 = Some(proof.message_sha256.to_string());
+            v.resolved_by = proof.resolved_by.iter().map(ToString::to_string).collect();
             if let Some(shown) = message_sha256 {
-                if shown != sha {
+                if shown != proof.message_sha256 {
                     v.reason =
                         Some("the message shown is not the one delivered (SHA-256 differs)".into());
                     return v;
                 }
             }
             v.valid = true;
-            v.delivered_via = Some(via);
+            v.delivered_via = Some(proof.via);
         }
         Err(e) => v.reason = Some(e.to_string()),
     }
     v
 }
 
-type Weighed = (Digest32, DeliveredVia, Vec<TpId>);
+/// What proves delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proof {
+    message_sha256: Digest32,
+    via: DeliveredVia,
+    resolved_by: Vec<TpId>,
+}
 
+/// The judge's decision once every file checked: the proof or why there is
+/// none, and the trustees proven wrong (either way).
+#[derive(Debug)]
+struct Decision {
+    outcome: Result<Proof, ProtocolError>,
+    contradicted: Vec<(TpId, String)>,
+}
+
+/// What one trustee's statements about the envelope amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    /// None of its statements was given.
+    Silent,
+    /// It resolved its z; the message hash opens the envelope's commitment.
+    Resolved(Digest32),
+    /// It certified its z invalid (and maybe also that it never resolved it).
+    Invalid,
+    /// It certified that it never resolved its z.
+    Unclaimed,
+    /// Its statements prove themselves false (why, in words): they count for
+    /// nothing.
+    Discredited(&'static str),
+}
+
+/// Check every file, then decide. `Err` only when the files themselves are
+/// wrong (not signed, not about this envelope or receipt).
 fn weigh(
     tps: &[TpCard],
     envelope: &Envelope,
     receipt: &Receipt,
     opening: Option<&Opening>,
     affidavits: &[Affidavit],
-) -> Result<Weighed, ProtocolError> {
+) -> Result<Decision, ProtocolError> {
     let env = envelope.verify_trusted(tps)?;
     let receipt = receipt.verify(&env)?;
     let h = env.header();
-    let (n, t) = (h.trustees.len(), h.threshold());
-    // What each trustee slot certified (first statement per slot).
-    let mut said: Vec<Option<&Statement>> = vec![None; n];
+    let receipt_hash = receipt.receipt().hash();
+    let mut said: Vec<Vec<&Statement>> = vec![Vec::new(); h.trustees.len()];
     for a in affidavits {
         let Some(card) = tps.iter().find(|c| c.id() == a.body.tp) else {
             return Err(ProtocolError::mismatch(
@@ -131,93 +206,356 @@ fn weigh(
             ));
         };
         let slot = a.verify(card, &env)?;
-        match said[slot] {
-            None => said[slot] = Some(&a.body.statement),
-            Some(prev)
-                if std::mem::discriminant(prev) != std::mem::discriminant(&a.body.statement) =>
-            {
-                return Err(ProtocolError::mismatch(
-                    "evidence",
-                    format!("trustee {} made contradicting statements", a.body.tp),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    let mut resolved = None;
-    let mut resolved_by = Vec::new();
-    for (slot, st) in said.iter().enumerate() {
-        if let Some(Statement::Resolved {
-            message_sha256,
-            commit_salt,
-            ..
-        }) = st
-        {
-            if message_commitment(commit_salt, message_sha256) != h.message_commitment {
-                return Err(ProtocolError::mismatch(
-                    "affidavit",
-                    "its message hash does not open the envelope's commitment",
-                ));
-            }
-            resolved = Some(*message_sha256);
-            resolved_by.push(h.trustees[slot].tp);
-        }
-    }
-    let invalid: Vec<TpId> = said
-        .iter()
-        .enumerate()
-        .filter(|(_, st)| matches!(st, Some(Statement::InvalidEnvelope { .. })))
-        .map(|(i, _)| h.trustees[i].tp)
-        .collect();
-    let unclaimed = said
-        .iter()
-        .filter(|st| matches!(st, Some(Statement::Unclaimed)))
-        .count();
-    let tp_word = if h.is_group() { "a trustee" } else { "the TP" };
-
-    if let (Some(sha), true) = (resolved, resolved_by.len() >= t) {
-        if let Some(o) = opening {
-            let opened = o.check(&env, &receipt.receipt().recipient_card)?;
-            if opened.inside.message_sha256 != sha {
-                return Err(ProtocolError::mismatch(
-                    "evidence",
-                    "the opening and the affidavit disagree on the message",
-                ));
-            }
-        }
-        return Ok((sha, DeliveredVia::TrustedParty, resolved_by));
-    }
-    if !invalid.is_empty() {
-        return Err(ProtocolError::Refused(format!(
-            "{tp_word} certified this envelope invalid (z does not match its signed header): the receipt is void"
-        )));
-    }
-    if let Some(o) = opening {
-        let opened = o.check(&env, &receipt.receipt().recipient_card)?;
-        let sha = opened.inside.message_sha256;
-        if resolved.is_some_and(|r| r != sha) {
+        let names = match &a.body.statement {
+            Statement::Resolved { receipt_hash, .. }
+            | Statement::InvalidEnvelope { receipt_hash, .. } => Some(receipt_hash),
+            Statement::Unclaimed => None,
+        };
+        if names.is_some_and(|r| *r != receipt_hash) {
             return Err(ProtocolError::mismatch(
-                "evidence",
-                "the opening and the affidavit disagree on the message",
+                "affidavit",
+                format!(
+                    "the {} statement of {} is about another receipt than the one given (its receipt hash differs)",
+                    a.body.kind(),
+                    trustee_name(h, slot)
+                ),
             ));
         }
-        return Ok((sha, DeliveredVia::Opening, Vec::new()));
+        said[slot].push(&a.body.statement);
     }
-    Err(ProtocolError::Refused(
-        if resolved_by.is_empty() && unclaimed > 0 && !h.is_group() {
-            "the TP certified that this envelope was never resolved by it; without an opening nothing proves delivery".into()
-        } else if h.is_group() && (resolved_by.len() + unclaimed) > 0 {
-            let never = if unclaimed > n - t {
-                format!(", and {unclaimed} certified they never resolved it, so the exchange was never completed through the trustees")
+    let positions: Vec<Position> = said.iter().map(|s| position(h, s)).collect();
+    let opened = opening.map(|o| {
+        o.check(&env, &receipt.receipt().recipient_card)
+            .map(|opened| opened.inside.message_sha256)
+    });
+    Ok(decide(h, &positions, opened))
+}
+
+/// "trustee 2 (id)" in a group, "the TP (id)" for one TP.
+fn trustee_name(h: &EnvelopeHeader, slot: usize) -> String {
+    if h.is_group() {
+        format!("trustee {} ({})", slot + 1, h.trustees[slot].tp)
+    } else {
+        format!("the TP ({})", h.trustees[slot].tp)
+    }
+}
+
+fn names(h: &EnvelopeHeader, slots: &[usize]) -> String {
+    slots
+        .iter()
+        .map(|&s| trustee_name(h, s))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One trustee's statements (already checked to be signed by it and about
+/// this envelope and receipt), taken together.
+fn position(h: &EnvelopeHeader, said: &[&Statement]) -> Position {
+    let (mut resolved, mut invalid, mut unclaimed) = (None, false, false);
+    for st in said {
+        match st {
+            Statement::Resolved {
+                message_sha256,
+                commit_salt,
+                ..
+            } => {
+                if message_commitment(commit_salt, message_sha256) != h.message_commitment {
+                    return Position::Discredited(
+                        "its resolution names a message hash that does not open the envelope's commitment",
+                    );
+                }
+                if resolved.is_some_and(|r| r != *message_sha256) {
+                    return Position::Discredited(
+                        "it resolved the envelope twice with different message hashes",
+                    );
+                }
+                resolved = Some(*message_sha256);
+            }
+            Statement::InvalidEnvelope { .. } => invalid = true,
+            Statement::Unclaimed => unclaimed = true,
+        }
+    }
+    match (resolved, invalid, unclaimed) {
+        (Some(_), true, _) => Position::Discredited(
+            "it certified both that it resolved its part and that its part is invalid",
+        ),
+        (Some(_), false, true) => Position::Discredited(
+            "it certified both that it resolved its part and that it never resolved it",
+        ),
+        (Some(sha), false, false) => Position::Resolved(sha),
+        (None, true, _) => Position::Invalid,
+        (None, false, true) => Position::Unclaimed,
+        (None, false, false) => Position::Silent,
+    }
+}
+
+/// The rules of the module documentation over what each trustee slot said
+/// and what the opening (if one was given) yielded.
+fn decide(
+    h: &EnvelopeHeader,
+    positions: &[Position],
+    opening: Option<Result<Digest32, ProtocolError>>,
+) -> Decision {
+    let (n, t) = (h.trustees.len(), h.threshold());
+    let slots = |f: &dyn Fn(&Position) -> bool| -> Vec<usize> {
+        (0..n).filter(|&i| f(&positions[i])).collect()
+    };
+    let resolvers: Vec<(usize, Digest32)> = positions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Position::Resolved(sha) => Some((i, *sha)),
+            _ => None,
+        })
+        .collect();
+    let invalid = slots(&|p| matches!(p, Position::Invalid));
+    let unclaimed = slots(&|p| matches!(p, Position::Unclaimed));
+    let mut contradicted: Vec<(usize, String)> = positions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Position::Discredited(why) => Some((
+                i,
+                format!(
+                    "{}: {why}; its statements count for nothing",
+                    trustee_name(h, i)
+                ),
+            )),
+            _ => None,
+        })
+        .collect();
+    let finish = |outcome, mut contradicted: Vec<(usize, String)>| {
+        contradicted.sort_by_key(|(slot, _)| *slot);
+        Decision {
+            outcome,
+            contradicted: contradicted
+                .into_iter()
+                .map(|(slot, why)| (h.trustees[slot].tp, why))
+                .collect(),
+        }
+    };
+
+    // A valid opening: every z recomputes, so no trustee can have found its
+    // part invalid, and each resolution must name the opening's message.
+    let (opening_error, opened) = match opening {
+        Some(Ok(sha)) => (None, Some(sha)),
+        Some(Err(e)) => (Some(e), None),
+        None => (None, None),
+    };
+    if let Some(sha) = opened {
+        for &i in &invalid {
+            contradicted.push((
+                i,
+                format!(
+                    "{} certified its part invalid, but the opening recomputes its z and the inside matches the signed header",
+                    trustee_name(h, i)
+                ),
+            ));
+        }
+        let mut agreeing = Vec::new();
+        for &(i, r) in &resolvers {
+            if r == sha {
+                agreeing.push(h.trustees[i].tp);
             } else {
-                String::new()
-            };
-            format!(
-            "{} of the {t} trustees needed certified a resolution{never}; without an opening nothing proves delivery",
-            resolved_by.len()
-        )
+                contradicted.push((
+                    i,
+                    format!(
+                        "{} resolved with another message hash than the one the opening proves",
+                        trustee_name(h, i)
+                    ),
+                ));
+            }
+        }
+        let proof = if agreeing.len() >= t {
+            Proof {
+                message_sha256: sha,
+                via: DeliveredVia::TrustedParty,
+                resolved_by: agreeing,
+            }
         } else {
-            "no opening and no affidavit: nothing proves delivery".into()
-        },
-    ))
+            Proof {
+                message_sha256: sha,
+                via: DeliveredVia::Opening,
+                resolved_by: Vec::new(),
+            }
+        };
+        return finish(Ok(proof), contradicted);
+    }
+
+    let resolver_slots: Vec<usize> = resolvers.iter().map(|(i, _)| *i).collect();
+    if resolvers.iter().any(|(_, sha)| *sha != resolvers[0].1) {
+        let e = ProtocolError::mismatch(
+            "evidence",
+            format!(
+                "{} resolved with different message hashes",
+                names(h, &resolver_slots)
+            ),
+        );
+        return finish(Err(e), contradicted);
+    }
+    if resolvers.len() >= t {
+        let proof = Proof {
+            message_sha256: resolvers[0].1,
+            via: DeliveredVia::TrustedParty,
+            resolved_by: resolvers.iter().map(|(i, _)| h.trustees[*i].tp).collect(),
+        };
+        return finish(Ok(proof), contradicted);
+    }
+    if invalid.len() > n - t {
+        let reason = if h.is_group() {
+            format!(
+                "{} of the {n} trustees certified their part of this envelope invalid ({}), so fewer than the {t} needed can ever resolve it: the receipt is void",
+                invalid.len(),
+                names(h, &invalid)
+            )
+        } else {
+            "the TP certified this envelope invalid (z does not match its signed header): the receipt is void".into()
+        };
+        return finish(Err(ProtocolError::Refused(reason)), contradicted);
+    }
+    if let Some(e) = opening_error {
+        return finish(Err(e), contradicted);
+    }
+    let discredited = if contradicted.is_empty() {
+        String::new()
+    } else {
+        let slots: Vec<usize> = contradicted.iter().map(|(i, _)| *i).collect();
+        format!(
+            " (the statements of {} count for nothing)",
+            names(h, &slots)
+        )
+    };
+    let reason = if !h.is_group() {
+        if unclaimed.is_empty() && contradicted.is_empty() {
+            "no opening and no affidavit: nothing proves delivery".to_string()
+        } else if let Some((_, why)) = contradicted.first() {
+            format!("{why}; without an opening nothing proves delivery")
+        } else {
+            "the TP certified that this envelope was never resolved by it; without an opening nothing proves delivery".into()
+        }
+    } else if resolvers.is_empty()
+        && invalid.is_empty()
+        && unclaimed.is_empty()
+        && contradicted.is_empty()
+    {
+        "no opening and no affidavit: nothing proves delivery".into()
+    } else {
+        let mut parts = vec![format!(
+            "{} of the {t} trustees needed certified a resolution{}",
+            resolvers.len(),
+            if resolvers.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names(h, &resolver_slots))
+            }
+        )];
+        if !invalid.is_empty() {
+            parts.push(format!(
+                "{} certified their part invalid ({}), fewer than the {} needed to void the receipt",
+                invalid.len(),
+                names(h, &invalid),
+                n - t + 1
+            ));
+        }
+        let never = invalid.len() + unclaimed.len();
+        if never > n - t {
+            parts.push(format!(
+                "{never} certified they never resolved it, so the exchange was never completed through the trustees"
+            ));
+        } else if !unclaimed.is_empty() {
+            parts.push(format!(
+                "{} certified they never resolved it",
+                unclaimed.len()
+            ));
+        }
+        format!(
+            "{}{discredited}; without an opening nothing proves delivery",
+            parts.join(", ")
+        )
+    };
+    finish(Err(ProtocolError::Refused(reason)), contradicted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::TrusteeSlot;
+    use crate::{IdentityId, KeyId};
+
+    fn header(n: u8, t: u8) -> EnvelopeHeader {
+        EnvelopeHeader {
+            trustees: (0..n)
+                .map(|i| TrusteeSlot {
+                    tp: TpId(Digest32([i + 1; 32])),
+                    key_id: KeyId([0; 8]),
+                    z_hash: Digest32([0; 32]),
+                })
+                .collect(),
+            threshold: t,
+            sender: IdentityId(Digest32([0xa; 32])),
+            recipient: IdentityId(Digest32([0xb; 32])),
+            deadline: 2,
+            created: 1,
+            nonce: [0; 32],
+            cm_hash: Digest32([0; 32]),
+            cm_len: 0,
+            message_commitment: Digest32([0; 32]),
+        }
+    }
+
+    /// Resolutions that disagree on the message (which takes breaking the
+    /// commitment, so only reachable here) are invalid evidence naming the
+    /// trustees, even when t of them agree.
+    #[test]
+    fn disagreeing_resolutions_are_invalid_evidence_naming_them() {
+        let h = header(3, 2);
+        let (a, b) = (Digest32([1; 32]), Digest32([2; 32]));
+        let d = decide(
+            &h,
+            &[
+                Position::Resolved(a),
+                Position::Resolved(a),
+                Position::Resolved(b),
+            ],
+            None,
+        );
+        let e = d.outcome.unwrap_err().to_string();
+        assert!(e.contains("different message hashes"), "{e}");
+        for slot in &h.trustees {
+            assert!(e.contains(&slot.tp.to_string()), "{e}");
+        }
+        // With a valid opening, the one that disagrees with it is named.
+        let d = decide(
+            &h,
+            &[
+                Position::Resolved(a),
+                Position::Silent,
+                Position::Resolved(b),
+            ],
+            Some(Ok(a)),
+        );
+        assert_eq!(d.outcome.unwrap().via, DeliveredVia::Opening);
+        assert_eq!(d.contradicted.len(), 1);
+        assert_eq!(d.contradicted[0].0, h.trustees[2].tp);
+    }
+
+    /// Void takes more than n - t invalid-envelope statements, for any n, t.
+    #[test]
+    fn void_threshold_is_more_than_n_minus_t() {
+        for n in 1..=5u8 {
+            for t in 1..=n {
+                for k in 0..=n {
+                    let mut pos = vec![Position::Silent; n as usize];
+                    pos[..k as usize].fill(Position::Invalid);
+                    let d = decide(&header(n, t), &pos, None);
+                    let void = d
+                        .outcome
+                        .unwrap_err()
+                        .to_string()
+                        .contains("receipt is void");
+                    assert_eq!(void, k > n - t, "n={n} t={t} k={k}");
+                }
+            }
+        }
+    }
 }

@@ -1,158 +1,25 @@
-//! The whole certified-mail exchange in pure logic. The TP's token is stood
-//! in for by host RSA/ECDSA keys here ONLY because this crate is sans-IO; the
-//! real token is exercised by the device and end-to-end tests.
+//! The whole certified-mail exchange in pure logic, with the stand-in TP of
+//! `common` (host keys, because this crate is sans-IO).
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::Aes256Gcm;
-use p256::ecdsa::signature::hazmat::PrehashSigner;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
-use rsa::RsaPrivateKey;
+mod common;
+
 use sha2::{Digest, Sha256};
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition, Statement};
+use common::{
+    forge_envelope, ident, open_message, seal_message, send, sha, Tp, DEADLINE, FIRST_RECORD, NOW,
+};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, Statement};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::{self, Kind};
 use vtp_protocol::envelope::{self, Envelope};
 use vtp_protocol::evidence::{judge, judge_group, DeliveredVia};
-use vtp_protocol::identity::{IdentityCard, IdentitySecret};
-use vtp_protocol::message::{MessageOpener, MessageSealer};
+use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::opening::{
     message_key_from_shares, unwrap_released_key, unwrap_released_share, Opening,
 };
 use vtp_protocol::receipt::Receipt;
-use vtp_protocol::seal::Z_NONCE;
-use vtp_protocol::tp_card::{OaepHash, Policy, TpCard, TpCardBody, TpEncKey};
-use vtp_protocol::{Digest32, EcPoint, KeyId, ProtocolError, Signature};
-
-/// Where the stand-in TP says it recorded its affidavits.
-const FIRST_RECORD: ChainPosition = ChainPosition {
-    seq: 1,
-    prev: ChainPosition::GENESIS_PREV,
-};
-
-const NOW: u64 = 1_800_000_000;
-const DEADLINE: u64 = NOW + 3600;
-
-struct Tp {
-    card: TpCard,
-    rsa: RsaPrivateKey,
-    sign: p256::ecdsa::SigningKey,
-}
-
-impl Tp {
-    fn new() -> Tp {
-        Tp::trustee("test TP", 0x42, Policy::default())
-    }
-    /// Another TP (its own signing key, so its own id). All stand-ins share
-    /// one RSA key: this file tests the logic, not key separation.
-    fn trustee(name: &str, sign_seed: u8, policy: Policy) -> Tp {
-        let rsa = RsaPrivateKey::from_pkcs8_pem(include_str!("data/test-tp-rsa2048.pem")).unwrap();
-        let sign = p256::ecdsa::SigningKey::from_slice(&[sign_seed; 32]).unwrap();
-        let body = TpCardBody {
-            name: name.into(),
-            sign_key: EcPoint::from_public(p256::PublicKey::from(sign.verifying_key())),
-            enc_keys: vec![TpEncKey {
-                id: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
-                modulus: rsa.n().to_bytes_be(),
-                exponent: rsa.e().to_bytes_be(),
-                oaep: OaepHash::Sha1,
-            }],
-            current_key: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
-            policy,
-            created: NOW - 100,
-        };
-        let sig = Tp::sign_digest(&sign, &body.signing_digest());
-        Tp {
-            card: TpCard::assemble(body, sig).unwrap(),
-            rsa,
-            sign,
-        }
-    }
-    fn sign_digest(k: &p256::ecdsa::SigningKey, d: &Digest32) -> Signature {
-        let s: p256::ecdsa::Signature = k.sign_prehash(&d.0).unwrap();
-        Signature(s.to_bytes().into())
-    }
-    /// What the device does: decrypt in "the token", check, sign.
-    fn resolve(&self, claim: &Claim) -> Result<(Affidavit, Option<Vec<u8>>), ProtocolError> {
-        let vc = claim.decide_fresh(&self.card, NOW + 10)?;
-        let z = vc.z();
-        let plain = self
-            .rsa
-            .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &z.wrapped_key)
-            .ok()
-            .and_then(|kz| {
-                let c = Aes256Gcm::new_from_slice(&kz).ok()?;
-                c.decrypt(
-                    &Z_NONCE.into(),
-                    Payload {
-                        msg: &z.sealed,
-                        aad: &vc.aad(),
-                    },
-                )
-                .ok()
-            });
-        let (body, released) = match plain.map(|p| vc.check_inside(&p)) {
-            Some(Ok(inside)) => (
-                AffidavitBody::resolved(&vc, &inside, FIRST_RECORD),
-                Some(inside.wrapped_km.clone()),
-            ),
-            _ => (AffidavitBody::invalid_envelope(&vc, FIRST_RECORD), None),
-        };
-        let signature = Tp::sign_digest(&self.sign, &body.signing_digest());
-        Ok((Affidavit { body, signature }, released))
-    }
-}
-
-fn ident(name: &str, seed: u8) -> IdentitySecret {
-    IdentitySecret::generate(name, NOW - 1000, &mut ChaCha20Rng::from_seed([seed; 32])).unwrap()
-}
-
-fn seal_message(km: &[u8; 32], msg: &[u8]) -> Vec<u8> {
-    let mut s = MessageSealer::new(km, msg.len() as u64);
-    let mut out = Vec::new();
-    let mut off = 0;
-    while let Some(n) = s.next_len() {
-        out.extend(s.seal_chunk(&msg[off..off + n]).unwrap());
-        off += n;
-    }
-    out
-}
-
-fn open_message(km: &[u8; 32], cm: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-    let mut o = MessageOpener::new(km, cm.len() as u64)?;
-    let mut out = Vec::new();
-    let mut off = 0;
-    while let Some(n) = o.next_len() {
-        out.extend(o.open_chunk(&cm[off..off + n])?);
-        off += n;
-    }
-    Ok(out)
-}
-
-fn send(
-    alice: &IdentitySecret,
-    bob: &IdentityCard,
-    tp: &TpCard,
-    msg: &[u8],
-    nonce: u8,
-) -> (Envelope, Vec<u8>) {
-    let prep = envelope::prepare(alice, bob, tp, DEADLINE, NOW, [nonce; 32]).unwrap();
-    let cm = seal_message(prep.message_key(), msg);
-    let mut h = encoding::CmHasher::default();
-    h.update(&cm);
-    let sha = Digest32(Sha256::digest(msg).into());
-    let env = prep
-        .finish(alice, h.finish(), cm.len() as u64, sha)
-        .unwrap();
-    (env, cm)
-}
-
-fn sha(msg: &[u8]) -> Digest32 {
-    Digest32(Sha256::digest(msg).into())
-}
+use vtp_protocol::tp_card::{Policy, TpCard};
+use vtp_protocol::ProtocolError;
 
 #[test]
 fn honest_exchange_and_tp_resolution_agree() {
@@ -248,22 +115,6 @@ fn chris_attack_gets_nothing_decrypted() {
     let (aff, released) = tp.resolve(&claim).unwrap();
     assert!(released.is_none());
     assert_eq!(aff.body.kind(), "invalid-envelope");
-}
-
-/// A cheater's envelope: `signer` signs an arbitrary header over an arbitrary z.
-fn forge_envelope(
-    signer: &IdentitySecret,
-    header: envelope::EnvelopeHeader,
-    zs: Vec<vtp_protocol::seal::Z>,
-) -> Envelope {
-    let digest = encoding::signing_digest(encoding::domain::ENVELOPE, &header);
-    Envelope {
-        signature: vtp_protocol::identity::test_sign(signer, &digest),
-        header,
-        zs,
-        sender_card: signer.card().clone(),
-        tp_cards: vec![Tp::new().card],
-    }
 }
 
 #[test]
@@ -480,7 +331,7 @@ fn two_of_three_trustees() {
         v.reason.unwrap().contains("never completed"),
         "group unclaimed"
     );
-    // A trustee cannot say both.
+    // A trustee that says both is named and counts for nothing.
     let v = judge_group(
         &cards,
         &env,
@@ -490,7 +341,8 @@ fn two_of_three_trustees() {
         None,
     );
     assert!(!v.valid);
-    assert!(v.reason.unwrap().contains("contradicting"));
+    assert_eq!(v.contradicted_by, [cards[0].id().to_string()]);
+    assert!(v.reason.unwrap().contains("count for nothing"));
 }
 
 /// A trustee's z is bound to its slot and group: moved elsewhere it does not

@@ -1,14 +1,19 @@
 //! The judge: `vtp verify` weighs the evidence offline.
 //!
-//! `vtp_protocol::evidence::judge` checks the signed statements. The files
-//! add what the statements only name: the envelope file's message ciphertext
-//! must hash to the signed `H(c_m)`, and when an opening is given, its message
-//! key must actually decrypt that ciphertext to the message whose SHA-256 the
-//! sender committed to (otherwise the recipient did not receive it).
+//! `vtp_protocol::evidence::judge_group` checks the signed statements. The
+//! files add what the statements only name: the envelope file's message
+//! ciphertext must hash to the signed `H(c_m)` (otherwise the file was
+//! altered, whatever else the evidence says), and when a valid opening is
+//! given, its message key must actually decrypt that ciphertext to the
+//! message whose SHA-256 the sender committed to (otherwise the recipient did
+//! not receive it).
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 use vtp_protocol::evidence::{judge_group, DeliveredVia, Verdict};
+use vtp_protocol::opening::Opening;
+use vtp_protocol::receipt::Receipt;
+use vtp_protocol::tp_card::TpCard;
 
 use super::display_name;
 use super::exchange::read_tp_cards;
@@ -28,6 +33,46 @@ fn invalidate(v: &mut Verdict, reason: String) {
     v.valid = false;
     v.delivered_via = None;
     v.reason = Some(reason);
+}
+
+/// What the statements only name: the ciphertext in the envelope file is the
+/// one the sender signed, and a valid opening's key decrypts it to the
+/// committed message. An altered file is blamed on the file, never on the
+/// sender: the ciphertext is checked against the signed header whenever the
+/// opening's key does not decrypt it, and on its own when there is no key.
+fn check_files(
+    tps: &[TpCard],
+    ef: &mut EnvelopeFile,
+    receipt: &Receipt,
+    opening: Option<&Opening>,
+    v: &mut Verdict,
+) {
+    // Without an authentic header there is no signed H(c_m) to compare
+    // with; the verdict already says why.
+    let Ok(env) = ef.envelope.verify_trusted(tps) else {
+        return;
+    };
+    let opened = match opening {
+        Some(o) if v.valid => o.check(&env, &receipt.recipient_card).ok(),
+        _ => None,
+    };
+    let Some(opened) = opened else {
+        if let Err(e) = ef.check_cm() {
+            invalidate(v, format!("{e:#}"));
+        }
+        return;
+    };
+    match ef.decrypt_sha256(&opened.message_key) {
+        Ok(sha) if sha == opened.inside.message_sha256 => {}
+        Ok(_) | Err(DecryptError::BadKey { .. }) => match ef.check_cm() {
+            Err(e) => invalidate(v, format!("{e:#}")),
+            Ok(()) => invalidate(
+                v,
+                "the opening's message key does not decrypt the envelope's message ciphertext to the committed message: the sender's envelope is bad".into(),
+            ),
+        },
+        Err(e) => invalidate(v, format!("{e:#}")),
+    }
 }
 
 pub fn verify(a: VerifyArgs) -> Result<()> {
@@ -50,31 +95,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         &affidavits,
         shown,
     );
-    let opened = match (&opening, v.valid) {
-        (Some(o), true) => {
-            // judge_group() accepted it, so these checks pass again.
-            let env = ef.envelope.verify_trusted(&tps)?;
-            Some(o.check(&env, &receipt.recipient_card)?)
-        }
-        _ => None,
-    };
-    match opened {
-        Some(opened) => match ef.decrypt_sha256(&opened.message_key) {
-            Ok(sha) if sha == opened.inside.message_sha256 => {}
-            Ok(_) | Err(DecryptError::BadKey { .. }) => invalidate(
-                &mut v,
-                "the opening's message key does not decrypt the envelope's message ciphertext to the committed message: the sender's envelope is bad".into(),
-            ),
-            Err(e) => invalidate(&mut v, format!("{e:#}")),
-        },
-        None => {
-            if let Err(e) = ef.check_cm() {
-                if v.valid {
-                    invalidate(&mut v, format!("{e:#}"));
-                }
-            }
-        }
-    }
+    check_files(&tps, &mut ef, &receipt, opening.as_ref(), &mut v);
 
     let deadline_rfc3339 = v.deadline.map(format_timestamp);
     if a.json {
@@ -138,5 +159,8 @@ fn print_human(v: &Verdict, deadline: Option<&str>, message_shown: bool) {
         ),
         Some(DeliveredVia::TrustedParty) => println!("via:       the TP's affidavit"),
         None => {}
+    }
+    for c in &v.contradictions {
+        println!("contradicted: {c}");
     }
 }
