@@ -22,6 +22,7 @@
 //! | [`claim`] | Bob's claim to the TP and its authentication |
 //! | [`decide`] | the TP's decision core: what a trustee does with a claim or an unclaimed request, given its journal and clock |
 //! | [`affidavit`] | the TP's signed statements: resolved, invalid envelope, unclaimed |
+//! | [`answer`] | the parties' checks of the TP's answers (the client-side mirror of [`decide`]) |
 //! | [`evidence`] | the judge: offline verification of delivery evidence |
 //! | [`wire`] | requests and responses between clients and the TP daemon |
 //! | [`error`] | one error enum with context for every check above |
@@ -32,6 +33,7 @@
 //! no signature can be replayed as another kind of statement.
 
 pub mod affidavit;
+pub mod answer;
 mod cache;
 pub mod claim;
 pub mod contract;

@@ -84,6 +84,23 @@ impl Receipt {
         Ok(VerifiedReceipt(self.clone()))
     }
 
+    /// The receipt is signed by the recipient it names (without its
+    /// envelope: what a sender can check of a receipt the TP holds).
+    pub fn verify_signature(&self) -> Result<(), ProtocolError> {
+        if self.recipient_card.id() != self.body.recipient {
+            return Err(ProtocolError::mismatch(
+                "receipt",
+                "it is signed by someone other than its recipient",
+            ));
+        }
+        self.recipient_card.verify_statement(
+            domain::RECEIPT,
+            &self.body,
+            &self.signature,
+            "receipt (recipient's signature)",
+        )
+    }
+
     pub fn hash(&self) -> Digest32 {
         tagged_hash(domain::RECEIPT_HASH, &[&canonical(self)])
     }
