@@ -446,3 +446,70 @@ pub mod cheat {
         n
     }
 }
+
+/// Many resolved envelopes quickly, for tests about volume: the claims are
+/// made in-process with the protocol crate, exactly as `vtp send`, `accept`
+/// and `claim` would make them (one process each would take minutes for
+/// hundreds), and sent to the real daemon over its socket.
+pub mod bulk {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use rand_core::{OsRng, RngCore};
+    use sha2::{Digest, Sha256};
+    use vtp_protocol::claim::Claim;
+    use vtp_protocol::encoding::CmHasher;
+    use vtp_protocol::envelope;
+    use vtp_protocol::identity::IdentitySecret;
+    use vtp_protocol::message::MessageSealer;
+    use vtp_protocol::receipt::Receipt;
+    use vtp_protocol::tp_card::TpCard;
+    use vtp_protocol::wire::{self, ClaimOutcome, Request, Response};
+    use vtp_protocol::Digest32;
+
+    /// `n` claims by one recipient for envelopes from `alice` (deadline in
+    /// an hour), each with its own message.
+    pub fn make_claims(tp: &TpCard, alice: &IdentitySecret, n: usize) -> Vec<Claim> {
+        let now = super::cheat::now();
+        let bob = IdentitySecret::generate("bob", now, &mut OsRng).unwrap();
+        (0..n)
+            .map(|i| {
+                let msg = format!("message number {i}").into_bytes();
+                let mut nonce = [0u8; 32];
+                OsRng.fill_bytes(&mut nonce);
+                let prep =
+                    envelope::prepare(alice, bob.card(), tp, now + 3600, now, nonce).unwrap();
+                let mut s = MessageSealer::new(prep.message_key(), msg.len() as u64);
+                let cm = s.seal_chunk(&msg).unwrap();
+                let mut h = CmHasher::default();
+                h.update(&cm);
+                let env = prep
+                    .finish(
+                        alice,
+                        h.finish(),
+                        cm.len() as u64,
+                        Digest32(Sha256::digest(&msg).into()),
+                    )
+                    .unwrap();
+                let venv = env.verify(tp).unwrap();
+                let receipt = Receipt::issue(&bob, &venv, now).verify(&venv).unwrap();
+                Claim::new(&bob, &venv, &receipt, now)
+            })
+            .collect()
+    }
+
+    /// Send one claim; `None` if the connection died before an answer.
+    pub fn send_claim(addr: &str, claim: &Claim) -> Option<ClaimOutcome> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        let payload = wire::encode_request(&Request::Claim(claim.clone()));
+        s.write_all(&(payload.len() as u32).to_be_bytes()).ok()?;
+        s.write_all(&payload).ok()?;
+        match wire::decode_response(&super::read_frame(&mut s).ok()?).ok()? {
+            Response::Claim(o) => Some(o),
+            Response::Error(e) => panic!("claim refused: {e}"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
