@@ -136,6 +136,50 @@ impl Tp {
         self.data_dir().join("tp-card.vtp")
     }
 
+    /// For tests that move the TP's clock past a deadline. A client accepts
+    /// a deadline only if it leaves the TP's claim window plus its clock
+    /// skew, and its requests must be within the skew of the TP's clock; so
+    /// a test can move the TP's clock ahead by the skew at most, and real
+    /// time must pass the window. This makes the window 1 s (tp.toml, and
+    /// the card re-exported, so envelopes carry the new policy; before the
+    /// first start): send with [`Tp::SHORT_DEADLINE`], and later
+    /// [`Tp::pass_short_deadline`].
+    pub fn short_claim_window(&mut self) {
+        assert!(self.child.is_none(), "call before start");
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        let edited = config.replace(
+            "min_claim_window_secs = 60\n",
+            "min_claim_window_secs = 1\n",
+        );
+        assert_ne!(config, edited, "no default claim window in tp.toml");
+        std::fs::write(self.config(), edited).unwrap();
+        let out = Command::new(bin("tp-daemon"))
+            .arg("card")
+            .arg("--config")
+            .arg(self.config())
+            .arg("--out")
+            .arg(self.card())
+            .output()
+            .expect("run tp-daemon card");
+        Run::from(out).ok();
+    }
+    /// The deadline to send with after [`Tp::short_claim_window`]: the
+    /// window and the default skew (300 s), plus 8 s to accept in.
+    pub const SHORT_DEADLINE: &'static str = "309s";
+
+    /// Restart the daemon with its clock 300 s (the skew) ahead, once real
+    /// time passed the rest of a [`Tp::SHORT_DEADLINE`] sent at `sent`
+    /// (Unix seconds).
+    pub fn pass_short_deadline(&mut self, sent: u64) {
+        let past = sent + 309 - 300 + 1;
+        while cheat::now() < past {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.kill();
+        self.clock_offset = 300;
+        self.start();
+    }
+
     /// Start `tp-daemon serve` on an ephemeral port and wait until it listens.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
@@ -397,13 +441,39 @@ pub mod cheat {
         out: &Path,
         tamper: impl FnOnce(&mut Inside),
     ) {
+        let now = now();
+        envelope_made_at(
+            sender,
+            recipient_card,
+            tp,
+            msg,
+            now + deadline_in,
+            now,
+            out,
+            tamper,
+        );
+    }
+
+    /// An envelope made at `made` on the sender's clock (a sender whose
+    /// clock is off), with the inside altered by `tamper` (`|_| {}`: none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn envelope_made_at(
+        sender: &Path,
+        recipient_card: &Path,
+        tp: &Path,
+        msg: &[u8],
+        deadline: u64,
+        made: u64,
+        out: &Path,
+        tamper: impl FnOnce(&mut Inside),
+    ) {
         let me = identity(sender);
         let prep = envelope::prepare(
             &me,
             &card(recipient_card),
             &tp_card(tp),
-            now() + deadline_in,
-            now(),
+            deadline,
+            made,
             rand_nonce(),
         )
         .unwrap();

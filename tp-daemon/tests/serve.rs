@@ -331,8 +331,8 @@ fn deadlines_are_judged_on_the_tp_clock_and_recorded_answers_outlive_them() {
     let tp = TestTp::new();
     let d = tp.start();
     let card = card_of(&d);
-    let resolved = Exchange::new(&card, 120);
-    let unclaimed = Exchange::new(&card, 120);
+    let resolved = Exchange::new(&card, 400);
+    let unclaimed = Exchange::new(&card, 400);
     let first = outcome(d.ask(&resolved.claim()));
     assert!(matches!(first, ClaimOutcome::Resolved { .. }));
     // Before the deadline there is no unclaimed certificate.
