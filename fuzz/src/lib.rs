@@ -178,9 +178,13 @@ impl Fixture {
             RESOLVED_AT,
             at(2, 0x11),
         ));
-        let aff_unclaimed =
-            tp_affidavit(AffidavitBody::unclaimed(&venv, 0, UNCLAIMED_AT, at(3, 0x22)));
-        let fetch = FetchRequest::new(&alice, tp.id(), FETCH_AT);
+        let aff_unclaimed = tp_affidavit(AffidavitBody::unclaimed(
+            &venv,
+            0,
+            UNCLAIMED_AT,
+            at(3, 0x22),
+        ));
+        let fetch = FetchRequest::new(&alice, tp.id(), FETCH_AT, 0, std::num::NonZeroU32::MAX);
         let unclaimed = UnclaimedRequest::new(&bob, &venv, tp.id(), UNCLAIMED_AT);
         Fixture {
             tp_sign,
