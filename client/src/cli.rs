@@ -553,6 +553,10 @@ pub struct ReceiptsArgs {
     /// it, the fetched card's id is printed for you to compare)
     #[arg(long, value_name = "TPCARD")]
     pub expect_tp: Option<PathBuf>,
+    /// Only receipts the TP recorded after its journal record SEQ (each run
+    /// ends by printing the SEQ to give next time; default: all receipts)
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub since: u64,
 }
 
 #[derive(Args, Debug)]

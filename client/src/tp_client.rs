@@ -16,17 +16,35 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::claim::Claim;
+use vtp_protocol::encoding::WIRE_VERSION;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{
-    decode_response, encode_request, ClaimOutcome, FetchRequest, Request, ResolvedReceipt,
-    Response, UnclaimedRequest,
+    decode_response, encode_request, ClaimOutcome, ErrorCode, FetchRequest, ReceiptPage, Request,
+    Response, UnclaimedRequest, WireError, DEFAULT_MAX_FRAME,
 };
+use vtp_protocol::ProtocolError;
 
 /// Connect, read and write timeout unless `--timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response frame accepted: far above any honest answer, far below
 /// anything that could exhaust memory.
 pub const MAX_RESPONSE: usize = 1 << 20;
+// A TP pages receipts into frames of at most the default frame limit.
+const _: () = assert!(vtp_protocol::wire::RECEIPTS_PAGE_MAX_FRAME <= MAX_RESPONSE);
+const _: () = assert!(DEFAULT_MAX_FRAME <= MAX_RESPONSE);
+
+/// The TP answered with an error frame. Kept as a type (inside the
+/// `anyhow::Error`) so callers can tell "busy, retry" from other refusals.
+#[derive(Debug, thiserror::Error)]
+#[error("TP refused: {} ({:?})", .0.message, .0.code)]
+pub struct TpRefused(pub WireError);
+
+impl TpRefused {
+    /// Whether `e` is the TP saying it is busy (retrying later may work).
+    pub fn is_busy(e: &anyhow::Error) -> bool {
+        matches!(e.downcast_ref::<TpRefused>(), Some(TpRefused(w)) if w.code == ErrorCode::Busy)
+    }
+}
 
 /// Where the TP is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -39,7 +57,7 @@ fn response_name(r: &Response) -> &'static str {
     match r {
         Response::Card(_) => "a TP card",
         Response::Claim(_) => "a claim outcome",
-        Response::Receipts(_) => "a list of receipts",
+        Response::Receipts(_) => "a page of receipts",
         Response::Unclaimed(_) => "an unclaimed affidavit",
         Response::Error(_) => "an error",
     }
@@ -128,10 +146,16 @@ impl TpClient {
         stream
             .read_exact(&mut body)
             .map_err(|e| self.io_error("reading the response", e))?;
-        let resp = decode_response(&body)
-            .map_err(|e| anyhow!("the TP at {} sent a bad response: {e}", self.addr))?;
+        let resp = decode_response(&body).map_err(|e| match e {
+            ProtocolError::UnsupportedVersion { found, .. } => anyhow!(
+                "the TP at {} speaks wire protocol version {found} and this vtp speaks version \
+                 {WIRE_VERSION}: use a vtp release that matches the TP",
+                self.addr
+            ),
+            e => anyhow!("the TP at {} sent a bad response: {e}", self.addr),
+        })?;
         if let Response::Error(e) = resp {
-            bail!("TP refused: {} ({:?})", e.message, e.code);
+            return Err(TpRefused(e).into());
         }
         Ok(resp)
     }
@@ -160,7 +184,9 @@ impl TpClient {
         }
     }
 
-    pub fn fetch_receipts(&self, req: FetchRequest) -> Result<Vec<ResolvedReceipt>> {
+    /// One page of receipts (the caller checks it with
+    /// [`ReceiptPage::check`] and asks for the next).
+    pub fn fetch_receipts(&self, req: FetchRequest) -> Result<ReceiptPage> {
         match self.call(&Request::FetchReceipts(req))? {
             Response::Receipts(r) => Ok(r),
             other => Err(self.unexpected(&other, "a receipts request")),
@@ -217,6 +243,29 @@ mod tests {
             .get_card()
             .unwrap_err();
         assert_eq!(e.to_string(), "TP refused: come back later (Busy)");
+        assert!(TpRefused::is_busy(&e));
+    }
+
+    #[test]
+    fn a_tp_of_another_wire_version_is_named_as_such() {
+        // What a TP of the previous wire version answers to anything.
+        let addr = serve(|_| {
+            let mut f = encode_response(&Response::Error(WireError {
+                code: ErrorCode::Malformed,
+                message: "unsupported format version 2".into(),
+            }));
+            f[4] = 1;
+            frame(&f)
+        });
+        let e = TpClient::new(&addr, DEFAULT_TIMEOUT)
+            .get_card()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("speaks wire protocol version 1")
+                && e.contains(&format!("this vtp speaks version {WIRE_VERSION}")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -227,11 +276,16 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("limit"), "{e}");
 
-        let addr = serve(|_| frame(&encode_response(&Response::Receipts(vec![]))));
+        let addr = serve(|_| {
+            frame(&encode_response(&Response::Receipts(ReceiptPage {
+                receipts: vec![],
+                more: false,
+            })))
+        });
         let e = TpClient::new(&addr, DEFAULT_TIMEOUT)
             .get_card()
             .unwrap_err();
-        assert!(e.to_string().contains("list of receipts"), "{e}");
+        assert!(e.to_string().contains("page of receipts"), "{e}");
     }
 
     #[test]

@@ -25,8 +25,8 @@ use vtp_protocol::identity::{test_sign, IdentityCard, IdentitySecret};
 use vtp_protocol::message::MessageSealer;
 use vtp_protocol::seal::Z_NONCE;
 use vtp_protocol::wire::{
-    decode_request, encode_response, ClaimOutcome, ErrorCode, Request, ResolvedReceipt, Response,
-    WireError,
+    decode_request, encode_response, ClaimOutcome, ErrorCode, PageBuilder, Request,
+    ResolvedReceipt, Response, WireError,
 };
 use vtp_protocol::Digest32;
 
@@ -128,17 +128,19 @@ impl FakeTp {
                 j.outcomes.insert(vc.claim().z_hash(), outcome.clone());
                 Response::Claim(outcome)
             }
+            // Pages of one receipt each (a one-byte frame budget), so that
+            // the client's paging runs with a handful of receipts.
             Request::FetchReceipts(r) => match r.verify(card, now) {
-                Ok(who) => Response::Receipts(
-                    self.journal
-                        .lock()
-                        .unwrap()
+                Ok(who) => {
+                    let mut page = PageBuilder::new(1, r.body.max_receipts);
+                    let j = self.journal.lock().unwrap();
+                    let mut mine = j
                         .resolved
                         .iter()
-                        .filter(|r| r.receipt.body.sender == who)
-                        .cloned()
-                        .collect(),
-                ),
+                        .filter(|x| x.receipt.body.sender == who && x.seq() > r.body.after_seq);
+                    let more = mine.any(|x| page.push(x.clone()).is_err());
+                    Response::Receipts(page.finish(more))
+                }
                 Err(e) => refuse(ErrorCode::Rejected, e),
             },
             // The stand-in decides unclaimed requests as if its clock
@@ -351,6 +353,67 @@ fn claim_then_receipts_then_judge() {
         "u",
     ])
     .fails_with("TP refused: this envelope was resolved");
+}
+
+#[test]
+fn receipts_come_in_pages_and_resume_with_since() {
+    let w = World::new();
+    let tp = spawn_tp(0x42);
+    let receipts = |extra: &[&str]| {
+        let mut args = vec![
+            "receipts",
+            "--as",
+            "alice.id",
+            "--tp",
+            &tp,
+            "--out-dir",
+            "got",
+        ];
+        args.extend_from_slice(extra);
+        w.vtp(&args).ok()
+    };
+    let claim = |tag: &str| {
+        w.exchange(tag, tag.as_bytes());
+        let (env, rc, out) = (
+            format!("{tag}.env"),
+            format!("{tag}.receipt"),
+            format!("{tag}.out"),
+        );
+        w.vtp(&[
+            "claim", "--as", "bob.id", "--tp", &tp, &env, &rc, "--out", &out,
+        ])
+        .ok();
+    };
+    for tag in ["a", "b", "c"] {
+        claim(tag);
+    }
+    // The stand-in TP sends one receipt per page: three pages.
+    let r = receipts(&[]);
+    assert!(r.stdout.contains("3 receipts saved"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("1 receipts fetched so far (through journal record #1)")
+            && r.stderr
+                .contains("2 receipts fetched so far (through journal record #2)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("`--since 3` fetches only the receipts"),
+        "{}",
+        r.stdout
+    );
+    // Nothing new since #3; then one more.
+    let r = receipts(&["--since", "3"]);
+    assert!(r.stdout.contains("0 receipts saved"), "{}", r.stdout);
+    claim("d");
+    let r = receipts(&["--since", "3"]);
+    assert!(
+        r.stdout.contains("1 receipt saved") && r.stdout.contains("journal record #4"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.is_empty(), "one page, no progress: {}", r.stderr);
 }
 
 #[test]

@@ -15,8 +15,8 @@ use vtp_protocol::encoding::{canonical, encode, Kind};
 use vtp_protocol::envelope::Envelope;
 use vtp_protocol::tp_card::TpCardBody;
 use vtp_protocol::wire::{
-    encode_request, encode_response, ClaimOutcome, ErrorCode, Request, ResolvedReceipt, Response,
-    WireError,
+    encode_request, encode_response, ClaimOutcome, ErrorCode, ReceiptPage, Request,
+    ResolvedReceipt, Response, WireError,
 };
 
 struct Out {
@@ -67,20 +67,20 @@ fn main() {
     out.put("wire_request", "unclaimed", &unclaimed);
     // Edge cases: bare prefix, wrong kind, wrong version, trailing byte,
     // truncated claim, unknown variant, huge varint length.
-    out.put("wire_request", "edge-bare-prefix", b"VTP\x08\x01");
-    out.put("wire_request", "edge-wrong-kind", b"VTP\x09\x01\x00");
-    out.put("wire_request", "edge-wrong-version", b"VTP\x08\x02\x00");
+    out.put("wire_request", "edge-bare-prefix", b"VTP\x08\x02");
+    out.put("wire_request", "edge-wrong-kind", b"VTP\x09\x02\x00");
+    out.put("wire_request", "edge-wrong-version", b"VTP\x08\x01\x00");
     out.put("wire_request", "edge-trailing", &with(&get_card, b"\x00"));
     out.put(
         "wire_request",
         "edge-truncated-claim",
         &claim[..claim.len() / 2],
     );
-    out.put("wire_request", "edge-unknown-variant", b"VTP\x08\x01\x07");
+    out.put("wire_request", "edge-unknown-variant", b"VTP\x08\x02\x07");
     out.put(
         "wire_request",
         "edge-huge-length",
-        b"VTP\x08\x01\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+        b"VTP\x08\x02\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
     );
 
     // --- wire_response
@@ -101,12 +101,21 @@ fn main() {
         ),
         (
             "receipts",
-            Response::Receipts(vec![ResolvedReceipt {
-                receipt: fx.receipt.clone(),
-                affidavit: fx.aff_resolved.clone(),
-            }]),
+            Response::Receipts(ReceiptPage {
+                receipts: vec![ResolvedReceipt {
+                    receipt: fx.receipt.clone(),
+                    affidavit: fx.aff_resolved.clone(),
+                }],
+                more: false,
+            }),
         ),
-        ("receipts-empty", Response::Receipts(vec![])),
+        (
+            "receipts-empty",
+            Response::Receipts(ReceiptPage {
+                receipts: vec![],
+                more: false,
+            }),
+        ),
         ("unclaimed", Response::Unclaimed(fx.aff_unclaimed.clone())),
         (
             "error",
@@ -122,7 +131,7 @@ fn main() {
     out.put(
         "wire_response",
         "edge-bad-utf8-error",
-        b"VTP\x09\x01\x04\x00\x02\xc3\x28",
+        b"VTP\x09\x02\x04\x00\x02\xc3\x28",
     );
 
     // --- frame: [limit, read size - 1, stream]

@@ -48,8 +48,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = unwrap_released_key(&fx.bob, &fx.venv, wrapped_km);
         }
         Response::Claim(ClaimOutcome::InvalidEnvelope { affidavit }) => check_affidavit(affidavit),
-        Response::Receipts(list) => {
-            for r in list {
+        Response::Receipts(page) => {
+            let _ = page.check(0);
+            for r in &page.receipts {
                 check_affidavit(&r.affidavit);
                 if r.receipt.verify(&fx.venv).is_ok() {
                     assert_eq!(r.receipt.body, fx.receipt.body);

@@ -182,7 +182,7 @@ impl Fixture {
                 Statement::Unclaimed,
                 at(3, 0x22),
             ));
-        let fetch = FetchRequest::new(&alice, tp.id(), FETCH_AT);
+        let fetch = FetchRequest::new(&alice, tp.id(), FETCH_AT, 0, std::num::NonZeroU32::MAX);
         let unclaimed = UnclaimedRequest::new(&bob, &venv, tp.id(), UNCLAIMED_AT);
         Fixture {
             tp_sign,

@@ -2,7 +2,11 @@
 //!
 //! A file is `b"VTP" || kind || version || postcard(body)`. The kind byte lets a
 //! tool say "this is a receipt, expected an envelope" instead of a parse error;
-//! the version byte lets a later format coexist. Envelope files additionally
+//! the version byte lets a later format coexist. Files and wire frames are
+//! versioned apart ([`Kind::version`]): a change to requests and responses
+//! must not make anyone's stored identities, envelopes or receipts unreadable,
+//! and a client and TP that speak different wire versions say so in one line
+//! instead of misreading each other's frames. Envelope files additionally
 //! carry the message ciphertext after the encoded envelope (see
 //! [`crate::envelope::EnvelopeFile`]).
 
@@ -11,8 +15,14 @@ use sha2::{Digest, Sha256};
 
 use crate::{Digest32, ProtocolError};
 
-/// The one format version this build reads and writes.
+/// The version of files (identities, cards, envelopes, receipts, affidavits,
+/// contracts) this build reads and writes.
 pub const FORMAT_VERSION: u8 = 1;
+/// The version of wire frames ([`Kind::Request`], [`Kind::Response`]) this
+/// build speaks. Version 2: receipts are fetched in pages
+/// ([`crate::wire::FetchBody::after_seq`]); a version-1 frame is refused as
+/// [`ProtocolError::UnsupportedVersion`], never decoded as something else.
+pub const WIRE_VERSION: u8 = 2;
 const MAGIC: &[u8; 3] = b"VTP";
 
 /// What a file or frame holds.
@@ -35,6 +45,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The version byte written after this kind (and the only one read).
+    pub fn version(self) -> u8 {
+        match self {
+            Kind::Request | Kind::Response => WIRE_VERSION,
+            _ => FORMAT_VERSION,
+        }
+    }
     pub fn name(self) -> &'static str {
         match self {
             Kind::IdentitySecret => "secret identity",
@@ -87,7 +104,7 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(MAGIC);
     out.push(kind as u8);
-    out.push(FORMAT_VERSION);
+    out.push(kind.version());
     out.extend_from_slice(&canonical(value));
     out
 }
@@ -115,10 +132,10 @@ pub fn check_prefix(kind: Kind, bytes: &[u8]) -> Result<&[u8], ProtocolError> {
             ))
         }
     }
-    if bytes[4] != FORMAT_VERSION {
+    if bytes[4] != kind.version() {
         return Err(ProtocolError::UnsupportedVersion {
             found: bytes[4],
-            supported: FORMAT_VERSION,
+            supported: kind.version(),
         });
     }
     Ok(&bytes[PREFIX_LEN..])

@@ -356,8 +356,20 @@ pub fn check_group_policy(tp: &TpCard, t: usize, n: usize) -> Result<(), Protoco
     Ok(())
 }
 
-/// A deadline must leave at least `min_time_left` (and the TP's minimum) and
-/// lie within the TP's horizon.
+/// The least time a deadline must be away, on the checker's clock, for the
+/// recipient to still have the TP's claim window on the TP's clock: that
+/// clock may run up to the allowed skew ahead, so the window and the skew
+/// add up.
+pub fn min_time_to_deadline(tp: &TpCard) -> u64 {
+    let p = tp.policy();
+    p.min_claim_window_secs.saturating_add(p.clock_skew_secs)
+}
+
+/// A deadline must leave at least `min_time_left` and the TP's claim window
+/// plus its allowed clock skew ([`min_time_to_deadline`]), and lie within the
+/// TP's horizon. The sender checks it with `min_time_left = 0` (so it never
+/// makes an envelope its recipient could not accept), the recipient with his
+/// own margin.
 pub fn check_deadline(
     deadline: Timestamp,
     now: Timestamp,
@@ -365,7 +377,8 @@ pub fn check_deadline(
     min_time_left: u64,
 ) -> Result<(), ProtocolError> {
     let p = tp.policy();
-    let need = min_time_left.max(p.min_claim_window_secs);
+    let tp_need = min_time_to_deadline(tp);
+    let need = min_time_left.max(tp_need);
     if deadline <= now {
         return Err(ProtocolError::Deadline(format!(
             "the deadline passed {} s ago",
@@ -373,8 +386,16 @@ pub fn check_deadline(
         )));
     }
     if deadline - now < need {
+        let why = if min_time_left > tp_need {
+            "asked for".to_string()
+        } else {
+            format!(
+                "the TP's claim window of {} s plus the {} s its clock may differ from yours",
+                p.min_claim_window_secs, p.clock_skew_secs
+            )
+        };
         return Err(ProtocolError::Deadline(format!(
-            "only {} s left before the deadline, at least {need} s are needed to be able to claim",
+            "only {} s left before the deadline, at least {need} s are needed to be able to claim ({why})",
             deadline - now
         )));
     }
@@ -583,5 +604,107 @@ impl PreparedEnvelope {
             tp_cards: self.tps,
             signature,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The deadline window against a TP whose clock may be ahead by its skew.
+    use super::*;
+    use crate::tp_card::{OaepHash, Policy, TpCardBody, TpEncKey};
+    use crate::{EcPoint, KeyId, Signature};
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use rand_core::OsRng;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// A TP card with the default policy: a 60 s claim window, 300 s skew.
+    fn tp() -> TpCard {
+        let rsa =
+            rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../tests/data/test-tp-rsa2048.pem"))
+                .unwrap();
+        let sign = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+        let body = TpCardBody {
+            name: "test TP".into(),
+            sign_key: EcPoint::from_public(p256::PublicKey::from(sign.verifying_key())),
+            enc_keys: vec![TpEncKey {
+                id: KeyId([1; 8]),
+                modulus: rsa.n().to_bytes_be(),
+                exponent: rsa.e().to_bytes_be(),
+                oaep: OaepHash::Sha1,
+            }],
+            current_key: KeyId([1; 8]),
+            policy: Policy::default(),
+            created: NOW - 100,
+        };
+        let s: p256::ecdsa::Signature = sign.sign_prehash(&body.signing_digest().0).unwrap();
+        TpCard::assemble(body, Signature(s.to_bytes().into())).unwrap()
+    }
+
+    fn who(name: &str) -> IdentitySecret {
+        IdentitySecret::generate(name, NOW - 10, &mut OsRng).unwrap()
+    }
+
+    /// An envelope made at `made` (the sender's clock) with this deadline.
+    fn envelope(
+        tp: &TpCard,
+        alice: &IdentitySecret,
+        bob: &IdentitySecret,
+        deadline: u64,
+        made: u64,
+    ) -> VerifiedEnvelope {
+        let prep = prepare(alice, bob.card(), tp, deadline, made, [7; 32]).unwrap();
+        prep.finish(alice, Digest32([1; 32]), 0, Digest32([2; 32]))
+            .unwrap()
+            .verify(tp)
+            .unwrap()
+    }
+
+    #[test]
+    fn accept_leaves_the_claim_window_on_any_clock_within_the_skew() {
+        let (tp, alice, bob) = (tp(), who("alice"), who("bob"));
+        assert_eq!(min_time_to_deadline(&tp), 360);
+        // The sender's clock was 100 s slow: the envelope has less time left
+        // than she thought.
+        let venv = envelope(&tp, &alice, &bob, NOW + 359, NOW - 1);
+        // Bob asks for a 60 s margin, as the TP's window alone would allow:
+        // still refused, the TP's clock may be 300 s ahead of his.
+        let e = venv.check_for_recipient(bob.id(), NOW, 60).unwrap_err();
+        assert!(matches!(e, ProtocolError::Deadline(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("only 359 s left")
+                && e.contains("at least 360 s")
+                && e.contains("claim window of 60 s plus the 300 s"),
+            "{e}"
+        );
+        // Exactly the window plus the skew: accepted.
+        venv.check_for_recipient(bob.id(), NOW - 1, 60).unwrap();
+        // Bob's own, larger margin is named as his.
+        let e = venv
+            .check_for_recipient(bob.id(), NOW - 1, 600)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at least 600 s") && e.contains("asked for"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn send_refuses_a_deadline_its_recipient_could_not_accept() {
+        let (tp, alice, bob) = (tp(), who("alice"), who("bob"));
+        let e = prepare(&alice, bob.card(), &tp, NOW + 359, NOW, [7; 32])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("at least 360 s are needed")
+                && e.contains("claim window of 60 s plus the 300 s"),
+            "{e}"
+        );
+        assert!(prepare(&alice, bob.card(), &tp, NOW + 360, NOW, [7; 32]).is_ok());
     }
 }

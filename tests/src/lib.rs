@@ -136,6 +136,50 @@ impl Tp {
         self.data_dir().join("tp-card.vtp")
     }
 
+    /// For tests that move the TP's clock past a deadline. A client accepts
+    /// a deadline only if it leaves the TP's claim window plus its clock
+    /// skew, and its requests must be within the skew of the TP's clock; so
+    /// a test can move the TP's clock ahead by the skew at most, and real
+    /// time must pass the window. This makes the window 1 s (tp.toml, and
+    /// the card re-exported, so envelopes carry the new policy; before the
+    /// first start): send with [`Tp::SHORT_DEADLINE`], and later
+    /// [`Tp::pass_short_deadline`].
+    pub fn short_claim_window(&mut self) {
+        assert!(self.child.is_none(), "call before start");
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        let edited = config.replace(
+            "min_claim_window_secs = 60\n",
+            "min_claim_window_secs = 1\n",
+        );
+        assert_ne!(config, edited, "no default claim window in tp.toml");
+        std::fs::write(self.config(), edited).unwrap();
+        let out = Command::new(bin("tp-daemon"))
+            .arg("card")
+            .arg("--config")
+            .arg(self.config())
+            .arg("--out")
+            .arg(self.card())
+            .output()
+            .expect("run tp-daemon card");
+        Run::from(out).ok();
+    }
+    /// The deadline to send with after [`Tp::short_claim_window`]: the
+    /// window and the default skew (300 s), plus 8 s to accept in.
+    pub const SHORT_DEADLINE: &'static str = "309s";
+
+    /// Restart the daemon with its clock 300 s (the skew) ahead, once real
+    /// time passed the rest of a [`Tp::SHORT_DEADLINE`] sent at `sent`
+    /// (Unix seconds).
+    pub fn pass_short_deadline(&mut self, sent: u64) {
+        let past = sent + 309 - 300 + 1;
+        while cheat::now() < past {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.kill();
+        self.clock_offset = 300;
+        self.start();
+    }
+
     /// Start `tp-daemon serve` on an ephemeral port and wait until it listens.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
@@ -397,13 +441,39 @@ pub mod cheat {
         out: &Path,
         tamper: impl FnOnce(&mut Inside),
     ) {
+        let now = now();
+        envelope_made_at(
+            sender,
+            recipient_card,
+            tp,
+            msg,
+            now + deadline_in,
+            now,
+            out,
+            tamper,
+        );
+    }
+
+    /// An envelope made at `made` on the sender's clock (a sender whose
+    /// clock is off), with the inside altered by `tamper` (`|_| {}`: none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn envelope_made_at(
+        sender: &Path,
+        recipient_card: &Path,
+        tp: &Path,
+        msg: &[u8],
+        deadline: u64,
+        made: u64,
+        out: &Path,
+        tamper: impl FnOnce(&mut Inside),
+    ) {
         let me = identity(sender);
         let prep = envelope::prepare(
             &me,
             &card(recipient_card),
             &tp_card(tp),
-            now() + deadline_in,
-            now(),
+            deadline,
+            made,
             rand_nonce(),
         )
         .unwrap();
@@ -470,5 +540,72 @@ pub mod cheat {
         let mut n = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut n);
         n
+    }
+}
+
+/// Many resolved envelopes quickly, for tests about volume: the claims are
+/// made in-process with the protocol crate, exactly as `vtp send`, `accept`
+/// and `claim` would make them (one process each would take minutes for
+/// hundreds), and sent to the real daemon over its socket.
+pub mod bulk {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use rand_core::{OsRng, RngCore};
+    use sha2::{Digest, Sha256};
+    use vtp_protocol::claim::Claim;
+    use vtp_protocol::encoding::CmHasher;
+    use vtp_protocol::envelope;
+    use vtp_protocol::identity::IdentitySecret;
+    use vtp_protocol::message::MessageSealer;
+    use vtp_protocol::receipt::Receipt;
+    use vtp_protocol::tp_card::TpCard;
+    use vtp_protocol::wire::{self, ClaimOutcome, Request, Response};
+    use vtp_protocol::Digest32;
+
+    /// `n` claims by one recipient for envelopes from `alice` (deadline in
+    /// an hour), each with its own message.
+    pub fn make_claims(tp: &TpCard, alice: &IdentitySecret, n: usize) -> Vec<Claim> {
+        let now = super::cheat::now();
+        let bob = IdentitySecret::generate("bob", now, &mut OsRng).unwrap();
+        (0..n)
+            .map(|i| {
+                let msg = format!("message number {i}").into_bytes();
+                let mut nonce = [0u8; 32];
+                OsRng.fill_bytes(&mut nonce);
+                let prep =
+                    envelope::prepare(alice, bob.card(), tp, now + 3600, now, nonce).unwrap();
+                let mut s = MessageSealer::new(prep.message_key(), msg.len() as u64);
+                let cm = s.seal_chunk(&msg).unwrap();
+                let mut h = CmHasher::default();
+                h.update(&cm);
+                let env = prep
+                    .finish(
+                        alice,
+                        h.finish(),
+                        cm.len() as u64,
+                        Digest32(Sha256::digest(&msg).into()),
+                    )
+                    .unwrap();
+                let venv = env.verify(tp).unwrap();
+                let receipt = Receipt::issue(&bob, &venv, now).verify(&venv).unwrap();
+                Claim::new(&bob, &venv, &receipt, now)
+            })
+            .collect()
+    }
+
+    /// Send one claim; `None` if the connection died before an answer.
+    pub fn send_claim(addr: &str, claim: &Claim) -> Option<ClaimOutcome> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        let payload = wire::encode_request(&Request::Claim(claim.clone()));
+        s.write_all(&(payload.len() as u32).to_be_bytes()).ok()?;
+        s.write_all(&payload).ok()?;
+        match wire::decode_response(&super::read_frame(&mut s).ok()?).ok()? {
+            Response::Claim(o) => Some(o),
+            Response::Error(e) => panic!("claim refused: {e}"),
+            other => panic!("unexpected answer {other:?}"),
+        }
     }
 }

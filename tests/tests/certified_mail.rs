@@ -482,11 +482,16 @@ fn t07_replayed_and_concurrent_claims_resolve_once() {
 
 /// 8. Deadlines: a claim at or after T is refused; `unclaimed` works only
 ///    after T and only if the envelope was never resolved. The daemon's clock
-///    is moved forward with its labelled test hook instead of sleeping.
+///    is moved forward (by the allowed skew) with its labelled test hook, and
+///    a claim window of 1 s passes in real time.
 #[test]
 fn t08_deadline_rules() {
     let mut w = world();
-    let env = w.send("2m");
+    w.tp.kill();
+    w.tp.short_claim_window();
+    w.tp.start();
+    let sent = vtp_e2e::cheat::now();
+    let env = w.send(Tp::SHORT_DEADLINE);
     let receipt = w.accept(&env);
     // Before T: no unclaimed certificate.
     let cert = w.bob.path("unclaimed.vtp");
@@ -517,7 +522,7 @@ fn t08_deadline_rules() {
         "--tp",
         &p(&w.tp.card()),
         "--deadline",
-        "2m",
+        Tp::SHORT_DEADLINE,
         "--in",
         &p(&w.msg),
         "--out",
@@ -527,10 +532,8 @@ fn t08_deadline_rules() {
     let rec_resolved = w.accept(&env_resolved);
     w.claim(&env_resolved, &rec_resolved, "early").ok();
 
-    // Move the TP's clock 150 s ahead: past both deadlines.
-    w.tp.kill();
-    w.tp.clock_offset = 150;
-    w.tp.start();
+    // The TP's clock 300 s ahead, and the window passed: past both deadlines.
+    w.tp.pass_short_deadline(sent);
     let r = w.claim(&env, &receipt, "late").fails();
     assert!(r.stderr.contains("deadline"), "{}", r.stderr);
     assert!(!w.bob.path("late").exists());
@@ -693,13 +696,17 @@ fn t12_forged_unclaimed_does_not_stop_the_genuine_claim() {
 #[test]
 fn t13_no_unclaimed_certificate_for_an_invalid_envelope() {
     let mut w = world();
+    w.tp.kill();
+    w.tp.short_claim_window();
+    w.tp.start();
+    let sent = cheat::now();
     let env = w.alice.path("bad.vtp");
     cheat::envelope_with_bad_inside(
         &w.alice.id,
         &w.bob.card,
         &w.tp.card(),
         b"a message the TP can never release",
-        120,
+        309,
         &env,
         |inside| inside.deadline += 1,
     );
@@ -708,9 +715,7 @@ fn t13_no_unclaimed_certificate_for_an_invalid_envelope() {
     assert!(r.stderr.contains("invalid"), "{}", r.stderr);
     assert_eq!(w.tp.journal_rows("invalid"), 1);
     // Past the deadline on the TP's clock.
-    w.tp.kill();
-    w.tp.clock_offset = 150;
-    w.tp.start();
+    w.tp.pass_short_deadline(sent);
     for who in [&w.alice, &w.bob] {
         let cert = who.path("bad.unclaimed");
         let r = vtp([
@@ -734,5 +739,82 @@ fn t13_no_unclaimed_certificate_for_an_invalid_envelope() {
     assert_eq!(
         std::fs::read(w.bob.path("again.affidavit")).unwrap(),
         std::fs::read(w.bob.path("bad.affidavit")).unwrap()
+    );
+}
+
+/// The claim window holds on the TP's clock too: a sender cannot make an
+/// envelope with less than the TP's claim window plus its clock skew left,
+/// and a recipient (even one content with a 60 s margin) does not accept
+/// one, say from a sender whose clock was slow, because the TP's clock may be
+/// the skew ahead of his and the deadline already past there.
+#[test]
+fn the_claim_window_allows_for_the_clock_skew() {
+    let w = world();
+    let env = w.alice.path("close.vtp");
+    let send = |deadline: &str| {
+        vtp([
+            "send",
+            "--as",
+            &p(&w.alice.id),
+            "--to",
+            &p(&w.bob.card),
+            "--tp",
+            &p(&w.tp.card()),
+            "--deadline",
+            deadline,
+            "--in",
+            &p(&w.msg),
+            "--out",
+            &p(&env),
+            "--force",
+        ])
+    };
+    // The default policy: a 60 s window and 300 s skew, 360 s in all.
+    let r = send("5m").fails();
+    assert!(
+        r.stderr.contains("at least 360 s are needed")
+            && r.stderr.contains("claim window of 60 s plus the 300 s"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(!env.exists());
+    send("7m").ok();
+
+    // Alice's clock was 100 s slow: 5 minutes left by Bob's clock.
+    let now = cheat::now();
+    cheat::envelope_made_at(
+        &w.alice.id,
+        &w.bob.card,
+        &w.tp.card(),
+        b"too late on the TP's clock",
+        now + 300,
+        now - 100,
+        &env,
+        |_| {},
+    );
+    let receipt = w.bob.path("close.receipt");
+    let r = vtp([
+        "accept",
+        "--as",
+        &p(&w.bob.id),
+        "--tp",
+        &p(&w.tp.card()),
+        &p(&env),
+        "--out",
+        &p(&receipt),
+        "--min-time-left",
+        "60s",
+    ])
+    .fails();
+    assert!(
+        r.stderr
+            .contains("at least 360 s are needed to be able to claim"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !receipt.exists(),
+        "no receipt for an envelope Bob could not claim"
     );
 }

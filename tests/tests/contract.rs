@@ -354,7 +354,11 @@ fn c02_withheld_opening_is_executed_through_the_tp() {
 #[test]
 fn c03_without_bobs_receipt_it_is_never_completed() {
     let mut w = world();
-    let agreement = w.agree("2m", "c");
+    w.tp.kill();
+    w.tp.short_claim_window();
+    w.tp.start();
+    let sent = vtp_e2e::cheat::now();
+    let agreement = w.agree(Tp::SHORT_DEADLINE, "c");
     w.sign(&agreement, "c").ok();
     let env = w.alice.path("c.env");
     // Alice cannot complete without Bob's receipt (a junk one is refused).
@@ -378,10 +382,9 @@ fn c03_without_bobs_receipt_it_is_never_completed() {
         ])
     };
     unclaimed(&w).fails();
-    // Past T on the TP's clock (labelled test hook instead of sleeping).
-    w.tp.kill();
-    w.tp.clock_offset = 150;
-    w.tp.start();
+    // Past T on the TP's clock (labelled test hook: the skew ahead, and the
+    // claim window passed).
+    w.tp.pass_short_deadline(sent);
     let r = unclaimed(&w).ok();
     assert!(r.stdout.contains("never completed"), "{}", r.stdout);
     let (code, v) = w.verify(&cert);

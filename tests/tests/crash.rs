@@ -8,66 +8,14 @@
 //! (`scripts/soak.sh`).
 
 use std::collections::HashMap;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
-use sha2::{Digest, Sha256};
-use vtp_e2e::{cheat, read_frame, Tp};
-use vtp_protocol::claim::Claim;
-use vtp_protocol::encoding::{canonical, CmHasher};
-use vtp_protocol::envelope;
+use vtp_e2e::{bulk, cheat, Tp};
+use vtp_protocol::encoding::canonical;
 use vtp_protocol::identity::IdentitySecret;
-use vtp_protocol::message::MessageSealer;
-use vtp_protocol::receipt::Receipt;
-use vtp_protocol::tp_card::TpCard;
-use vtp_protocol::wire::{self, ClaimOutcome, Request, Response};
 use vtp_protocol::Digest32;
-
-fn make_claims(tp: &TpCard, n: usize) -> Vec<Claim> {
-    let now = cheat::now();
-    let alice = IdentitySecret::generate("alice", now, &mut OsRng).unwrap();
-    let bob = IdentitySecret::generate("bob", now, &mut OsRng).unwrap();
-    (0..n)
-        .map(|i| {
-            let msg = format!("message number {i}").into_bytes();
-            let mut nonce = [0u8; 32];
-            OsRng.fill_bytes(&mut nonce);
-            let prep = envelope::prepare(&alice, bob.card(), tp, now + 3600, now, nonce).unwrap();
-            let mut s = MessageSealer::new(prep.message_key(), msg.len() as u64);
-            let cm = s.seal_chunk(&msg).unwrap();
-            let mut h = CmHasher::default();
-            h.update(&cm);
-            let env = prep
-                .finish(
-                    &alice,
-                    h.finish(),
-                    cm.len() as u64,
-                    Digest32(Sha256::digest(&msg).into()),
-                )
-                .unwrap();
-            let venv = env.verify(tp).unwrap();
-            let receipt = Receipt::issue(&bob, &venv, now).verify(&venv).unwrap();
-            Claim::new(&bob, &venv, &receipt, now)
-        })
-        .collect()
-}
-
-/// Send one claim; `None` if the connection died before an answer.
-fn send_claim(addr: &str, claim: &Claim) -> Option<ClaimOutcome> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let payload = wire::encode_request(&Request::Claim(claim.clone()));
-    use std::io::Write;
-    s.write_all(&(payload.len() as u32).to_be_bytes()).ok()?;
-    s.write_all(&payload).ok()?;
-    match wire::decode_response(&read_frame(&mut s).ok()?).ok()? {
-        Response::Claim(o) => Some(o),
-        Response::Error(e) => panic!("claim refused: {e}"),
-        other => panic!("unexpected answer {other:?}"),
-    }
-}
 
 fn resolved_rows_for(tp: &Tp, z: &Digest32) -> i64 {
     let conn = rusqlite::Connection::open_with_flags(
@@ -115,7 +63,11 @@ fn kill_minus_nine_under_load_never_loses_an_answer() {
     )
     .unwrap();
     let card = cheat::tp_card(&tp.card());
-    let claims = Arc::new(make_claims(&card, 8 * rounds.max(10)));
+    let claims = Arc::new(bulk::make_claims(
+        &card,
+        &IdentitySecret::generate("alice", cheat::now(), &mut OsRng).unwrap(),
+        8 * rounds.max(10),
+    ));
     // What each claim was answered, the first time it was answered.
     let answered: Arc<Mutex<HashMap<usize, Vec<u8>>>> = Arc::default();
     let mut kills = 0;
@@ -135,7 +87,7 @@ fn kill_minus_nine_under_load_never_loses_an_answer() {
                     1,
                     "answered claim {i} not in the journal"
                 );
-                let again = send_claim(&tp.addr, &claims[i]).expect("daemon just started");
+                let again = bulk::send_claim(&tp.addr, &claims[i]).expect("daemon just started");
                 assert_eq!(
                     &canonical(&again),
                     bytes,
@@ -152,7 +104,7 @@ fn kill_minus_nine_under_load_never_loses_an_answer() {
                 std::thread::spawn(move || {
                     for k in 0..4 {
                         let i = (base + t * 2 + k) % claims.len();
-                        if let Some(o) = send_claim(&addr, &claims[i]) {
+                        if let Some(o) = bulk::send_claim(&addr, &claims[i]) {
                             let bytes = canonical(&o);
                             let mut a = answered.lock().unwrap();
                             let first = a.entry(i).or_insert_with(|| bytes.clone());
@@ -185,7 +137,7 @@ fn kill_minus_nine_under_load_never_loses_an_answer() {
     let answered = answered.lock().unwrap().clone();
     let sent: Vec<usize> = (0..rounds * 8).map(|i| i % claims.len()).collect();
     for &i in &sent {
-        let o = send_claim(&tp.addr, &claims[i]).expect("answer");
+        let o = bulk::send_claim(&tp.addr, &claims[i]).expect("answer");
         if let Some(bytes) = answered.get(&i) {
             assert_eq!(&canonical(&o), bytes, "claim {i} changed after restarts");
         }

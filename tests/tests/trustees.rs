@@ -300,7 +300,12 @@ fn two_of_three_trustees_honest_down_and_refusing() {
 #[test]
 fn bob_and_one_trustee_get_nothing_and_unclaimed_is_for_the_group() {
     let mut w = world(|_, _| {});
-    let (env, receipt) = w.send_and_accept("collude", "2m");
+    for tp in &mut w.trustees {
+        tp.kill();
+        tp.short_claim_window();
+        tp.start();
+    }
+    let (env, receipt) = w.send_and_accept("collude", "1h");
     w.trustees[1].kill();
     w.trustees[2].kill();
 
@@ -355,8 +360,10 @@ fn bob_and_one_trustee_get_nothing_and_unclaimed_is_for_the_group() {
 
     // Unclaimed for the group: a fresh envelope nobody claims. Before the
     // deadline every trustee refuses; after it (trustees' clocks moved on
-    // 150 s, within the allowed clock skew), trustees 0 and 2 certify; trustee 1 is down. 2 > n - t = 1.
-    let (env, receipt) = w.send_and_accept("late", "2m");
+    // 300 s, the allowed clock skew, and their 1 s claim window passed),
+    // trustees 0 and 2 certify; trustee 1 is down. 2 > n - t = 1.
+    let sent = cheat::now();
+    let (env, receipt) = w.send_and_accept("late", Tp::SHORT_DEADLINE);
     let cert = w.alice.path("late.unclaimed");
     let unclaimed = |w: &World, order: &[usize]| {
         let mut args = vec!["unclaimed".to_string(), "--as".into(), p(&w.alice.id)];
@@ -373,13 +380,9 @@ fn bob_and_one_trustee_get_nothing_and_unclaimed_is_for_the_group() {
     };
     let r = unclaimed(&w, &[0, 1, 2]).fails();
     assert!(r.stderr.contains("too early"), "{}", r.stderr);
-    for i in 0..3 {
-        w.trustees[i].kill();
-        w.trustees[i].clock_offset = 150;
-        if i != 1 {
-            w.trustees[i].start();
-        }
-    }
+    w.trustees[1].kill();
+    w.trustees[0].pass_short_deadline(sent);
+    w.trustees[2].pass_short_deadline(sent);
     let r = unclaimed(&w, &[1, 0, 2]).ok();
     assert!(
         r.stdout.contains("2 of the 3 trustees certify"),

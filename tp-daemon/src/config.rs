@@ -640,6 +640,18 @@ impl Config {
                 format!("[policy] `clock_skew_secs` is {skew}; at most 86400 (one day)"),
             ));
         }
+        // A recipient accepts only deadlines the window plus the skew away;
+        // if that is beyond the horizon, no envelope could ever be accepted.
+        if min_window + skew >= max_deadline {
+            return Err(policy_at(
+                &p.clock_skew_secs,
+                format!(
+                    "[policy]: `min_claim_window_secs` + `clock_skew_secs` ({min_window} + {skew}) \
+                     must be less than `max_deadline_secs` ({max_deadline}): recipients accept \
+                     only deadlines at least that far away"
+                ),
+            ));
+        }
         let max_group = vtp_protocol::shares::MAX_TRUSTEES as u64;
         let min_threshold = get(&p.min_threshold, d.min_threshold.into());
         let max_trustees = get(&p.max_trustees, d.max_trustees.into());
@@ -1162,6 +1174,11 @@ commit_delay_us = 500
             &with("[policy]", "[policy]\nclock_skew_secs = 100000"),
             10,
             &["clock_skew_secs"],
+        );
+        fails(
+            &with("[policy]", "[policy]\nclock_skew_secs = 86380"),
+            10,
+            &["min_claim_window_secs", "clock_skew_secs", "86400"],
         );
         fails(
             &with("[policy]", "[policy]\nrequire_subscription = \"yes\""),

@@ -302,8 +302,10 @@ oaep = "{oaep}"
 # Published in the TP card and enforced by the TP and its users.
 # Farthest deadline a sender may set, in seconds from now (default 90 days).
 max_deadline_secs = {max_deadline}
-# Least time that must be left before the deadline when a recipient accepts an
-# envelope, so that he can still claim (default 60).
+# Least time that must be left before the deadline, on the TP's clock, when a
+# recipient accepts an envelope, so that he can still claim (default 60).
+# Clients add clock_skew_secs (the TP's clock may be that far ahead): deadlines
+# must be at least min_claim_window_secs + clock_skew_secs away.
 min_claim_window_secs = {min_window}
 # Allowed difference between a client's clock and the TP's (default 300).
 clock_skew_secs = {skew}

@@ -49,7 +49,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::decide::{Recorded, RecordedResolution, Subject};
 use vtp_protocol::tp_card::TpCard;
-use vtp_protocol::wire::{ClaimOutcome, ResolvedReceipt};
+use vtp_protocol::wire::{ClaimOutcome, PageBuilder, ReceiptPage, ResolvedReceipt};
 use vtp_protocol::{Digest32, IdentityId, Timestamp};
 
 use crate::chain::{self, Head, JournalRecord};
@@ -348,44 +348,57 @@ impl Journal {
         }
     }
 
-    /// Every receipt the TP obtained for this sender by resolving, oldest first.
+    /// The next page of receipts the TP obtained for this sender by
+    /// resolving: those recorded after journal position `after_seq`, oldest
+    /// first, as many as `page` holds (keyset paging on the
+    /// `resolved_by_sender` index, so a page costs the same wherever it
+    /// starts). `more` says whether any remain after it.
     pub fn receipts_for_sender(
         &self,
         sender: &IdentityId,
-    ) -> Result<Vec<ResolvedReceipt>, JournalError> {
+        after_seq: u64,
+        mut page: PageBuilder,
+    ) -> Result<ReceiptPage, JournalError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT r.body FROM resolved x JOIN records r ON r.seq = x.seq \
-                 WHERE x.sender = ?1 ORDER BY x.seq",
+                 WHERE x.sender = ?1 AND x.seq > ?2 ORDER BY x.seq",
             )
             .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([&sender.0 .0[..]], |r| r.get::<_, Vec<u8>>(0))
+        // Positions are SQLite integers; anything past i64::MAX is past them all.
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![&sender.0 .0[..], after])
             .map_err(|e| self.sql(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let body = row.map_err(|e| self.sql(e))?;
-            let corrupt = |detail: String| JournalError::Corrupt {
-                path: self.path.clone(),
-                detail,
-            };
-            match JournalRecord::decode(&body)
+        let corrupt = |detail: String| JournalError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            if page.is_full() {
+                return Ok(page.finish(true));
+            }
+            let body: Vec<u8> = row.get(0).map_err(|e| self.sql(e))?;
+            let item = match JournalRecord::decode(&body)
                 .map_err(|e| corrupt(format!("cannot decode a stored record: {e}")))?
             {
                 JournalRecord::Claim {
                     outcome: ClaimOutcome::Resolved { affidavit, .. },
                     receipt,
-                } => out.push(ResolvedReceipt { receipt, affidavit }),
+                } => ResolvedReceipt { receipt, affidavit },
                 other => {
                     return Err(corrupt(format!(
                         "a {} record in the resolved index",
                         other.kind()
                     )))
                 }
+            };
+            if page.push(item).is_err() {
+                return Ok(page.finish(true));
             }
         }
-        Ok(out)
+        Ok(page.finish(false))
     }
 
     /// The last committed record of the chain (checked against its
@@ -589,6 +602,8 @@ mod tests {
     //! Schema and bookkeeping only; the stored values are opaque bytes here.
     //! Real affidavits go through the journal in the end-to-end tests.
     use super::*;
+    use std::num::NonZeroU32;
+    use vtp_protocol::wire::RECEIPTS_PAGE_MAX_FRAME;
 
     #[test]
     fn opens_with_wal_and_full_sync_and_reopens() {
@@ -610,10 +625,14 @@ mod tests {
             .unclaimed(&Digest32([1; 32]), &Digest32([2; 32]))
             .unwrap()
             .is_none());
-        assert!(j
-            .receipts_for_sender(&IdentityId(Digest32([3; 32])))
-            .unwrap()
-            .is_empty());
+        let page = j
+            .receipts_for_sender(
+                &IdentityId(Digest32([3; 32])),
+                0,
+                PageBuilder::new(RECEIPTS_PAGE_MAX_FRAME, NonZeroU32::MAX),
+            )
+            .unwrap();
+        assert!(page.receipts.is_empty() && !page.more);
         drop(j);
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.stats().unwrap(), Stats::default());

@@ -436,6 +436,10 @@ impl Service {
         }
     }
 
+    /// One page of the sender's receipts: those after the request's
+    /// `after_seq`, as many as fit one
+    /// [`vtp_protocol::wire::RECEIPTS_PAGE_MAX_FRAME`]
+    /// response (the client asks again for the rest).
     async fn fetch_receipts(&self, req: FetchRequest) -> Response {
         let sender = match req.verify(self.live().tp.card(), self.clock.now()) {
             Ok(id) => id,
@@ -444,14 +448,25 @@ impl Service {
                 return protocol_refusal(&e);
             }
         };
+        let after_seq = req.body.after_seq;
+        let page = vtp_protocol::wire::PageBuilder::new(
+            vtp_protocol::wire::RECEIPTS_PAGE_MAX_FRAME,
+            req.body.max_receipts,
+        );
         match self
             .journal
-            .blocking(move |j| j.receipts_for_sender(&sender))
+            .blocking(move |j| j.receipts_for_sender(&sender, after_seq, page))
             .await
         {
-            Ok(receipts) => {
-                info!(sender = %short(&sender.0), count = receipts.len(), "receipts fetched");
-                Response::Receipts(receipts)
+            Ok(page) => {
+                info!(
+                    sender = %short(&sender.0),
+                    after_seq,
+                    count = page.receipts.len(),
+                    more = page.more,
+                    "receipts fetched"
+                );
+                Response::Receipts(page)
             }
             Err(e) => journal_refusal(&sender.0, &e),
         }

@@ -51,7 +51,7 @@ fn build() -> (TestTp, PathBuf) {
         matches!(r, Response::Claim(ClaimOutcome::InvalidEnvelope { .. })),
         "{r:?}"
     );
-    let late = Exchange::new(&card, 60);
+    let late = Exchange::new(&card, 400);
     drop(d);
     // #7: an hour later on the TP's clock.
     let d = tp.start_with_env(&[("VTP_TEST_CLOCK_OFFSET_SECS", "3600")]);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use common::*;
@@ -14,7 +15,8 @@ use vtp_protocol::identity::test_sign;
 use vtp_protocol::opening::unwrap_released_key;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::wire::{
-    ClaimOutcome, ErrorCode, FetchRequest, Request, Response, UnclaimedRequest, WireError,
+    ClaimOutcome, ErrorCode, FetchRequest, ReceiptPage, Request, Response, UnclaimedRequest,
+    WireError,
 };
 
 fn error_code(r: &Response) -> ErrorCode {
@@ -86,21 +88,37 @@ fn honest_claim_is_resolved_recorded_and_repeatable() {
     }
     assert_eq!(tp.journal_stats(), (1, 0, 0));
 
-    // Alice fetches her receipt.
-    let fetch = Request::FetchReceipts(FetchRequest::new(&x.alice, card.id(), now()));
-    match d.ask(&fetch) {
-        Response::Receipts(rs) => {
-            assert_eq!(rs.len(), 1);
-            assert_eq!(&rs[0].receipt, x.receipt.receipt());
-            assert_eq!(&rs[0].affidavit, affidavit);
+    // Alice fetches her receipt: one page, nothing after it.
+    let fetch = |who, at, after| {
+        Request::FetchReceipts(FetchRequest::new(
+            who,
+            card.id(),
+            at,
+            after,
+            NonZeroU32::MAX,
+        ))
+    };
+    match d.ask(&fetch(&x.alice, now(), 0)) {
+        Response::Receipts(page) => {
+            assert!(!page.more);
+            assert_eq!(page.receipts.len(), 1);
+            assert_eq!(&page.receipts[0].receipt, x.receipt.receipt());
+            assert_eq!(&page.receipts[0].affidavit, affidavit);
         }
         other => panic!("{other:?}"),
     }
+    // Nothing after its journal position.
+    let seq = affidavit.body.journal.seq;
+    let empty = Response::Receipts(ReceiptPage {
+        receipts: vec![],
+        more: false,
+    });
+    assert_eq!(d.ask(&fetch(&x.alice, now(), seq)), empty);
+    assert_eq!(d.ask(&fetch(&x.alice, now(), u64::MAX)), empty);
     // Bob has no receipts as a sender.
-    let fetch = Request::FetchReceipts(FetchRequest::new(&x.bob, card.id(), now()));
-    assert_eq!(d.ask(&fetch), Response::Receipts(vec![]));
+    assert_eq!(d.ask(&fetch(&x.bob, now(), 0)), empty);
     // A stale fetch request is refused.
-    let fetch = Request::FetchReceipts(FetchRequest::new(&x.alice, card.id(), now() - 3600));
+    let fetch = fetch(&x.alice, now() - 3600, 0);
     assert_eq!(error_code(&d.ask(&fetch)), ErrorCode::Deadline);
 }
 
@@ -313,8 +331,8 @@ fn deadlines_are_judged_on_the_tp_clock_and_recorded_answers_outlive_them() {
     let tp = TestTp::new();
     let d = tp.start();
     let card = card_of(&d);
-    let resolved = Exchange::new(&card, 120);
-    let unclaimed = Exchange::new(&card, 120);
+    let resolved = Exchange::new(&card, 400);
+    let unclaimed = Exchange::new(&card, 400);
     let first = outcome(d.ask(&resolved.claim()));
     assert!(matches!(first, ClaimOutcome::Resolved { .. }));
     // Before the deadline there is no unclaimed certificate.

@@ -5,7 +5,9 @@
 //! trusted: its card must have the id the envelope names, and every affidavit
 //! it returns is verified against that card before anything is written.
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use vtp_protocol::affidavit::{Affidavit, Statement};
@@ -17,7 +19,9 @@ use vtp_protocol::opening::{message_key_from_shares, unwrap_released_share};
 use vtp_protocol::seal::message_commitment;
 use vtp_protocol::shares::Share;
 use vtp_protocol::tp_card::TpCard;
-use vtp_protocol::wire::{ClaimOutcome, FetchRequest, ResolvedReceipt, UnclaimedRequest};
+use vtp_protocol::wire::{
+    ClaimOutcome, FetchRequest, ReceiptPage, ResolvedReceipt, UnclaimedRequest, MAX_PAGE_RECEIPTS,
+};
 use vtp_protocol::{Digest32, ProtocolError};
 
 use super::exchange::refused;
@@ -29,7 +33,7 @@ use crate::files::{
 };
 use crate::stream::{DecryptError, EnvelopeFile};
 use crate::timeparse::{format_timestamp, now};
-use crate::tp_client::TpClient;
+use crate::tp_client::{TpClient, TpRefused};
 
 /// Fetch the TP's card and check it is a TP the envelope names (for a
 /// group, one of its trustees).
@@ -391,7 +395,53 @@ fn check_resolved(me: &IdentitySecret, card: &TpCard, item: &ResolvedReceipt) ->
     Ok(())
 }
 
-/// Alice fetches the receipts the TP resolved for her envelopes.
+/// Receipts asked for per page (the TP caps it; its frame budget usually
+/// stops a page sooner).
+const PAGE_RECEIPTS: NonZeroU32 = match NonZeroU32::new(MAX_PAGE_RECEIPTS) {
+    Some(n) => n,
+    None => panic!("MAX_PAGE_RECEIPTS is not zero"),
+};
+/// A page the TP answers `Busy` (its per-identity rate limit) is asked for
+/// again this many times, waiting [`BUSY_FIRST_WAIT`], then twice as long
+/// each time.
+const BUSY_RETRIES: u32 = 5;
+const BUSY_FIRST_WAIT: Duration = Duration::from_millis(500);
+
+/// One page of receipts after journal position `after_seq`, checked to be
+/// the page asked for; returns it with its cursor.
+fn fetch_page(
+    client: &TpClient,
+    me: &IdentitySecret,
+    card: &TpCard,
+    after_seq: u64,
+) -> Result<(ReceiptPage, u64)> {
+    let mut wait = BUSY_FIRST_WAIT;
+    let mut retries = 0;
+    let page = loop {
+        let req = FetchRequest::new(me, card.id(), now(), after_seq, PAGE_RECEIPTS);
+        match client.fetch_receipts(req) {
+            Ok(page) => break page,
+            Err(e) if TpRefused::is_busy(&e) && retries < BUSY_RETRIES => {
+                eprintln!(
+                    "the TP is busy; asking again in {}",
+                    humantime::format_duration(wait)
+                );
+                std::thread::sleep(wait);
+                retries += 1;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let cursor = page
+        .check(after_seq)
+        .map_err(|e| anyhow!("the TP at {} sent a bad answer: {e}", client.addr()))?;
+    Ok((page, cursor))
+}
+
+/// Alice fetches the receipts the TP resolved for her envelopes, page by
+/// page (a page is one bounded frame), saving each page before asking for
+/// the next: an interrupted run keeps what it saved and says how to resume.
 pub fn receipts(a: ReceiptsArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let client = TpClient::new(&a.tp.addr, a.tp.timeout);
@@ -409,54 +459,86 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
         }
     }
     println!("TP {} ({})", display_name(&card.body().name), card.id());
-    let items = client.fetch_receipts(FetchRequest::new(&me, card.id(), now()))?;
     ensure_dir(&a.out_dir)?;
+    let mut after = a.since;
+    let mut fetched = 0usize;
     let mut saved = 0usize;
     let mut bad = Vec::new();
-    for item in &items {
-        if let Err(e) = check_resolved(&me, &card, item) {
-            bad.push(format!(
-                "envelope {}: {e:#}",
-                item.affidavit.body.envelope_id
-            ));
-            continue;
-        }
-        let id = item.affidavit.body.envelope_id.to_hex();
-        let rpath: PathBuf = a.out_dir.join(format!("{id}.receipt.vtp"));
-        // A group envelope has one affidavit per acting trustee.
-        let apath: PathBuf = match item
-            .receipt
-            .body
-            .trustees
-            .iter()
-            .position(|t| *t == card.id())
-        {
-            Some(i) if item.receipt.body.trustees.len() > 1 => {
-                a.out_dir.join(format!("{id}.affidavit.vtp.{}", i + 1))
+    loop {
+        let (page, cursor) = fetch_page(&client, &me, &card, after).map_err(|e| {
+            if fetched == 0 {
+                e
+            } else {
+                anyhow!(
+                    "{e:#} (after {saved} receipts saved to {}: `--since {after}` resumes there)",
+                    a.out_dir.display()
+                )
             }
-            _ => a.out_dir.join(format!("{id}.affidavit.vtp")),
-        };
-        write_file(&rpath, &item.receipt.to_file(), WriteMode::public(true))?;
-        write_file(&apath, &item.affidavit.to_file(), WriteMode::public(true))?;
-        println!(
-            "{}  envelope {id}  resolved at {}",
-            display_name(item.receipt.recipient_card.name()),
-            format_timestamp(item.affidavit.body.at)
+        })?;
+        for item in &page.receipts {
+            if let Err(e) = check_resolved(&me, &card, item) {
+                bad.push(format!(
+                    "envelope {}: {e:#}",
+                    item.affidavit.body.envelope_id
+                ));
+                continue;
+            }
+            save_resolved(&a.out_dir, &card, item)?;
+            saved += 1;
+        }
+        fetched += page.receipts.len();
+        after = cursor;
+        if !page.more {
+            break;
+        }
+        eprintln!(
+            "{fetched} receipts fetched so far (through journal record #{after}); asking for more"
         );
-        saved += 1;
     }
     println!(
         "{saved} receipt{} saved to {}",
         if saved == 1 { "" } else { "s" },
         a.out_dir.display()
     );
+    if after > a.since {
+        println!("next time, `--since {after}` fetches only the receipts recorded after these");
+    }
     if let Some(first) = bad.first() {
         bail!(
-            "{} of {} items from the TP did not verify and were not saved; first: {first}",
+            "{} of {fetched} items from the TP did not verify and were not saved; first: {first}",
             bad.len(),
-            items.len()
         );
     }
+    Ok(())
+}
+
+/// Write a checked receipt and its affidavit as `<envelope id>.receipt.vtp`
+/// and `<envelope id>.affidavit.vtp` (for a group envelope
+/// `.affidavit.vtp.N`, N this trustee's position), and list it.
+fn save_resolved(dir: &Path, card: &TpCard, item: &ResolvedReceipt) -> Result<()> {
+    let id = item.affidavit.body.envelope_id.to_hex();
+    let rpath: PathBuf = dir.join(format!("{id}.receipt.vtp"));
+    // A group envelope has one affidavit per acting trustee.
+    let apath: PathBuf = match item
+        .receipt
+        .body
+        .trustees
+        .iter()
+        .position(|t| *t == card.id())
+    {
+        Some(i) if item.receipt.body.trustees.len() > 1 => {
+            dir.join(format!("{id}.affidavit.vtp.{}", i + 1))
+        }
+        _ => dir.join(format!("{id}.affidavit.vtp")),
+    };
+    write_file(&rpath, &item.receipt.to_file(), WriteMode::public(true))?;
+    write_file(&apath, &item.affidavit.to_file(), WriteMode::public(true))?;
+    println!(
+        "{}  envelope {id}  resolved at {}  (journal record #{})",
+        display_name(item.receipt.recipient_card.name()),
+        format_timestamp(item.affidavit.body.at),
+        item.seq()
+    );
     Ok(())
 }
 
