@@ -61,6 +61,8 @@ use vtp_protocol::wire::{ClaimOutcome, UnclaimedRequest};
 
 /// The deadline of the forged headers: before the genuine one.
 const FORGED_DEADLINE: u64 = NOW + 600;
+/// When the unclaimed requests are dated: within the skew of every model time.
+const REQUESTED: u64 = NOW + 1800;
 /// The model clock's values.
 const TIMES: [u64; 3] = [NOW + 10, FORGED_DEADLINE + 100, DEADLINE + 10];
 
@@ -503,9 +505,10 @@ impl Model for TpModel {
 /// sender), for the invalid-envelope scenarios.
 fn world(n: u8, t: usize, corrupt: Vec<usize>, bad_slot: Option<usize>) -> World {
     let policy = Policy {
-        // Requests in the model are made once and delivered at any of the
-        // model's times: freshness is not what is explored here.
-        clock_skew_secs: 100_000,
+        // Requests in the model are made once (unclaimed requests dated
+        // `REQUESTED`) and delivered at any of the model's times: the skew
+        // covers them all, since freshness is not what is explored here.
+        clock_skew_secs: 1900,
         ..Policy::default()
     };
     let trustees: Vec<Tp> = (0..n)
@@ -592,7 +595,7 @@ fn world(n: u8, t: usize, corrupt: Vec<usize>, bad_slot: Option<usize>) -> World
             };
             let unclaimed = |who: &IdentitySecret, env: &Envelope| {
                 let v = env.verify_trusted(&cards).unwrap();
-                let req = UnclaimedRequest::new(who, &v, card.id(), NOW + 10);
+                let req = UnclaimedRequest::new(who, &v, card.id(), REQUESTED);
                 let request = req.authenticate(card, NOW + 10).unwrap();
                 let certificate = match request.clone().decide(&Recorded::nothing(), DEADLINE + 10)
                 {

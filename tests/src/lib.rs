@@ -404,6 +404,15 @@ pub mod cheat {
             .as_secs()
     }
 
+    /// `t` (Unix seconds) as an RFC 3339 deadline the CLI accepts: for
+    /// several envelopes or agreements with exactly one deadline.
+    pub fn rfc3339(t: u64) -> String {
+        time::OffsetDateTime::from_unix_timestamp(t as i64)
+            .expect("a time after 1970")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formats")
+    }
+
     pub fn identity(p: &Path) -> IdentitySecret {
         IdentitySecret::from_file(&std::fs::read(p).unwrap()).unwrap()
     }

@@ -481,9 +481,12 @@ fn c05_replayed_agreements_and_signatures_are_refused() {
     let r = w.commit(&old_agreement, &old_env, "old").fails();
     assert!(r.stderr.contains("deadline"), "{}", r.stderr);
 
-    // Two live agreements on the same contract.
-    let x1 = w.agree("1h", "x1");
-    let x2 = w.agree("1h", "x2");
+    // Two live agreements on the same contract (and the same deadline, so
+    // the check that fires is the one about the exchange, whatever second
+    // each was made in).
+    let deadline = cheat::rfc3339(cheat::now() + 3600);
+    let x1 = w.agree(&deadline, "x1");
+    let x2 = w.agree(&deadline, "x2");
     let (a1, a2) = (w.agreement_of(&x1), w.agreement_of(&x2));
     w.sign(&x1, "x1").ok();
     let env1 = w.alice.path("x1.env");

@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
-use vtp_protocol::affidavit::Statement;
+use vtp_protocol::answer::VerifiedOutcome;
 use vtp_protocol::claim::Claim;
 use vtp_protocol::contract::{
     decrypt_small, envelope_nonce, judge_bundle, ContractBundle, ContractSignature,
@@ -27,7 +27,7 @@ use vtp_protocol::identity::IdentityCard;
 use vtp_protocol::opening::{unwrap_released_key, Opening};
 use vtp_protocol::receipt::{Receipt, VerifiedReceipt};
 use vtp_protocol::tp_card::TpCard;
-use vtp_protocol::wire::{ClaimOutcome, UnclaimedRequest};
+use vtp_protocol::wire::UnclaimedRequest;
 use vtp_protocol::{Digest32, ProtocolError};
 
 use super::exchange::{refused, time_left};
@@ -432,31 +432,17 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
     let vr = receipt
         .verify(&x.venv)
         .map_err(|e| refused(&a.receipt, e))?;
-    let outcome = client.claim(Claim::new(&me, &x.venv, &vr, now()))?;
+    let outcome = client
+        .claim(Claim::new(&me, &x.venv, &vr, now()))?
+        .verify(&card, &x.venv, vr.receipt())
+        .map_err(|e| bad_affidavit(&client, e))?;
     let mut b = bundle(&va, &x, Some(&vr));
     match outcome {
-        ClaimOutcome::Resolved {
+        VerifiedOutcome::Resolved {
             affidavit,
             wrapped_km,
+            ..
         } => {
-            affidavit
-                .verify(&card, &x.venv)
-                .map_err(|e| bad_affidavit(&client, e))?;
-            let Statement::Resolved {
-                wrapped_km_hash, ..
-            } = affidavit.body.statement
-            else {
-                return Err(bad_affidavit(
-                    &client,
-                    format!("a {} statement for a resolved claim", affidavit.body.kind()),
-                ));
-            };
-            if vtp_protocol::seal::wrapped_km_hash(&wrapped_km) != wrapped_km_hash {
-                return Err(bad_affidavit(
-                    &client,
-                    "the released key is not the one it certifies",
-                ));
-            }
             let km = unwrap_released_key(&me, &x.venv, &wrapped_km).map_err(|e| {
                 anyhow!("the key the TP released does not open the message ({e}): the proposer's envelope was bad; claim again to get the affidavit (claims are idempotent)")
             })?;
@@ -473,19 +459,7 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
             println!("executed-contract bundle written to {}", a.out.display());
             Ok(())
         }
-        ClaimOutcome::InvalidEnvelope { affidavit } => {
-            affidavit
-                .verify(&card, &x.venv)
-                .map_err(|e| bad_affidavit(&client, e))?;
-            if !matches!(affidavit.body.statement, Statement::InvalidEnvelope { .. }) {
-                return Err(bad_affidavit(
-                    &client,
-                    format!(
-                        "a {} statement for an invalid envelope",
-                        affidavit.body.kind()
-                    ),
-                ));
-            }
+        VerifiedOutcome::Invalid { affidavit, .. } => {
             b.affidavit = Some(affidavit);
             write_bundle(&card, &va, &b, &a.out, mode)?;
             bail!(
@@ -519,14 +493,8 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
         .map_err(|e| refused(&a.agreement, e))?;
     let x = open_exchange(&a.envelope, &card, &va)?;
     let aff = client.unclaimed(UnclaimedRequest::new(&me, &x.venv, card.id(), now()))?;
-    aff.verify(&card, &x.venv)
+    aff.verify_unclaimed(&card, &x.venv)
         .map_err(|e| bad_affidavit(&client, e))?;
-    if aff.body.statement != Statement::Unclaimed {
-        return Err(bad_affidavit(
-            &client,
-            format!("a {} statement, not an unclaimed one", aff.body.kind()),
-        ));
-    }
     let mut b = bundle(&va, &x, None);
     b.affidavit = Some(aff);
     write_bundle(&card, &va, &b, &a.out, mode)?;

@@ -10,19 +10,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use vtp_protocol::affidavit::{Affidavit, Statement};
+use vtp_protocol::affidavit::Affidavit;
+use vtp_protocol::answer::VerifiedOutcome;
 use vtp_protocol::claim::Claim;
-use vtp_protocol::encoding::{domain, signing_digest};
 use vtp_protocol::envelope::VerifiedEnvelope;
 use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::opening::{message_key_from_shares, unwrap_released_share};
-use vtp_protocol::seal::message_commitment;
 use vtp_protocol::shares::Share;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{
-    ClaimOutcome, FetchRequest, ReceiptPage, ResolvedReceipt, UnclaimedRequest, MAX_PAGE_RECEIPTS,
+    FetchRequest, ReceiptPage, ResolvedReceipt, UnclaimedRequest, MAX_PAGE_RECEIPTS,
 };
-use vtp_protocol::{Digest32, ProtocolError};
+use vtp_protocol::Digest32;
 
 use super::exchange::refused;
 use super::{display_name, who};
@@ -104,47 +103,25 @@ fn claim_from(
     affidavit_out: Option<&Path>,
     mode: WriteMode,
 ) -> Result<(usize, TrusteeAnswer, String)> {
-    let outcome = client.claim(claim.clone())?;
+    let outcome = client
+        .claim(claim.clone())?
+        .verify(card, venv, &claim.body.receipt)
+        .map_err(|e| bad_affidavit(client, e))?;
+    let slot = outcome.slot();
+    let saved = save_affidavit(
+        outcome.affidavit(),
+        affidavit_out
+            .map(|p| trustee_path(p, venv, slot))
+            .as_deref(),
+        mode,
+    )?;
     match outcome {
-        ClaimOutcome::Resolved {
-            affidavit,
+        VerifiedOutcome::Resolved {
             wrapped_km,
+            message_sha256,
+            at,
+            ..
         } => {
-            let slot = affidavit
-                .verify(card, venv)
-                .map_err(|e| bad_affidavit(client, e))?;
-            let Statement::Resolved {
-                message_sha256,
-                commit_salt,
-                wrapped_km_hash,
-                ..
-            } = affidavit.body.statement
-            else {
-                return Err(bad_affidavit(
-                    client,
-                    format!("a {} statement for a resolved claim", affidavit.body.kind()),
-                ));
-            };
-            if message_commitment(&commit_salt, &message_sha256) != venv.header().message_commitment
-            {
-                return Err(bad_affidavit(
-                    client,
-                    "its message hash does not open the envelope's commitment",
-                ));
-            }
-            if vtp_protocol::seal::wrapped_km_hash(&wrapped_km) != wrapped_km_hash {
-                return Err(bad_affidavit(
-                    client,
-                    "the released key is not the one it certifies",
-                ));
-            }
-            let saved = save_affidavit(
-                &affidavit,
-                affidavit_out
-                    .map(|p| trustee_path(p, venv, slot))
-                    .as_deref(),
-                mode,
-            )?;
             let share = unwrap_released_share(me, venv, slot, &wrapped_km).map_err(|e| {
                 anyhow!(
                     "the key the TP at {} released does not open ({e}): the sender's envelope was bad; {saved}",
@@ -156,33 +133,12 @@ fn claim_from(
                 TrusteeAnswer::Released {
                     share,
                     message_sha256,
-                    at: affidavit.body.at,
+                    at,
                 },
                 saved,
             ))
         }
-        ClaimOutcome::InvalidEnvelope { affidavit } => {
-            let slot = affidavit
-                .verify(card, venv)
-                .map_err(|e| bad_affidavit(client, e))?;
-            if !matches!(affidavit.body.statement, Statement::InvalidEnvelope { .. }) {
-                return Err(bad_affidavit(
-                    client,
-                    format!(
-                        "a {} statement for an invalid envelope",
-                        affidavit.body.kind()
-                    ),
-                ));
-            }
-            let saved = save_affidavit(
-                &affidavit,
-                affidavit_out
-                    .map(|p| trustee_path(p, venv, slot))
-                    .as_deref(),
-                mode,
-            )?;
-            Ok((slot, TrusteeAnswer::Invalid, saved))
-        }
+        VerifiedOutcome::Invalid { .. } => Ok((slot, TrusteeAnswer::Invalid, saved)),
     }
 }
 
@@ -354,44 +310,10 @@ fn save_affidavit(aff: &Affidavit, path: Option<&Path>, mode: WriteMode) -> Resu
     }
 }
 
-/// Checks a sender can make on a resolved receipt without its envelope: the
-/// TP signed the affidavit, it certifies a resolution of a receipt by this
-/// very receipt, signed by its recipient, for an envelope from `me`.
+/// Checks a sender can make on a resolved receipt without its envelope
+/// (see `ResolvedReceipt::verify`).
 fn check_resolved(me: &IdentitySecret, card: &TpCard, item: &ResolvedReceipt) -> Result<()> {
-    let (r, aff) = (&item.receipt, &item.affidavit);
-    if aff.body.tp != card.id() {
-        bail!("affidavit from another TP");
-    }
-    card.verify(&aff.body.signing_digest(), &aff.signature, "TP affidavit")?;
-    let Statement::Resolved { receipt_hash, .. } = aff.body.statement else {
-        bail!("a {} affidavit, not a resolution", aff.body.kind());
-    };
-    if receipt_hash != r.hash() {
-        bail!("the affidavit certifies another receipt");
-    }
-    if aff.body.sender != me.id() || r.body.sender != me.id() {
-        bail!("not an envelope sent by this identity");
-    }
-    let b = &r.body;
-    if b.envelope_id != aff.body.envelope_id
-        || b.recipient != aff.body.recipient
-        || b.deadline != aff.body.deadline
-        || !b.trustees.contains(&aff.body.tp)
-    {
-        bail!("receipt and affidavit are about different envelopes");
-    }
-    if r.recipient_card.id() != b.recipient {
-        return Err(ProtocolError::Mismatch {
-            what: "receipt",
-            detail: "signed by someone other than its recipient".into(),
-        }
-        .into());
-    }
-    r.recipient_card.verify(
-        &signing_digest(domain::RECEIPT, b),
-        &r.signature,
-        "receipt (recipient's signature)",
-    )?;
+    item.clone().verify(card, me.id())?;
     Ok(())
 }
 
@@ -579,14 +501,8 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
             let (card, venv) = envelope_tp(&client, &ef)?;
             let aff = client.unclaimed(UnclaimedRequest::new(&me, &venv, card.id(), now()))?;
             let slot = aff
-                .verify(&card, &venv)
+                .verify_unclaimed(&card, &venv)
                 .map_err(|e| bad_affidavit(&client, e))?;
-            if aff.body.statement != Statement::Unclaimed {
-                return Err(bad_affidavit(
-                    &client,
-                    format!("a {} statement, not an unclaimed one", aff.body.kind()),
-                ));
-            }
             let path = trustee_path(&a.out, &venv, slot);
             write_file(&path, &aff.to_file(), mode)?;
             Ok((slot, venv, aff.body.at))
