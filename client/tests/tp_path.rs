@@ -18,7 +18,7 @@ use common::{now, TestTp, World};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
 use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
-use vtp_protocol::decide::{ClaimContext, Recorded, UnclaimedDecision};
+use vtp_protocol::decide::{ClaimContext, ClaimDecision, Recorded, UnclaimedDecision};
 use vtp_protocol::encoding::{domain, signing_digest, CmHasher};
 use vtp_protocol::envelope::{self, Envelope};
 use vtp_protocol::identity::{test_sign, IdentityCard, IdentitySecret};
@@ -82,12 +82,9 @@ impl FakeTp {
                 if let Some(o) = j.outcomes.get(&ac.z_hash()) {
                     return Response::Claim(o.clone());
                 }
-                let vc = match ac
-                    .decide(card, &Recorded::nothing(), &ClaimContext::OPEN, now)
-                    .into_resolvable()
-                {
-                    Ok(vc) => vc,
-                    Err(d) => return refuse(ErrorCode::Deadline, format!("{d:?}")),
+                let vc = match ac.decide(card, &Recorded::nothing(), &ClaimContext::OPEN, now) {
+                    ClaimDecision::Resolve(vc) => vc,
+                    other => return refuse(ErrorCode::Deadline, format!("{other:?}")),
                 };
                 let z = vc.z();
                 let plain = self

@@ -274,17 +274,6 @@ pub enum ClaimDecision {
     Resolve(ResolvableClaim),
 }
 
-impl ClaimDecision {
-    /// The claim to resolve, or this decision back (tools and tests that
-    /// expect a fresh claim to be resolvable).
-    pub fn into_resolvable(self) -> Result<ResolvableClaim, ClaimDecision> {
-        match self {
-            ClaimDecision::Resolve(c) => Ok(c),
-            other => Err(other),
-        }
-    }
-}
-
 impl Claim {
     /// Authenticate and decide as a TP whose journal holds nothing about
     /// this claim and that serves everyone: for tools and tests that
