@@ -467,6 +467,10 @@ pub struct ContractVerdict {
     pub committed_at: Option<Timestamp>,
     /// When the TP made its statement, if an affidavit is shown.
     pub tp_statement_at: Option<Timestamp>,
+    /// TPs whose statement the evidence proves false (an invalid-envelope
+    /// certificate for a z the opening recomputes), with what disproves it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contradictions: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -495,13 +499,15 @@ pub fn judge_bundle(tp: &TpCard, contract_sha256: Digest32, b: &ContractBundle) 
         agreed_at: a.created,
         committed_at: b.receipt.as_ref().map(|r| r.body.issued),
         tp_statement_at: b.affidavit.as_ref().map(|x| x.body.at),
+        contradictions: Vec::new(),
         reason: None,
     };
     match weigh(tp, contract_sha256, b) {
-        Ok((outcome, via)) => {
+        Ok((outcome, via, contradictions)) => {
             v.valid = true;
             v.outcome = Some(outcome);
             v.completed_via = via;
+            v.contradictions = contradictions;
             match outcome {
                 Outcome::Executed => {}
                 Outcome::NeverCompleted => v.reason = Some(
@@ -517,11 +523,15 @@ pub fn judge_bundle(tp: &TpCard, contract_sha256: Digest32, b: &ContractBundle) 
     v
 }
 
+/// The outcome, how it was completed, and the TP statements the evidence
+/// disproves.
+type Weighed = (Outcome, Option<DeliveredVia>, Vec<String>);
+
 fn weigh(
     tp: &TpCard,
     contract_sha256: Digest32,
     b: &ContractBundle,
-) -> Result<(Outcome, Option<DeliveredVia>), ProtocolError> {
+) -> Result<Weighed, ProtocolError> {
     let agreement = b.agreement.verify(tp)?;
     if agreement.body().contract_sha256 != contract_sha256 {
         return Err(ProtocolError::mismatch(
@@ -543,13 +553,29 @@ fn weigh(
     }
     if let Some(aff) = &b.affidavit {
         match aff.body.statement {
-            Statement::InvalidEnvelope { .. } => {
+            Statement::InvalidEnvelope { receipt_hash, .. } => {
                 aff.verify(tp, &env)?;
-                return Ok((Outcome::ReceiptVoid, None));
+                if b.receipt.as_ref().is_some_and(|r| r.hash() != receipt_hash) {
+                    return Err(ProtocolError::mismatch(
+                        "affidavit",
+                        "it certifies another receipt than the one in the bundle",
+                    ));
+                }
+                // A valid opening recomputes z byte for byte: the TP's
+                // invalid-envelope statement is then false, and the opening
+                // is weighed below like any other. Without one, the
+                // statement stands and the receipt is void.
+                let refuted = b
+                    .opening
+                    .as_ref()
+                    .is_some_and(|o| o.check(&env, &b.agreement.counterparty_card).is_ok());
+                if !refuted {
+                    return Ok((Outcome::ReceiptVoid, None, Vec::new()));
+                }
             }
             Statement::Unclaimed if b.opening.is_none() => {
                 aff.verify(tp, &env)?;
-                return Ok((Outcome::NeverCompleted, None));
+                return Ok((Outcome::NeverCompleted, None, Vec::new()));
             }
             _ => {}
         }
@@ -589,7 +615,11 @@ fn weigh(
             ));
         }
     }
-    Ok((Outcome::Executed, verdict.delivered_via))
+    Ok((
+        Outcome::Executed,
+        verdict.delivered_via,
+        verdict.contradictions,
+    ))
 }
 
 /// Decrypt a small, fully buffered `c_m` (a contract signature is one chunk).

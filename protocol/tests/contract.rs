@@ -542,3 +542,33 @@ fn proposals_are_checked_before_bob_countersigns() {
     assert!(e.to_string().contains("contract proposal"), "{e}");
     assert!(encoding::decode::<Agreement>(Kind::ContractAgreement, &a.to_file()).is_ok());
 }
+
+/// Audit finding 7 for contracts: a (corrupt) TP's invalid-envelope
+/// statement about an envelope whose opening recomputes z does not void
+/// the contract the opening proves executed; the verdict names the false
+/// statement. Without the opening the statement stands.
+#[test]
+fn a_valid_opening_refutes_an_invalid_envelope_statement() {
+    let w = world();
+    let mut b = w.direct();
+    let venv = b.envelope.verify(&w.tp.card).unwrap();
+    let receipt = b.receipt.clone().unwrap();
+    let body = AffidavitBody::about(
+        &venv,
+        0,
+        NOW + 10,
+        Statement::InvalidEnvelope {
+            key_id: venv.header().trustees[0].key_id,
+            receipt_hash: receipt.hash(),
+        },
+        RECORD,
+    );
+    let signature = sign_digest(&w.tp.sign, &body.signing_digest());
+    b.affidavit = Some(Affidavit { body, signature });
+    let v = verdict(&w, &b);
+    assert!(v.executed(), "{v:?}");
+    assert!(!v.contradictions.is_empty(), "{v:?}");
+    b.opening = None;
+    let v = verdict(&w, &b);
+    assert_eq!(v.outcome, Some(Outcome::ReceiptVoid), "{v:?}");
+}
