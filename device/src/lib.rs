@@ -1,7 +1,7 @@
 //! # vtp-device — the secure-device boundary
 //!
 //! The only crate that opens the PKCS#11 token holding the trusted party's
-//! keys (see DESIGN.md §3). This is the low-level token layer; the atomic
+//! keys (docs/tokens.md). This is the low-level token layer; the atomic
 //! `resolve` operation is built on it.
 //!
 //! What lives where:

@@ -639,11 +639,14 @@ fn check(world: World, lookup: Lookup) -> impl Checker<TpModel> {
         .ok()
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
+    // One thread makes the search strictly breadth-first, so a
+    // counterexample is a shortest one; the group world uses both cores.
+    let threads = if world.trustees.len() > 1 { 2 } else { 1 };
     let model = TpModel {
         world: Arc::new(world),
         lookup,
     };
-    let mut b = model.checker().threads(2);
+    let mut b = model.checker().threads(threads);
     if depth > 0 {
         b = b.target_max_depth(depth);
     }

@@ -1,4 +1,4 @@
-//! The daemon's clock. Deadlines are judged on the TP's clock (DESIGN.md §2),
+//! The daemon's clock. Deadlines are judged on the TP's clock (docs/protocol.md, "Fairness"),
 //! so every `now` the service uses comes from here.
 //!
 //! **Test hook:** if `VTP_TEST_CLOCK_OFFSET_SECS` is set when the daemon

@@ -1,6 +1,6 @@
 //! The TP's journal: every answer it ever gave that must never change.
 //!
-//! DESIGN.md §3 step 3: a resolution is committed here **before** Bob sees
+//! The rule it exists for: a resolution is committed here **before** Bob sees
 //! it, so a crash leaves either nothing released or a durable record from
 //! which Bob and Alice are both served. Hence SQLite in WAL mode with
 //! `synchronous=FULL` (the WAL is fsynced before a commit returns) and

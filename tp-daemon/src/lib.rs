@@ -1,11 +1,11 @@
 //! # vtp-tp-daemon — the trusted party (TP) as a network service
 //!
 //! The TP is invisible in honest exchanges and acts only when a recipient
-//! claims (DESIGN.md §2). This crate puts the device crate's atomic
+//! claims (docs/protocol.md). This crate puts the device crate's atomic
 //! `resolve` operation behind a TCP socket and adds what a token cannot give:
 //! a durable journal, so every claim is answered exactly once and the same
 //! way forever, and the rule that nothing is released before it is recorded
-//! (DESIGN.md §3, step 3).
+//! (commit before release).
 //!
 //! What lives where (one concern per module, in the order a request meets
 //! them):
@@ -18,7 +18,7 @@
 //! | [`metrics`] | `/healthz` and Prometheus `/metrics` on `metrics_listen` |
 //! | [`server`] | TCP accept loop, length-delimited frames, connection limits, idle timeouts, graceful shutdown |
 //! | [`rate_limit`] | per-identity token buckets (claimant / requester), checked before and charged after an answer |
-//! | [`service`] | one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out: the TP's rules (no sockets) |
+//! | [`service`] | one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out: locks, pools, journal and metrics around the decision core ([`vtp_protocol::decide`], where the TP's rules live) |
 //! | [`device_pool`] | the fixed set of threads (one per CPU by default) on which claims use the journal and the token, in arrival order |
 //! | [`single_flight`] | the per-z lock that makes concurrent identical claims wait for one resolution |
 //! | [`journal`] | embedded SQLite: resolutions, invalid-envelope verdicts, unclaimed certificates, committed durably before any answer |
