@@ -23,6 +23,7 @@
 //! | [`decide`] | the TP's decision core: what a trustee does with a claim or an unclaimed request, given its journal and clock |
 //! | [`affidavit`] | the TP's signed statements: resolved, invalid envelope, unclaimed |
 //! | [`evidence`] | the judge: offline verification of delivery evidence |
+//! | [`wrap_proof`] | the recipient's proof that a released wrap does not open the message (Chaum–Pedersen over P-256), and his void-evidence file |
 //! | [`wire`] | requests and responses between clients and the TP daemon |
 //! | [`error`] | one error enum with context for every check above |
 //! | `cache` | memo of card and public-key checks already passed (decoding the same card again is cheap) |
@@ -49,6 +50,7 @@ pub mod seal;
 pub mod shares;
 pub mod tp_card;
 pub mod wire;
+pub mod wrap_proof;
 
 pub use error::ProtocolError;
 pub use primitives::{Digest32, EcPoint, IdentityId, KeyId, Signature, TpId};
