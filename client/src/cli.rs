@@ -599,6 +599,11 @@ pub struct VerifyArgs {
     /// absence); repeat for the affidavits of several trustees
     #[arg(long, value_name = "FILE")]
     pub affidavit: Vec<PathBuf>,
+    /// The recipient's evidence that the key the TP released does not open
+    /// the message (written by `vtp claim`); weighed with the resolved
+    /// affidavits, it voids the receipt if the released key indeed fails
+    #[arg(long, value_name = "FILE")]
+    pub void_evidence: Option<PathBuf>,
     /// The message as shown to you: valid only if it is the one delivered
     #[arg(long, value_name = "FILE")]
     pub message: Option<PathBuf>,

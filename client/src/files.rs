@@ -27,6 +27,7 @@ use vtp_protocol::identity::{IdentityCard, IdentitySecret};
 use vtp_protocol::opening::Opening;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::tp_card::TpCard;
+use vtp_protocol::wrap_proof::VoidEvidence;
 use vtp_protocol::ProtocolError;
 use zeroize::Zeroizing;
 
@@ -104,6 +105,10 @@ pub fn read_opening(path: &Path) -> Result<Opening> {
 
 pub fn read_affidavit(path: &Path) -> Result<Affidavit> {
     parse(path, Affidavit::from_file)
+}
+
+pub fn read_void_evidence(path: &Path) -> Result<VoidEvidence> {
+    parse(path, VoidEvidence::from_file)
 }
 
 pub fn read_proposal(path: &Path) -> Result<Proposal> {

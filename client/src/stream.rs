@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
 use vtp_protocol::encoding::{self, CmHasher, Kind};
-use vtp_protocol::envelope::{Envelope, PreparedEnvelope, FILE_HEAD};
+use vtp_protocol::envelope::{Envelope, EnvelopeHeader, PreparedEnvelope, FILE_HEAD};
+use vtp_protocol::evidence::{Ciphertext, CiphertextReading};
 use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::message::{MessageOpener, MessageSealer, CHUNK, TAG};
 use vtp_protocol::Digest32;
@@ -306,6 +307,45 @@ impl EnvelopeFile {
     /// (the judge's check that an opening's key really yields the message).
     pub fn decrypt_sha256(&mut self, km: &[u8; 32]) -> Result<Digest32, DecryptError> {
         self.decrypt_stream(km, None)
+    }
+}
+
+/// The envelope file's `c_m` as the judge reads it when it weighs void
+/// evidence: streamed, checked against the signed header once.
+pub struct FileCiphertext<'a> {
+    file: &'a mut EnvelopeFile,
+    checked: Option<Result<(), String>>,
+}
+
+impl<'a> FileCiphertext<'a> {
+    pub fn new(file: &'a mut EnvelopeFile) -> Self {
+        FileCiphertext {
+            file,
+            checked: None,
+        }
+    }
+}
+
+impl Ciphertext for FileCiphertext<'_> {
+    fn read_under(&mut self, km: &[u8; 32], header: &EnvelopeHeader) -> CiphertextReading {
+        if *header != self.file.envelope.header {
+            return CiphertextReading::Unusable(format!(
+                "{}: not the envelope weighed",
+                self.file.path.display()
+            ));
+        }
+        let file = &mut *self.file;
+        let checked = self
+            .checked
+            .get_or_insert_with(|| file.check_cm().map_err(|e| format!("{e:#}")));
+        if let Err(why) = checked {
+            return CiphertextReading::Unusable(why.clone());
+        }
+        match self.file.decrypt_sha256(km) {
+            Ok(sha) => CiphertextReading::Plaintext(sha),
+            Err(DecryptError::BadKey { chunk }) => CiphertextReading::DoesNotDecrypt { chunk },
+            Err(e) => CiphertextReading::Unusable(format!("{e:#}")),
+        }
     }
 }
 

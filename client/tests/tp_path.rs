@@ -599,7 +599,8 @@ fn a_released_key_that_does_not_open_the_message() {
         "c.msg",
     ])
     .fails_with("does not decrypt");
-    // The TP path: resolved, the key does not open it, the affidavit is kept.
+    // The TP path: resolved, the key does not open it, the affidavit is
+    // kept and the void evidence written next to the message's path.
     w.vtp(&[
         "claim",
         "--as",
@@ -613,9 +614,27 @@ fn a_released_key_that_does_not_open_the_message() {
         "--affidavit-out",
         "c.aff",
     ])
-    .fails_with("the sender's envelope was bad; affidavit saved to c.aff");
+    .fails_with("the sender cheated: receipt void");
     assert!(!w.path("m").exists());
     assert!(w.path("c.aff").exists());
+    assert!(w.path("m.void-evidence").exists());
+    // The affidavit alone proves delivery; with the evidence, the receipt is void.
+    let judge = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--tp",
+            "tp.card",
+            "c.env",
+            "c.receipt",
+            "--affidavit",
+            "c.aff",
+        ];
+        args.extend_from_slice(extra);
+        w.vtp(&args)
+    };
+    judge(&[]).ok();
+    judge(&["--void-evidence", "m.void-evidence"])
+        .fails_with("does not decrypt the message ciphertext (chunk 0 fails authentication)");
 }
 
 #[test]

@@ -42,6 +42,7 @@ pub enum Kind {
     ContractAgreement = 11,
     ContractSignature = 12,
     ContractBundle = 13,
+    VoidEvidence = 14,
 }
 
 impl Kind {
@@ -67,6 +68,7 @@ impl Kind {
             Kind::ContractAgreement => "contract agreement",
             Kind::ContractSignature => "contract signature",
             Kind::ContractBundle => "contract bundle",
+            Kind::VoidEvidence => "void evidence",
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -85,6 +87,7 @@ impl Kind {
             ContractAgreement,
             ContractSignature,
             ContractBundle,
+            VoidEvidence,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)
@@ -183,6 +186,9 @@ pub mod domain {
     pub const WRAPPED_KM: &str = "vtp/v1/wrapped-message-key";
     pub const WRAP_CONTEXT: &str = "vtp/v1/wrap-context";
     pub const CM_HASH: &str = "vtp/v1/message-ciphertext";
+    /// The Fiat–Shamir challenge of the proof that a wrap's shared point is
+    /// the recipient's ECDH result.
+    pub const WRAP_DLEQ: &str = "vtp/v1/wrap-dleq";
 }
 
 /// `SHA-256(domain || 0x00 || parts...)`: every hash in the protocol is

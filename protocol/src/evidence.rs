@@ -26,6 +26,17 @@
 //! 5. The receipt is void only if more than n − t trustees certified the
 //!    envelope invalid: then fewer than t could ever resolve it. Fewer
 //!    certificates than that decide nothing.
+//! 6. The receipt is also void when the recipient's [`VoidEvidence`] shows
+//!    that the wraps the trustees released to him do not open the message:
+//!    the evidence must weigh every resolution shown (at least t, one wrap
+//!    per trustee, each the wrap that trustee certified releasing), every
+//!    shared point must be proven ([`crate::wrap_proof`]), and then no t of
+//!    the shares recomputed from them may give a key that decrypts `c_m` to
+//!    the certified message. If one does, the evidence is a false accusation:
+//!    it is refused ([`Verdict::accusation_refused`]) and the resolutions
+//!    prove delivery as without it. A valid opening outweighs it (it
+//!    recomputes every wrap), and void evidence that does not check is
+//!    refused like a file that is not about this envelope.
 //!
 //! An invalid-envelope certificate and an unclaimed certificate from the
 //! same trustee agree (neither released anything); the trustee counts as
@@ -34,12 +45,15 @@
 use serde::Serialize;
 
 use crate::affidavit::{Affidavit, Statement};
-use crate::envelope::{Envelope, EnvelopeHeader};
+use crate::encoding::CmHasher;
+use crate::envelope::{Envelope, EnvelopeHeader, VerifiedEnvelope};
+use crate::message::MessageOpener;
 use crate::opening::Opening;
 use crate::receipt::Receipt;
-use crate::seal::message_commitment;
+use crate::seal::{message_commitment, wrapped_km_hash};
 use crate::tp_card::TpCard;
-use crate::{Digest32, ProtocolError, Timestamp, TpId};
+use crate::wrap_proof::{candidate_keys, VoidEvidence, WrapOutcome};
+use crate::{Digest32, EcPoint, ProtocolError, Timestamp, TpId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -73,6 +87,71 @@ pub struct Verdict {
     pub contradictions: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why the recipient's void evidence was refused as a false accusation
+    /// (the released key opens the message); the verdict stands on the
+    /// rest of the evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accusation_refused: Option<String>,
+}
+
+/// What decrypting the message ciphertext `c_m` under a key gave. The
+/// caller reads `c_m` (streaming a file, or from memory: the protocol does
+/// no IO), so the judge can try the keys the recipient's evidence yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CiphertextReading {
+    /// Every chunk authenticates: the SHA-256 of the plaintext.
+    Plaintext(Digest32),
+    /// Chunk `chunk` (0-based) fails authentication under the key.
+    DoesNotDecrypt { chunk: u64 },
+    /// `c_m` is not the one the header signs (altered), or cannot be read;
+    /// says why. The evidence cannot be weighed against it.
+    Unusable(String),
+}
+
+/// The message ciphertext as the judge reads it.
+pub trait Ciphertext {
+    /// Decrypt `c_m` under `km` (checking it is the ciphertext whose hash
+    /// and length `header` signs) and say what it gave.
+    fn read_under(&mut self, km: &[u8; 32], header: &EnvelopeHeader) -> CiphertextReading;
+}
+
+/// `c_m` held in memory.
+pub struct CiphertextBytes<'a>(pub &'a [u8]);
+
+impl Ciphertext for CiphertextBytes<'_> {
+    fn read_under(&mut self, km: &[u8; 32], header: &EnvelopeHeader) -> CiphertextReading {
+        let mut h = CmHasher::default();
+        h.update(self.0);
+        if self.0.len() as u64 != header.cm_len || h.finish() != header.cm_hash {
+            return CiphertextReading::Unusable(
+                "the message ciphertext does not hash to the value in the signed header: the file was altered".into(),
+            );
+        }
+        let Ok(mut opener) = MessageOpener::new(km, header.cm_len) else {
+            return CiphertextReading::Unusable(
+                "the message ciphertext has an impossible length".into(),
+            );
+        };
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        let (mut off, mut chunk) = (0usize, 0u64);
+        while let Some(n) = opener.next_len() {
+            match opener.open_chunk(&self.0[off..off + n]) {
+                Ok(plain) => {
+                    sha2::Digest::update(&mut sha, zeroize::Zeroizing::new(plain).as_slice())
+                }
+                Err(_) => return CiphertextReading::DoesNotDecrypt { chunk },
+            }
+            off += n;
+            chunk += 1;
+        }
+        CiphertextReading::Plaintext(Digest32(sha2::Digest::finalize(sha).into()))
+    }
+}
+
+/// The recipient's void evidence and the ciphertext it is weighed against.
+pub struct VoidClaim<'a> {
+    pub evidence: &'a VoidEvidence,
+    pub ciphertext: &'a mut dyn Ciphertext,
 }
 
 /// Weigh the evidence about an envelope with one TP. `message_sha256` is the
@@ -106,6 +185,28 @@ pub fn judge_group(
     affidavits: &[Affidavit],
     message_sha256: Option<Digest32>,
 ) -> Verdict {
+    judge_with_void(
+        tps,
+        envelope,
+        receipt,
+        opening,
+        affidavits,
+        None,
+        message_sha256,
+    )
+}
+
+/// [`judge_group`], also weighing the recipient's evidence that the key
+/// released to him does not open the message (rule 6).
+pub fn judge_with_void(
+    tps: &[TpCard],
+    envelope: &Envelope,
+    receipt: &Receipt,
+    opening: Option<&Opening>,
+    affidavits: &[Affidavit],
+    void: Option<VoidClaim<'_>>,
+    message_sha256: Option<Digest32>,
+) -> Verdict {
     let h = &envelope.header;
     let mut v = Verdict {
         valid: false,
@@ -121,8 +222,9 @@ pub fn judge_group(
         contradicted_by: Vec::new(),
         contradictions: Vec::new(),
         reason: None,
+        accusation_refused: None,
     };
-    let decision = match weigh(tps, envelope, receipt, opening, affidavits) {
+    let decision = match weigh(tps, envelope, receipt, opening, affidavits, void) {
         Ok(d) => d,
         Err(e) => {
             v.reason = Some(e.to_string());
@@ -133,6 +235,7 @@ pub fn judge_group(
         v.contradicted_by.push(tp.to_string());
         v.contradictions.push(why);
     }
+    v.accusation_refused = decision.accusation_refused;
     match decision.outcome {
         Ok(proof) => {
             v.message_sha256 = Some(proof.message_sha256.to_string());
@@ -166,6 +269,19 @@ struct Proof {
 struct Decision {
     outcome: Result<Proof, ProtocolError>,
     contradicted: Vec<(TpId, String)>,
+    /// Set when void evidence was weighed and the released key opens the
+    /// message.
+    accusation_refused: Option<String>,
+}
+
+/// What the recipient's void evidence, once it checks, shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VoidFinding {
+    /// No t of the released shares open the message: the verdict (one line,
+    /// naming the step that fails).
+    Void(String),
+    /// Some t of them give a key that decrypts `c_m` to the certified message.
+    Opens,
 }
 
 /// What one trustee's statements about the envelope amount to.
@@ -192,6 +308,7 @@ fn weigh(
     receipt: &Receipt,
     opening: Option<&Opening>,
     affidavits: &[Affidavit],
+    void: Option<VoidClaim<'_>>,
 ) -> Result<Decision, ProtocolError> {
     let env = envelope.verify_trusted(tps)?;
     let receipt = receipt.verify(&env)?;
@@ -228,7 +345,158 @@ fn weigh(
         o.check(&env, &receipt.receipt().recipient_card)
             .map(|opened| opened.inside.message_sha256)
     });
-    Ok(decide(h, &positions, opened))
+    // A valid opening recomputes every wrap: void evidence has nothing to add.
+    let void = match (&opened, void) {
+        (Some(Ok(_)), _) | (_, None) => None,
+        (_, Some(claim)) => {
+            let recipient = receipt.receipt().recipient_card.enc_key();
+            Some(weigh_void(&env, recipient, &positions, &said, claim))
+        }
+    };
+    Ok(decide(h, &positions, opened, void))
+}
+
+/// Rule 6: check the recipient's void evidence against the resolutions,
+/// then recompute what he would and try every key it gives on `c_m`.
+/// `Err` when the evidence does not check (it proves nothing).
+fn weigh_void(
+    env: &VerifiedEnvelope,
+    recipient: &EcPoint,
+    positions: &[Position],
+    said: &[Vec<&Statement>],
+    claim: VoidClaim<'_>,
+) -> Result<VoidFinding, ProtocolError> {
+    let h = env.header();
+    let (n, t) = (h.trustees.len(), h.threshold());
+    let ev = claim.evidence;
+    let refuse = |detail: String| ProtocolError::mismatch("void evidence", detail);
+    if ev.envelope_id != h.envelope_id() {
+        return Err(refuse("it is about another envelope".into()));
+    }
+    let resolvers: Vec<(usize, Digest32)> = positions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Position::Resolved(sha) => Some((i, *sha)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(_, message_sha256)) = resolvers.first() else {
+        return Err(refuse(
+            "no resolution of any trustee is shown with it (give the resolved affidavits)".into(),
+        ));
+    };
+    if resolvers.iter().any(|(_, sha)| *sha != message_sha256) {
+        // `decide` names the trustees.
+        return Err(refuse(
+            "the resolutions shown disagree on the message".into(),
+        ));
+    }
+    let mut weighed = vec![false; n];
+    for w in &ev.wraps {
+        let slot = usize::from(w.slot);
+        if slot >= n || weighed[slot] {
+            return Err(refuse(format!(
+                "it weighs slot {} twice or a slot the envelope does not have",
+                slot + 1
+            )));
+        }
+        weighed[slot] = true;
+        if !matches!(positions[slot], Position::Resolved(_)) {
+            return Err(refuse(format!(
+                "it weighs a wrap of {}, but no resolution of it that counts is shown",
+                trustee_name(h, slot)
+            )));
+        }
+        let certified = said[slot].iter().any(|st| {
+            matches!(st, Statement::Resolved { wrapped_km_hash: k, .. } if *k == wrapped_km_hash(&w.wrap))
+        });
+        if !certified {
+            return Err(refuse(format!(
+                "its wrap for {} is not the one that trustee certified releasing",
+                trustee_name(h, w.slot.into())
+            )));
+        }
+    }
+    if let Some(&(slot, _)) = resolvers.iter().find(|(i, _)| !weighed[*i]) {
+        return Err(refuse(format!(
+            "it does not weigh the resolution of {} (the share it released might open the message)",
+            trustee_name(h, slot)
+        )));
+    }
+    if ev.wraps.len() < t {
+        return Err(refuse(format!(
+            "it weighs {} released wraps; {t} trustees must have released their share before the key can be said not to open the message",
+            ev.wraps.len()
+        )));
+    }
+    let group = h.is_group();
+    let mut steps: Vec<String> = Vec::new();
+    let mut shares = Vec::new();
+    for w in &ev.wraps {
+        let outcome = w.reopen(env, recipient).map_err(|e| {
+            refuse(format!(
+                "its entry for {}: {e}",
+                trustee_name(h, w.slot.into())
+            ))
+        })?;
+        match outcome {
+            WrapOutcome::Share(s) => shares.push(s),
+            WrapOutcome::Fails(why) if group => steps.push(format!(
+                "the wrap {} released {why}",
+                trustee_name(h, w.slot.into())
+            )),
+            WrapOutcome::Fails(why) => steps.push(format!("the wrap the TP released {why}")),
+        }
+    }
+    let void = |steps: Vec<String>| {
+        VoidFinding::Void(format!(
+            "receipt void: the message key the {} released for the recipient does not open the message (the sender's fault): {}",
+            if group { "trustees" } else { "TP" },
+            steps.join("; ")
+        ))
+    };
+    if shares.len() < t {
+        if group {
+            steps.push(format!(
+                "only {} of the {t} shares needed can be recovered",
+                shares.len()
+            ));
+        }
+        return Ok(void(steps));
+    }
+    let keys = candidate_keys(&shares, t);
+    let whose = || {
+        let slots: Vec<usize> = shares.iter().map(|s| usize::from(s.x) - 1).collect();
+        names(h, &slots)
+    };
+    let mut failures = Vec::new();
+    for km in &keys {
+        match claim.ciphertext.read_under(km, h) {
+            CiphertextReading::Plaintext(sha) if sha == message_sha256 => return Ok(VoidFinding::Opens),
+            CiphertextReading::Plaintext(sha) => failures.push(format!(
+                "decrypts the message ciphertext to a message with SHA-256 {sha}, not the {message_sha256} certified"
+            )),
+            CiphertextReading::DoesNotDecrypt { chunk } => failures.push(format!(
+                "does not decrypt the message ciphertext (chunk {chunk} fails authentication)"
+            )),
+            CiphertextReading::Unusable(why) => return Err(ProtocolError::Refused(why)),
+        }
+    }
+    match (group, keys.len()) {
+        (false, _) => steps.push(format!("the released key {}", failures.join("; "))),
+        (true, 1) => steps.push(format!(
+            "the key from the shares of {} {}",
+            whose(),
+            failures[0]
+        )),
+        (true, k) => steps.push(format!(
+            "none of the {k} keys that {t} of the shares of {} give opens the message (the first {})",
+            whose(),
+            failures.first().map(String::as_str).unwrap_or("gives nothing")
+        )),
+    }
+    Ok(void(steps))
 }
 
 /// "trustee 2 (id)" in a group, "the TP (id)" for one TP.
@@ -295,6 +563,7 @@ fn decide(
     h: &EnvelopeHeader,
     positions: &[Position],
     opening: Option<Result<Digest32, ProtocolError>>,
+    void: Option<Result<VoidFinding, ProtocolError>>,
 ) -> Decision {
     let (n, t) = (h.trustees.len(), h.threshold());
     let slots = |f: &dyn Fn(&Position) -> bool| -> Vec<usize> {
@@ -324,7 +593,8 @@ fn decide(
             _ => None,
         })
         .collect();
-    let finish = |outcome, mut contradicted: Vec<(usize, String)>| {
+    let mut accusation_refused = None;
+    let finish = |outcome, mut contradicted: Vec<(usize, String)>, accusation_refused| {
         contradicted.sort_by_key(|(slot, _)| *slot);
         Decision {
             outcome,
@@ -332,6 +602,7 @@ fn decide(
                 .into_iter()
                 .map(|(slot, why)| (h.trustees[slot].tp, why))
                 .collect(),
+            accusation_refused,
         }
     };
 
@@ -379,7 +650,7 @@ fn decide(
                 resolved_by: Vec::new(),
             }
         };
-        return finish(Ok(proof), contradicted);
+        return finish(Ok(proof), contradicted, None);
     }
 
     let resolver_slots: Vec<usize> = resolvers.iter().map(|(i, _)| *i).collect();
@@ -391,7 +662,19 @@ fn decide(
                 names(h, &resolver_slots)
             ),
         );
-        return finish(Err(e), contradicted);
+        return finish(Err(e), contradicted, None);
+    }
+    match void {
+        Some(Err(e)) => return finish(Err(e), contradicted, None),
+        Some(Ok(VoidFinding::Void(reason))) => {
+            return finish(Err(ProtocolError::Refused(reason)), contradicted, None)
+        }
+        Some(Ok(VoidFinding::Opens)) => {
+            accusation_refused = Some(
+                "the recipient's void evidence is a false accusation: the key recomputed from the released wraps decrypts the message ciphertext to the certified message".to_string(),
+            )
+        }
+        None => {}
     }
     if resolvers.len() >= t {
         let proof = Proof {
@@ -399,7 +682,7 @@ fn decide(
             via: DeliveredVia::TrustedParty,
             resolved_by: resolvers.iter().map(|(i, _)| h.trustees[*i].tp).collect(),
         };
-        return finish(Ok(proof), contradicted);
+        return finish(Ok(proof), contradicted, accusation_refused);
     }
     if invalid.len() > n - t {
         let reason = if h.is_group() {
@@ -411,10 +694,10 @@ fn decide(
         } else {
             "the TP certified this envelope invalid (z does not match its signed header): the receipt is void".into()
         };
-        return finish(Err(ProtocolError::Refused(reason)), contradicted);
+        return finish(Err(ProtocolError::Refused(reason)), contradicted, None);
     }
     if let Some(e) = opening_error {
-        return finish(Err(e), contradicted);
+        return finish(Err(e), contradicted, None);
     }
     let discredited = if contradicted.is_empty() {
         String::new()
@@ -473,7 +756,7 @@ fn decide(
             parts.join(", ")
         )
     };
-    finish(Err(ProtocolError::Refused(reason)), contradicted)
+    finish(Err(ProtocolError::Refused(reason)), contradicted, None)
 }
 
 #[cfg(test)]
@@ -518,6 +801,7 @@ mod tests {
                 Position::Resolved(b),
             ],
             None,
+            None,
         );
         let e = d.outcome.unwrap_err().to_string();
         assert!(e.contains("different message hashes"), "{e}");
@@ -533,6 +817,7 @@ mod tests {
                 Position::Resolved(b),
             ],
             Some(Ok(a)),
+            None,
         );
         assert_eq!(d.outcome.unwrap().via, DeliveredVia::Opening);
         assert_eq!(d.contradicted.len(), 1);
@@ -547,7 +832,7 @@ mod tests {
                 for k in 0..=n {
                     let mut pos = vec![Position::Silent; n as usize];
                     pos[..k as usize].fill(Position::Invalid);
-                    let d = decide(&header(n, t), &pos, None);
+                    let d = decide(&header(n, t), &pos, None, None);
                     let void = d
                         .outcome
                         .unwrap_err()

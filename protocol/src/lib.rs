@@ -24,6 +24,7 @@
 //! | [`affidavit`] | the TP's signed statements: resolved, invalid envelope, unclaimed |
 //! | [`answer`] | the parties' checks of the TP's answers (the client-side mirror of [`decide`]) |
 //! | [`evidence`] | the judge: offline verification of delivery evidence |
+//! | [`wrap_proof`] | the recipient's proof that a released wrap does not open the message (Chaum–Pedersen over P-256), and his void-evidence file |
 //! | [`wire`] | requests and responses between clients and the TP daemon |
 //! | [`error`] | one error enum with context for every check above |
 //! | `cache` | memo of card and public-key checks already passed (decoding the same card again is cheap) |
@@ -51,6 +52,7 @@ pub mod seal;
 pub mod shares;
 pub mod tp_card;
 pub mod wire;
+pub mod wrap_proof;
 
 pub use error::ProtocolError;
 pub use primitives::{Digest32, EcPoint, IdentityId, KeyId, Signature, TpId};

@@ -357,20 +357,35 @@ pub(crate) fn wrap_message_key(
     Ok(out)
 }
 
-/// Recipient side of [`wrap_message_key`].
-pub(crate) fn unwrap_message_key(
-    secret: &p256::SecretKey,
+/// Length of a wrap: the ephemeral point (compressed) and the sealed share.
+pub const WRAP_LEN: usize = 33 + 48;
+
+/// The ephemeral point `E` of a wrap, if the wrap has the shape of one (its
+/// length, and a curve point first). A wrap that does not opens for nobody.
+pub fn wrap_ephemeral(wrapped: &[u8]) -> Result<EcPoint, ProtocolError> {
+    if wrapped.len() != WRAP_LEN {
+        return Err(ProtocolError::malformed(
+            "wrap",
+            format!("{} bytes, a wrap has {WRAP_LEN}", wrapped.len()),
+        ));
+    }
+    EcPoint::from_sec1(&wrapped[..33])
+        .map_err(|_| ProtocolError::malformed("wrap", "its ephemeral key is not a curve point"))
+}
+
+/// Open a wrap from the ECDH result `shared = b·E` (its x-coordinate is the
+/// Diffie-Hellman secret): the recipient computes `shared` with his key, a
+/// judge takes it from the recipient's proven claim
+/// ([`crate::wrap_proof`]), and both decrypt exactly alike.
+pub(crate) fn unwrap_with_shared(
+    recipient: &EcPoint,
     wrapped: &[u8],
+    shared: &EcPoint,
     context: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
-    if wrapped.len() != 33 + 48 {
-        return Err(ProtocolError::DoesNotDecrypt);
-    }
-    let eph = p256::PublicKey::from_sec1_bytes(&wrapped[..33])
-        .map_err(|_| ProtocolError::DoesNotDecrypt)?;
-    let me = EcPoint::from_public(secret.public_key());
-    let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), eph.as_affine());
-    let cipher = wrap_cipher(&wrapped[..33], &me, shared.raw_secret_bytes(), context);
+    wrap_ephemeral(wrapped).map_err(|_| ProtocolError::DoesNotDecrypt)?;
+    let x = &shared.compressed()[1..];
+    let cipher = wrap_cipher(&wrapped[..33], recipient, x, context);
     let km = Zeroizing::new(
         cipher
             .decrypt(
@@ -385,4 +400,24 @@ pub(crate) fn unwrap_message_key(
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&km);
     Ok(out)
+}
+
+/// `b·E` for the recipient's secret `b` and the wrap's ephemeral point.
+pub(crate) fn ecdh_point(secret: &p256::SecretKey, eph: &EcPoint) -> EcPoint {
+    let e = p256::ProjectivePoint::from(*eph.public_key().as_affine());
+    let s = (e * *secret.to_nonzero_scalar()).to_affine();
+    EcPoint::from_public(
+        p256::PublicKey::from_affine(s).expect("b·E is not the identity for b ≠ 0 and E ≠ O"),
+    )
+}
+
+/// Recipient side of [`wrap_message_key`].
+pub(crate) fn unwrap_message_key(
+    secret: &p256::SecretKey,
+    wrapped: &[u8],
+    context: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+    let eph = wrap_ephemeral(wrapped).map_err(|_| ProtocolError::DoesNotDecrypt)?;
+    let me = EcPoint::from_public(secret.public_key());
+    unwrap_with_shared(&me, wrapped, &ecdh_point(secret, &eph), context)
 }

@@ -10,18 +10,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
+use rand_core::OsRng;
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::answer::VerifiedOutcome;
 use vtp_protocol::claim::Claim;
 use vtp_protocol::envelope::VerifiedEnvelope;
+use vtp_protocol::evidence::{judge_with_void, VoidClaim};
 use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::opening::{message_key_from_shares, unwrap_released_share};
+use vtp_protocol::receipt::Receipt;
 use vtp_protocol::shares::Share;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{
     FetchRequest, ReceiptPage, ResolvedReceipt, UnclaimedRequest, MAX_PAGE_RECEIPTS,
 };
-use vtp_protocol::Digest32;
+use vtp_protocol::wrap_proof::VoidEvidence;
+use vtp_protocol::{Digest32, ProtocolError};
 
 use super::exchange::refused;
 use super::{display_name, who};
@@ -30,7 +34,7 @@ use crate::files::{
     check_writable, ensure_dir, read_receipt, read_secret_identity, read_tp_card, write_file,
     WriteMode,
 };
-use crate::stream::{DecryptError, EnvelopeFile};
+use crate::stream::{DecryptError, EnvelopeFile, FileCiphertext};
 use crate::timeparse::{format_timestamp, now};
 use crate::tp_client::{TpClient, TpRefused};
 
@@ -85,7 +89,11 @@ pub(crate) fn trustee_path(path: &Path, venv: &VerifiedEnvelope, slot: usize) ->
 /// What one trustee answered to a claim.
 enum TrusteeAnswer {
     Released {
-        share: Share,
+        /// The share, or why the wrap does not open (the sender's doing).
+        share: Result<Share, ProtocolError>,
+        /// The wrap exactly as released, for the void evidence.
+        wrap: Vec<u8>,
+        affidavit: Box<Affidavit>,
         message_sha256: Digest32,
         at: u64,
     },
@@ -93,7 +101,9 @@ enum TrusteeAnswer {
 }
 
 /// Claim from the TP at `client`: verify its answer, save its affidavit,
-/// unwrap the released share. Errors say what went wrong with this TP.
+/// unwrap the released share. Errors say what went wrong with this TP; a
+/// wrap that does not open is an answer (the sender's fault, which the void
+/// evidence proves).
 fn claim_from(
     me: &IdentitySecret,
     client: &TpClient,
@@ -117,21 +127,19 @@ fn claim_from(
     )?;
     match outcome {
         VerifiedOutcome::Resolved {
+            affidavit,
             wrapped_km,
             message_sha256,
             at,
             ..
         } => {
-            let share = unwrap_released_share(me, venv, slot, &wrapped_km).map_err(|e| {
-                anyhow!(
-                    "the key the TP at {} released does not open ({e}): the sender's envelope was bad; {saved}",
-                    client.addr()
-                )
-            })?;
+            let share = unwrap_released_share(me, venv, slot, &wrapped_km);
             Ok((
                 slot,
                 TrusteeAnswer::Released {
                     share,
+                    wrap: wrapped_km,
+                    affidavit: Box::new(affidavit),
                     message_sha256,
                     at,
                 },
@@ -190,6 +198,10 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     let (n, t) = (h.trustees.len(), h.threshold());
 
     let mut shares: Vec<Share> = Vec::new();
+    // Every wrap released (opening or not) and the resolutions: the void
+    // evidence if the key does not open the message.
+    let mut released: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut resolutions: Vec<Affidavit> = Vec::new();
     let mut message_sha = None;
     let mut resolved_at = 0;
     let mut report: Vec<String> = Vec::new();
@@ -230,11 +242,23 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
         match answer {
             TrusteeAnswer::Released {
                 share,
+                wrap,
+                affidavit,
                 message_sha256,
                 at,
             } => {
-                report.push(format!("{addr}: trustee {} released its share", slot + 1));
-                shares.push(share);
+                match share {
+                    Ok(share) => {
+                        report.push(format!("{addr}: trustee {} released its share", slot + 1));
+                        shares.push(share);
+                    }
+                    Err(e) => report.push(format!(
+                        "{addr}: trustee {} released a share that does not open ({e}): the sender's envelope was bad",
+                        slot + 1
+                    )),
+                }
+                released.push((slot, wrap));
+                resolutions.push(*affidavit);
                 message_sha = Some(message_sha256);
                 resolved_at = resolved_at.max(at);
             }
@@ -248,9 +272,25 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
         }
     }
     let saved = saved_notes.join("; ");
+    let cheated = |ef: &mut EnvelopeFile| {
+        void_evidence(
+            &me,
+            &venv,
+            ef,
+            &receipt,
+            &released,
+            &resolutions,
+            &a.out,
+            mode,
+            &saved,
+        )
+    };
     if shares.len() < t {
         if !group && invalid {
             bail!("the TP found this envelope invalid: your receipt is void ({saved})")
+        }
+        if released.len() >= t {
+            return Err(cheated(&mut ef));
         }
         bail!(
             "only {} of the {t} trustees needed released their share of the message key, so the message cannot be opened yet; {}{}",
@@ -260,17 +300,14 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
         );
     }
     let message_sha256 = message_sha.expect("at least one share");
-    let bad_envelope = |e: &dyn std::fmt::Display| {
-        anyhow!(
-            "the key the TP released does not open the message ({e}): the sender's envelope was bad; {saved}"
-        )
+    let Ok(km) = message_key_from_shares(&venv, &shares) else {
+        return Err(cheated(&mut ef));
     };
-    let km = message_key_from_shares(&venv, &shares).map_err(|e| bad_envelope(&e))?;
-    ef.decrypt_to(&km, message_sha256, &a.out, mode)
-        .map_err(|e| match e {
-            DecryptError::Other(e) => anyhow!("{e:#} ({saved})"),
-            e => bad_envelope(&e),
-        })?;
+    match ef.decrypt_to(&km, message_sha256, &a.out, mode) {
+        Ok(()) => {}
+        Err(DecryptError::Other(e)) => bail!("{e:#} ({saved})"),
+        Err(_) => return Err(cheated(&mut ef)),
+    }
     if group {
         println!(
             "{} of the {n} trustees resolved envelope {} (needed {t}): {}",
@@ -294,6 +331,67 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
         println!("{saved}");
     }
     Ok(())
+}
+
+/// Where `vtp claim --out FILE` writes the void evidence: `FILE.void-evidence`.
+fn void_evidence_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".void-evidence");
+    PathBuf::from(s)
+}
+
+/// The released key does not open the message: prove it. Bob's proven ECDH
+/// results for every wrap released go to `<out>.void-evidence`, weighed
+/// first by the same judge `vtp verify` runs (so what is written is what a
+/// judge accepts); the error says the sender cheated and where the
+/// evidence is.
+#[allow(clippy::too_many_arguments)]
+fn void_evidence(
+    me: &IdentitySecret,
+    venv: &VerifiedEnvelope,
+    ef: &mut EnvelopeFile,
+    receipt: &Receipt,
+    released: &[(usize, Vec<u8>)],
+    resolutions: &[Affidavit],
+    out: &Path,
+    mode: WriteMode,
+    saved: &str,
+) -> anyhow::Error {
+    let evidence = match VoidEvidence::build(me, venv, released, &mut OsRng) {
+        Ok(e) => e,
+        Err(e) => return anyhow!("the key the TP released does not open the message, and no void evidence could be made ({e}); {saved}"),
+    };
+    let envelope = ef.envelope.clone();
+    let mut ciphertext = FileCiphertext::new(ef);
+    let v = judge_with_void(
+        venv.tp_cards(),
+        &envelope,
+        receipt,
+        None,
+        resolutions,
+        Some(VoidClaim {
+            evidence: &evidence,
+            ciphertext: &mut ciphertext,
+        }),
+        None,
+    );
+    let reason = v.reason.unwrap_or_default();
+    if v.valid || !reason.starts_with("receipt void") {
+        return anyhow!(
+            "the key the TP released does not open the message here, but the judge does not accept the void evidence ({}); nothing was written; {saved}",
+            if v.valid { "it finds that the released key opens the message" } else { &reason }
+        );
+    }
+    let path = void_evidence_path(out);
+    if let Err(e) = write_file(&path, &evidence.to_file(), mode) {
+        return anyhow!(
+            "the sender cheated: {reason}; the void evidence could not be saved ({e:#}); {saved}"
+        );
+    }
+    anyhow!(
+        "the sender cheated: {reason}; void evidence saved to {} (give it to `vtp verify --void-evidence` with the affidavits); {saved}",
+        path.display()
+    )
 }
 
 /// Write the affidavit if a path was given; say where it is (or how to get it).

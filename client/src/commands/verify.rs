@@ -7,10 +7,14 @@
 //! given, its message key must actually decrypt that ciphertext to the
 //! message whose SHA-256 the sender committed to (otherwise the recipient did
 //! not receive it).
+//!
+//! With `--void-evidence`, the judge also weighs the recipient's proof that
+//! the key the trustees released does not open the message; it reads `c_m`
+//! from the envelope file for that (see `vtp_protocol::wrap_proof`).
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use vtp_protocol::evidence::{judge_group, DeliveredVia, Verdict};
+use vtp_protocol::evidence::{judge_with_void, DeliveredVia, Verdict, VoidClaim};
 use vtp_protocol::opening::Opening;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::tp_card::TpCard;
@@ -18,8 +22,8 @@ use vtp_protocol::tp_card::TpCard;
 use super::display_name;
 use super::exchange::read_tp_cards;
 use crate::cli::VerifyArgs;
-use crate::files::{read_affidavit, read_opening, read_receipt};
-use crate::stream::{sha256_file, DecryptError, EnvelopeFile};
+use crate::files::{read_affidavit, read_opening, read_receipt, read_void_evidence};
+use crate::stream::{sha256_file, DecryptError, EnvelopeFile, FileCiphertext};
 use crate::timeparse::format_timestamp;
 
 #[derive(Serialize)]
@@ -85,14 +89,25 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
         .iter()
         .map(|p| read_affidavit(p))
         .collect::<Result<Vec<_>>>()?;
+    let void_evidence = a
+        .void_evidence
+        .as_deref()
+        .map(read_void_evidence)
+        .transpose()?;
     let shown = a.message.as_deref().map(sha256_file).transpose()?;
 
-    let mut v = judge_group(
+    let envelope = ef.envelope.clone();
+    let mut ciphertext = FileCiphertext::new(&mut ef);
+    let mut v = judge_with_void(
         &tps,
-        &ef.envelope,
+        &envelope,
         &receipt,
         opening.as_ref(),
         &affidavits,
+        void_evidence.as_ref().map(|evidence| VoidClaim {
+            evidence,
+            ciphertext: &mut ciphertext,
+        }),
         shown,
     );
     check_files(&tps, &mut ef, &receipt, opening.as_ref(), &mut v);
@@ -162,5 +177,8 @@ fn print_human(v: &Verdict, deadline: Option<&str>, message_shown: bool) {
     }
     for c in &v.contradictions {
         println!("contradicted: {c}");
+    }
+    if let Some(why) = &v.accusation_refused {
+        println!("refused:   {why}");
     }
 }
