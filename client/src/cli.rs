@@ -445,8 +445,9 @@ pub struct AcceptArgs {
     /// Your secret identity (the recipient)
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
-    /// The TP card you trust; envelopes for any other TP are refused. For a
-    /// group envelope give every trustee's card (repeat --tp)
+    /// The TP card you trust; envelopes for any other TP, or sealed to a key
+    /// that is not this card's current key, are refused. For a group
+    /// envelope give every trustee's card (repeat --tp)
     #[arg(long, value_name = "TPCARD", required = true)]
     pub tp: Vec<PathBuf>,
     /// The envelope you received

@@ -124,7 +124,7 @@ fn check_envelope(env: &Envelope) {
     if let Ok(v) = env.verify(&fx.tp) {
         // Only Alice signed an envelope header (the fixture's).
         assert_eq!(v.header(), &fx.envelope.header);
-        let _ = v.check_for_recipient(fx.bob.id(), vtp_fuzz::NOW, 60);
+        let _ = v.check_for_recipient(fx.bob.id(), std::slice::from_ref(&fx.tp), vtp_fuzz::NOW, 60);
     }
 }
 

@@ -311,11 +311,25 @@ impl VerifiedEnvelope {
         &self.0.tp_cards[0]
     }
 
-    /// Bob's B1 checks: addressed to him, enough time left to claim under
-    /// every trustee's policy, and a group every trustee accepts.
+    /// Bob's B1 checks, against the TP cards he trusts (`trusted`, one per
+    /// trustee; not the cards the envelope carries, which the sender chose):
+    /// addressed to him; every slot sealed to the *current* key of its
+    /// trustee's trusted card; enough time left to claim and a deadline
+    /// within each card's horizon (from now, from the envelope's `created`
+    /// and from the card's signing, see [`check_deadline`]); `created` not
+    /// in the future; a group every trustee accepts.
+    ///
+    /// The current-key rule is what lets a TP retire old keys safely: a
+    /// recipient never gives a receipt for an envelope sealed to a key that
+    /// his card does not offer for new envelopes, so every envelope he
+    /// accepted has a deadline bounded by a card that named its key current
+    /// ([`TpCard::latest_deadline`]). Only B1 applies it: a judge checking
+    /// old evidence uses [`Envelope::verify_trusted`], which accepts any key
+    /// the card lists.
     pub fn check_for_recipient(
         &self,
         me: IdentityId,
+        trusted: &[TpCard],
         now: Timestamp,
         min_time_left: u64,
     ) -> Result<(), ProtocolError> {
@@ -325,12 +339,54 @@ impl VerifiedEnvelope {
                 "this envelope is addressed to someone else".into(),
             ));
         }
-        for tp in self.tp_cards() {
+        for slot in &h.trustees {
+            let Some(tp) = trusted.iter().find(|c| c.id() == slot.tp) else {
+                return Err(ProtocolError::mismatch(
+                    "envelope",
+                    format!("trustee {} is not one of the TP cards given", slot.tp),
+                ));
+            };
+            let current = tp.current_key().id;
+            if slot.key_id != current {
+                return Err(ProtocolError::Refused(format!(
+                    "the envelope is sealed to key {} of TP {} ({}), which is not the current key \
+                     of the TP card you trust (that is {current}): ask the sender to send it again \
+                     with the TP's current card (or fetch the TP's card again if yours is older)",
+                    slot.key_id,
+                    tp.id(),
+                    tp.name()
+                )));
+            }
+            check_created(h, now, tp)?;
             check_deadline(h.deadline, now, tp, min_time_left)?;
             check_group_policy(tp, h.threshold(), h.trustees.len())?;
         }
         Ok(())
     }
+}
+
+/// The envelope's `created` is not in the future (beyond the TP's clock
+/// skew) and its deadline lies within the TP's horizon from it: a sender
+/// cannot claim to have made an envelope later than she did to stretch
+/// its deadline.
+fn check_created(h: &EnvelopeHeader, now: Timestamp, tp: &TpCard) -> Result<(), ProtocolError> {
+    let p = tp.policy();
+    if h.created > now.saturating_add(p.clock_skew_secs) {
+        return Err(ProtocolError::Refused(format!(
+            "the envelope says it was made {} s in the future (the TP allows {} s of clock skew)",
+            h.created - now,
+            p.clock_skew_secs
+        )));
+    }
+    let horizon = p.max_deadline_secs.saturating_add(p.clock_skew_secs);
+    if h.deadline.saturating_sub(h.created) > horizon {
+        return Err(ProtocolError::Deadline(format!(
+            "the deadline is {} s after the envelope was made, the TP accepts at most {} s",
+            h.deadline - h.created,
+            p.max_deadline_secs
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a trustee accepts to act in a group of `n` with threshold `t`, as
@@ -367,7 +423,9 @@ pub fn min_time_to_deadline(tp: &TpCard) -> u64 {
 
 /// A deadline must leave at least `min_time_left` and the TP's claim window
 /// plus its allowed clock skew ([`min_time_to_deadline`]), and lie within the
-/// TP's horizon. The sender checks it with `min_time_left = 0` (so it never
+/// TP's horizon, both from now and from the card's signing
+/// ([`TpCard::latest_deadline`]: what bounds how long the card's current key
+/// must stay honoured). The sender checks it with `min_time_left = 0` (so it never
 /// makes an envelope its recipient could not accept), the recipient with his
 /// own margin.
 pub fn check_deadline(
@@ -404,6 +462,17 @@ pub fn check_deadline(
             "the deadline is {} s away, the TP accepts at most {} s",
             deadline - now,
             p.max_deadline_secs
+        )));
+    }
+    let latest = tp.latest_deadline();
+    if deadline > latest {
+        return Err(ProtocolError::Deadline(format!(
+            "the deadline is {} s later than this TP card allows (deadlines at most {} s after \
+             the card was signed, and it was signed {} s ago): get the TP's current card, or \
+             choose an earlier deadline",
+            deadline - latest,
+            p.max_deadline_secs,
+            now.saturating_sub(tp.body().created)
         )));
     }
     Ok(())
@@ -671,7 +740,9 @@ mod tests {
         let venv = envelope(&tp, &alice, &bob, NOW + 359, NOW - 1);
         // Bob asks for a 60 s margin, as the TP's window alone would allow:
         // still refused, the TP's clock may be 300 s ahead of his.
-        let e = venv.check_for_recipient(bob.id(), NOW, 60).unwrap_err();
+        let e = venv
+            .check_for_recipient(bob.id(), std::slice::from_ref(&tp), NOW, 60)
+            .unwrap_err();
         assert!(matches!(e, ProtocolError::Deadline(_)), "{e}");
         let e = e.to_string();
         assert!(
@@ -681,10 +752,11 @@ mod tests {
             "{e}"
         );
         // Exactly the window plus the skew: accepted.
-        venv.check_for_recipient(bob.id(), NOW - 1, 60).unwrap();
+        venv.check_for_recipient(bob.id(), std::slice::from_ref(&tp), NOW - 1, 60)
+            .unwrap();
         // Bob's own, larger margin is named as his.
         let e = venv
-            .check_for_recipient(bob.id(), NOW - 1, 600)
+            .check_for_recipient(bob.id(), std::slice::from_ref(&tp), NOW - 1, 600)
             .unwrap_err()
             .to_string();
         assert!(

@@ -87,6 +87,17 @@ pub struct Policy {
     pub max_trustees: u8,
 }
 
+impl Policy {
+    /// How often a TP re-signs its card (a new `created`, same keys): a
+    /// sixteenth of the horizon, between 10 s and one day. Recipients accept
+    /// deadlines only up to the horizon after the card's signing (see
+    /// [`TpCard::latest_deadline`]), so the card a TP serves must stay young
+    /// for senders to get nearly the whole horizon.
+    pub fn card_refresh_secs(&self) -> u64 {
+        (self.max_deadline_secs / 16).clamp(10, 24 * 3600)
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
@@ -213,6 +224,21 @@ impl TpCard {
             .iter()
             .find(|k| k.id == id)
             .ok_or_else(|| ProtocolError::UnknownKey(id.to_string()))
+    }
+    /// The latest deadline an envelope made or accepted under this card
+    /// may have: the card's signing time plus its horizon plus the clock
+    /// skew. A card is the TP's promise that its current key resolves claims
+    /// up to then; senders and recipients refuse later deadlines (see
+    /// [`crate::envelope::check_deadline`]). So once the TP's clock is past
+    /// this instant for every card that named a key as current, no envelope
+    /// a recipient accepted for that key can still be claimed, and the key
+    /// can be retired without stranding anyone.
+    pub fn latest_deadline(&self) -> Timestamp {
+        let p = &self.body.policy;
+        self.body
+            .created
+            .saturating_add(p.max_deadline_secs)
+            .saturating_add(p.clock_skew_secs)
     }
     pub fn current_key(&self) -> &TpEncKey {
         self.key(self.body.current_key)

@@ -205,7 +205,12 @@ impl World {
     fn commit(&self, a: &Agreement, env: &Envelope) -> Result<Receipt, ProtocolError> {
         let va = a.verify(&self.tp.card)?;
         let venv = env.verify(&self.tp.card)?;
-        venv.check_for_recipient(self.bob.id(), NOW + 3, 60)?;
+        venv.check_for_recipient(
+            self.bob.id(),
+            std::slice::from_ref(&self.tp.card),
+            NOW + 3,
+            60,
+        )?;
         va.check_envelope(venv.header())?;
         Ok(Receipt::issue(&self.bob, &venv, NOW + 3))
     }

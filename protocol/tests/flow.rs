@@ -31,7 +31,8 @@ fn honest_exchange_and_tp_resolution_agree() {
 
     // B1
     let venv = env.verify(&tp.card).unwrap();
-    venv.check_for_recipient(bob.id(), NOW, 60).unwrap();
+    venv.check_for_recipient(bob.id(), std::slice::from_ref(&tp.card), NOW, 60)
+        .unwrap();
     let receipt = Receipt::issue(&bob, &venv, NOW + 1);
     // A2
     let vr = receipt.verify(&venv).unwrap();
@@ -183,9 +184,13 @@ fn deadline_rules() {
     let (env, _) = send(&alice, bob.card(), &tp.card, b"x", 8);
     let venv = env.verify(&tp.card).unwrap();
     // Bob wants at least 2 hours left: refused.
-    assert!(venv.check_for_recipient(bob.id(), NOW, 7200).is_err());
+    assert!(venv
+        .check_for_recipient(bob.id(), std::slice::from_ref(&tp.card), NOW, 7200)
+        .is_err());
     // Not for Alice.
-    assert!(venv.check_for_recipient(alice.id(), NOW, 60).is_err());
+    assert!(venv
+        .check_for_recipient(alice.id(), std::slice::from_ref(&tp.card), NOW, 60)
+        .is_err());
     // A claim at or after the deadline is refused by the TP checks.
     let vr = Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap();
     let claim = Claim::new(&bob, &venv, &vr, DEADLINE);
@@ -244,7 +249,7 @@ fn two_of_three_trustees() {
     assert_eq!(env.zs.len(), 3);
 
     let venv = env.verify_trusted(&cards).unwrap();
-    venv.check_for_recipient(bob.id(), NOW, 60).unwrap();
+    venv.check_for_recipient(bob.id(), &cards, NOW, 60).unwrap();
     // Bob trusts only two of the three: refused.
     assert!(env.verify_trusted(&cards[..2]).is_err());
     // Each trustee accepts it as addressed to itself; an outsider does not.
@@ -441,4 +446,126 @@ fn group_policy_is_enforced() {
         envelope::prepare_group(&alice, bob.card(), &cards[..3], 4, DEADLINE, NOW, [1; 32])
             .is_err()
     );
+}
+
+/// B1 (audit finding 3): Bob accepts only an envelope sealed to the current
+/// key of the card he trusts, with a deadline within the horizon counted
+/// from now, from the envelope's `created` and from the card's signing; the
+/// judge still accepts old evidence sealed to a key the card merely lists.
+#[test]
+fn recipient_accepts_only_the_current_key_within_the_card_horizon() {
+    use vtp_protocol::tp_card::TpCardBody;
+    use vtp_protocol::KeyId;
+    let tp = Tp::new();
+    let (alice, bob) = (ident("alice", 1), ident("bob", 2));
+    let p = Policy::default();
+    let resign = |edit: &dyn Fn(&mut TpCardBody)| {
+        let mut b = tp.card.body().clone();
+        edit(&mut b);
+        let sig = Tp::sign_digest(&tp.sign, &b.signing_digest());
+        TpCard::assemble(b, sig).unwrap()
+    };
+    let k1 = tp.card.body().current_key;
+    let k2 = KeyId([9; 8]);
+    // The TP rotated: its new card names K2 current and still lists K1.
+    let rotated = resign(&|b| {
+        let mut k = b.enc_keys[0].clone();
+        k.id = k2;
+        b.enc_keys.push(k);
+        b.current_key = k2;
+        b.created = NOW - 10;
+    });
+    // Alice seals to K1 with the old card (the superseded key).
+    let (env, _) = send(&alice, bob.card(), &tp.card, b"x", 8);
+    assert_eq!(env.header.trustees[0].key_id, k1);
+    let venv = env.verify_trusted(std::slice::from_ref(&rotated)).unwrap();
+    let e = venv
+        .check_for_recipient(bob.id(), std::slice::from_ref(&rotated), NOW, 60)
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("sealed to key {k1}"))
+            && text.contains("not the current key")
+            && text.contains("send it again with the TP's current card"),
+        "{text}"
+    );
+    // With the old card (K1 current) Bob accepts it...
+    venv.check_for_recipient(bob.id(), std::slice::from_ref(&tp.card), NOW, 60)
+        .unwrap();
+    // ...and the judge, with the new card, still checks evidence for K1.
+    let vr = Receipt::issue(&bob, &venv, NOW).verify(&venv).unwrap();
+    let opening = Opening::reveal(&alice, &venv, &vr).unwrap();
+    let v = judge(
+        &rotated,
+        &env,
+        vr.receipt(),
+        Some(&opening),
+        None,
+        Some(sha(b"x")),
+    );
+    assert!(v.valid, "{v:?}");
+
+    // A card signed long ago covers deadlines only up to its signing plus
+    // the horizon: a stale card cannot stretch how long its key is needed.
+    let old = resign(&|b| b.created = NOW - p.max_deadline_secs);
+    assert_eq!(old.latest_deadline(), NOW + p.clock_skew_secs);
+    let e = envelope::prepare(&alice, bob.card(), &old, NOW + 3600, NOW, [1; 32])
+        .err()
+        .expect("beyond the old card's horizon");
+    assert!(
+        e.to_string().contains("later than this TP card allows"),
+        "{e}"
+    );
+    let e = venv
+        .check_for_recipient(bob.id(), std::slice::from_ref(&old), NOW, 60)
+        .unwrap_err();
+    assert!(matches!(e, ProtocolError::Deadline(_)), "{e}");
+
+    // `created` in the future, or a deadline beyond the horizon from it.
+    let future = common::forge_envelope(
+        &alice,
+        {
+            let mut h = env.header.clone();
+            h.created = NOW + p.clock_skew_secs + 1;
+            h
+        },
+        env.zs.clone(),
+    );
+    let e = future
+        .verify_embedded()
+        .unwrap()
+        .check_for_recipient(bob.id(), std::slice::from_ref(&tp.card), NOW, 60)
+        .unwrap_err();
+    assert!(e.to_string().contains("in the future"), "{e}");
+    let stretched = common::forge_envelope(
+        &alice,
+        {
+            let mut h = env.header.clone();
+            h.created = NOW - 2 * p.max_deadline_secs;
+            h
+        },
+        env.zs.clone(),
+    );
+    let e = stretched
+        .verify_embedded()
+        .unwrap()
+        .check_for_recipient(bob.id(), std::slice::from_ref(&tp.card), NOW, 60)
+        .unwrap_err();
+    assert!(e.to_string().contains("after the envelope was made"), "{e}");
+    // A trusted card of another TP: refused.
+    let other = Tp::trustee("other", 0x43, Policy::default());
+    assert!(venv
+        .check_for_recipient(bob.id(), std::slice::from_ref(&other.card), NOW, 60)
+        .is_err());
+}
+
+#[test]
+fn card_refresh_keeps_the_offered_horizon() {
+    let p = Policy::default();
+    assert_eq!(p.card_refresh_secs(), 24 * 3600);
+    let short = Policy {
+        max_deadline_secs: 160,
+        ..Policy::default()
+    };
+    assert_eq!(short.card_refresh_secs(), 10);
 }

@@ -818,3 +818,135 @@ fn the_claim_window_allows_for_the_clock_skew() {
         "no receipt for an envelope Bob could not claim"
     );
 }
+
+/// Audit finding 3: after a key rotation, Bob's `vtp accept` refuses an
+/// envelope sealed to the superseded key (his card names another current
+/// key); an envelope he accepted while the key was current stays claimable
+/// up to its deadline; and `tp-daemon keys retire` without --force is
+/// refused until no card that offered the key can have let anyone accept
+/// an envelope still live, then allowed.
+#[test]
+fn superseded_key_is_refused_at_accept_and_retire_waits_for_live_envelopes() {
+    use vtp_tp_daemon::clock::rfc3339;
+    let mut w = world();
+    let config = w.tp.config();
+    let tp_daemon = |args: &[&str], offset: Option<i64>| {
+        let mut c = std::process::Command::new(vtp_e2e::bin("tp-daemon"));
+        c.args(args).arg("--config").arg(&config);
+        if let Some(o) = offset {
+            c.env("VTP_TEST_CLOCK_OFFSET_SECS", o.to_string());
+        }
+        let o = c.output().unwrap();
+        vtp_e2e::Run {
+            status: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    let fetch = |w: &World, name: &str| {
+        let card = w.bob.path(name);
+        vtp(["tp", "fetch", "--tp", &w.tp.addr, "--out", &p(&card)]).ok();
+        card
+    };
+    let card1 = fetch(&w, "tp1.card");
+    let k1 = cheat::tp_card(&card1).body().current_key;
+    let k1_hex = hex::encode(k1.0);
+
+    // Bob accepts an envelope while K1 is current.
+    let env = w.send("2h");
+    let receipt = w.accept(&env);
+    let deadline = cheat::read_envelope(&env).0.header.deadline;
+
+    // The TP rotates; after a restart it serves K2 as current.
+    tp_daemon(&["keys", "rotate"], None).ok();
+    w.tp.restart();
+    let card2 = fetch(&w, "tp2.card");
+    assert_ne!(cheat::tp_card(&card2).body().current_key, k1);
+
+    // Alice seals to K1 with the old card (the CLI would use the current
+    // key): Bob, trusting the TP's current card, refuses it.
+    let stale = w.alice.path("stale.vtp");
+    cheat::envelope_with_bad_inside(
+        &w.alice.id,
+        &w.bob.card,
+        &card1,
+        b"sealed to a superseded key",
+        3600,
+        &stale,
+        |_| {},
+    );
+    let r = vtp([
+        "accept",
+        "--as",
+        &p(&w.bob.id),
+        "--tp",
+        &p(&card2),
+        &p(&stale),
+        "--out",
+        &p(&w.bob.path("stale.receipt")),
+    ])
+    .fails();
+    assert!(
+        r.stderr.contains(&format!("sealed to key {k1_hex}"))
+            && r.stderr
+                .contains("send it again with the TP's current card"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(!w.bob.path("stale.receipt").exists());
+
+    // Retiring K1 now is refused with one line naming when it is safe: the
+    // latest deadline any card offering K1 allowed (recorded when each was
+    // signed), and never before superseded + horizon + skew.
+    let db = rusqlite::Connection::open_with_flags(
+        vtp_e2e::journal_path(&w.tp.data_dir()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (superseded, offered): (i64, i64) = db
+        .query_row(
+            "SELECT superseded_at, latest_deadline FROM keyring JOIN key_offers USING (key_id) \
+             WHERE key_id = ?1",
+            [&k1.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(db);
+    let policy = cheat::tp_card(&card1).policy().clone();
+    let safe =
+        (offered as u64).max(superseded as u64 + policy.max_deadline_secs + policy.clock_skew_secs);
+    assert!(offered as u64 >= cheat::tp_card(&card1).latest_deadline());
+    assert!(safe > deadline);
+    let r = tp_daemon(&["keys", "retire", &k1_hex], None).fails();
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("Wait until {}", rfc3339(safe))) && r.stderr.contains("--force"),
+        "{}",
+        r.stderr
+    );
+
+    // The envelope accepted while K1 was current is still claimable just
+    // before its deadline on the TP's clock.
+    w.tp.kill();
+    w.tp.clock_offset = deadline as i64 - 90 - cheat::now() as i64;
+    w.tp.start();
+    w.claim(&env, &receipt, "late.txt").ok();
+    assert_eq!(
+        std::fs::read(w.bob.path("late.txt")).unwrap(),
+        std::fs::read(&w.msg).unwrap()
+    );
+
+    // A retire before the safe moment is refused; from it on it works
+    // without --force.
+    let at = |t: u64| Some(t as i64 - cheat::now() as i64);
+    tp_daemon(&["keys", "retire", &k1_hex], at(safe - 60)).fails();
+    let r = tp_daemon(&["keys", "retire", &k1_hex], at(safe)).ok();
+    assert!(
+        r.stdout
+            .contains(&format!("encryption key {k1_hex} retired"))
+            && !r.stdout.contains("forced before"),
+        "{}",
+        r.stdout
+    );
+}

@@ -508,7 +508,7 @@ fn honest_exchange(
     // B1
     let env_b = Envelope::from_file_prefix(&env_file)?;
     let venv_b = env_b.verify(card)?;
-    venv_b.check_for_recipient(bob.id(), t, 0)?;
+    venv_b.check_for_recipient(bob.id(), std::slice::from_ref(card), t, 0)?;
     let mut h = CmHasher::default();
     h.update(&cm);
     if h.finish() != venv_b.header().cm_hash {

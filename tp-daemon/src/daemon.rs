@@ -10,6 +10,13 @@
 //!   `softhsm2_conf`, `data_dir`, `listen`, `metrics_listen` and `[limits]`
 //!   need a restart: a reload that changes them is refused (logged, the old
 //!   state stays). A reload that fails for any reason keeps the old state.
+//! - **Card refresh:** every
+//!   [`card_refresh_secs`](vtp_protocol::tp_card::Policy::card_refresh_secs)
+//!   (a sixteenth of the horizon, at most a day) the daemon re-signs its
+//!   card with the same keys and policy: recipients accept deadlines only up
+//!   to a card's horizon from its signing, so a card must stay young.
+//!   Refreshes and SIGHUP reloads run one at a time, and a refresh never
+//!   undoes a reload.
 //! - **stdout:** `listening on ADDR` (and `metrics on ADDR` when enabled),
 //!   for scripts; everything else is a structured log on stderr.
 
@@ -28,7 +35,7 @@ use crate::device_pool::DevicePool;
 use crate::journal::Journal;
 use crate::keyring::actor;
 use crate::metrics::{Metrics, MetricsServer};
-use crate::operator::{build_live, open_token};
+use crate::operator::{build_live, open_token, resign_live};
 use crate::server::Server;
 use crate::service::Service;
 
@@ -134,13 +141,21 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .map(|m| m.local_addr())
             .transpose()?;
         let shutdown = shutdown_signal()?;
+        let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
         let reloader = reload_on_sighup(
             opts.config.clone(),
             config,
             Arc::clone(&token),
             Arc::clone(&service),
             clock,
+            Arc::clone(&one_at_a_time),
         )?;
+        let refresher = refresh_card_periodically(
+            Arc::clone(&token),
+            Arc::clone(&service),
+            clock,
+            one_at_a_time,
+        );
         {
             let mut text = format!("listening on {addr}\n");
             if let Some(m) = metrics_addr {
@@ -157,6 +172,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let s = Arc::clone(&service);
         let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
         reloader.abort();
+        refresher.abort();
         if let Some(t) = metrics_task {
             t.abort();
         }
@@ -178,19 +194,22 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Spawn the task that reloads on every SIGHUP, one reload at a time.
+/// Spawn the task that reloads on every SIGHUP, one reload (or card
+/// refresh) at a time.
 fn reload_on_sighup(
     path: PathBuf,
     running: Config,
     token: Arc<Token>,
     service: Arc<Service>,
     clock: Clock,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     Ok(tokio::spawn(async move {
         let running = Arc::new(running);
         while hup.recv().await.is_some() {
+            let _turn = one_at_a_time.lock().await;
             info!(config = %path.display(), "SIGHUP received: reloading the config and the key ring");
             let (p, r, t, s) = (
                 path.clone(),
@@ -212,6 +231,67 @@ fn reload_on_sighup(
             }
         }
     }))
+}
+
+/// Spawn the task that re-signs the served card whenever it is older than
+/// its policy's
+/// [`card_refresh_secs`](vtp_protocol::tp_card::Policy::card_refresh_secs).
+/// A failed refresh keeps the old card and is retried a minute later (or
+/// sooner, for short horizons).
+fn refresh_card_periodically(
+    token: Arc<Token>,
+    service: Arc<Service>,
+    clock: Clock,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut retry_in = None;
+        loop {
+            let wait = retry_in.take().unwrap_or_else(|| {
+                let card = service.card();
+                let every = card.policy().card_refresh_secs();
+                let age = clock.now().saturating_sub(card.body().created);
+                every.saturating_sub(age).max(1)
+            });
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let _turn = one_at_a_time.lock().await;
+            let live = service.live();
+            let card = live.tp.card();
+            let every = card.policy().card_refresh_secs();
+            if clock.now().saturating_sub(card.body().created) < every {
+                continue; // a reload signed a new card meanwhile
+            }
+            let (t, s) = (Arc::clone(&token), Arc::clone(&service));
+            let result = tokio::task::spawn_blocking(move || {
+                resign_live(
+                    &live,
+                    &t,
+                    s.journal(),
+                    clock,
+                    &actor("tp-daemon serve (card refresh)"),
+                )
+            })
+            .await;
+            match result {
+                Ok(Ok(live)) => {
+                    info!(
+                        current_key = %live.tp.keys().current,
+                        created = live.tp.card().body().created,
+                        "re-signed the TP card (refresh)"
+                    );
+                    service.replace_live(live);
+                }
+                Ok(Err(e)) => {
+                    error!(error = %format!("{e:#}"), "card refresh failed; still serving the previous card");
+                    retry_in = Some(every.min(60));
+                }
+                Err(e) => {
+                    error!(error = %e, "card refresh task failed; still serving the previous card");
+                    retry_in = Some(every.min(60));
+                }
+            }
+        }
+    })
 }
 
 fn reload(

@@ -158,16 +158,7 @@ pub fn init_dev(opts: &InitOptions) -> anyhow::Result<Initialized> {
         Clock::system().now(),
     )
     .context("cannot build the TP card")?;
-    journal.audit(
-        Clock::system().now(),
-        "card.signed",
-        &tp.card().id().0.to_hex(),
-        &format!(
-            "TP card signed by {}; encryption keys [{enc}], current {enc}",
-            signing.id
-        ),
-        &who,
-    )?;
+    crate::operator::record_card(&journal, &tp, Clock::system(), &who)?;
     drop(journal);
 
     let signing_uri = Pkcs11Uri::for_key(&dev.label, &signing.label, signing.id).to_string();
@@ -300,7 +291,9 @@ oaep = "{oaep}"
 
 [policy]
 # Published in the TP card and enforced by the TP and its users.
-# Farthest deadline a sender may set, in seconds from now (default 90 days).
+# Farthest deadline a sender may set, in seconds from now and from the signing
+# of the TP card used (default 90 days; the daemon re-signs its card every
+# sixteenth of it, at most daily).
 max_deadline_secs = {max_deadline}
 # Least time that must be left before the deadline, on the TP's clock, when a
 # recipient accepts an envelope, so that he can still claim (default 60).

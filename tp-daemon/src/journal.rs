@@ -183,7 +183,9 @@ impl Journal {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql)?;
         match version {
-            SCHEMA_VERSION => {}
+            // Tables added since without a version bump (see
+            // `keyring::SCHEMA`): every statement is IF NOT EXISTS.
+            SCHEMA_VERSION => conn.execute_batch(crate::keyring::SCHEMA).map_err(sql)?,
             0..=2 => upgrade(&conn, &path, version)?,
             other => {
                 return Err(JournalError::Corrupt {

@@ -26,13 +26,14 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use vtp_device::{KeyId, OaepHash, TpKeys};
-use vtp_protocol::tp_card::Policy;
+use vtp_protocol::tp_card::{Policy, TpCard};
 use vtp_protocol::{IdentityId, Timestamp};
 
 use crate::clock::rfc3339;
 use crate::journal::{Journal, JournalError};
 
-/// Tables added in journal schema version 2.
+/// Tables added in journal schema version 2 (and `key_offers`, added later
+/// without a version bump: [`Journal::open`] creates it in older journals).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keyring (
     key_id        BLOB PRIMARY KEY NOT NULL,  -- CKA_ID, 8 bytes
@@ -46,6 +47,16 @@ CREATE TABLE IF NOT EXISTS keyring (
     retired_at    INTEGER
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS keyring_one_current ON keyring (state) WHERE state = 'current';
+
+-- For each key that was the current key of a TP card this TP signed: the
+-- latest signing time of such a card and the latest deadline such a card
+-- lets a recipient accept (TpCard::latest_deadline). Added without a schema
+-- version bump: older builds ignore it, and it is created on every open.
+CREATE TABLE IF NOT EXISTS key_offers (
+    key_id         BLOB PRIMARY KEY NOT NULL,  -- CKA_ID, 8 bytes
+    last_signed    INTEGER NOT NULL,
+    latest_deadline INTEGER NOT NULL
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS audit (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -128,14 +139,52 @@ impl RingKey {
         )
     }
 
-    /// When retiring this key can no longer strand a claim: every envelope
-    /// made for it while it was current (or published) is past its deadline.
-    pub fn safe_to_retire_at(&self, policy: &Policy) -> Timestamp {
+    /// When retiring this key can no longer strand a claim.
+    ///
+    /// A recipient accepts an envelope only if it is sealed to the current
+    /// key of a TP card he trusts, with a deadline no later than that card's
+    /// [`TpCard::latest_deadline`](vtp_protocol::tp_card::TpCard::latest_deadline)
+    /// (its signing time + its horizon + skew). So the last claim for this
+    /// key comes before the latest such deadline of any card that named it
+    /// current: `offers` as recorded when each card was signed. Cards signed
+    /// by builds that did not record them were signed while the key was
+    /// current, so before `superseded_at`: for those the time it stopped
+    /// being current (or was added) plus today's `policy` horizon is the
+    /// bound, as before. The later of both is safe.
+    pub fn safe_to_retire_at(&self, policy: &Policy, offers: Option<&KeyOffers>) -> Timestamp {
         let last_use = self
             .superseded_at
             .unwrap_or(self.created_at)
             .max(self.created_at);
-        last_use + policy.max_deadline_secs + policy.clock_skew_secs
+        let legacy = last_use + policy.max_deadline_secs + policy.clock_skew_secs;
+        offers.map_or(legacy, |o| o.latest_deadline.max(legacy))
+    }
+}
+
+/// What the TP cards that named a key as current promised, as recorded
+/// when the TP signed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOffers {
+    /// The latest signing time (`created`) of such a card.
+    pub last_signed: Timestamp,
+    /// The latest deadline such a card lets a recipient accept.
+    pub latest_deadline: Timestamp,
+}
+
+/// A key just retired, and when retiring it would have been safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    pub key: RingKey,
+    /// [`RingKey::safe_to_retire_at`]: later than the retirement only with
+    /// `--force`, and then envelopes for the key with deadlines up to it
+    /// may be stranded.
+    pub safe_at: Timestamp,
+}
+
+impl Retirement {
+    /// Retired before it was safe (`--force`).
+    pub fn forced_early(&self) -> bool {
+        self.key.retired_at.is_some_and(|at| at < self.safe_at)
     }
 }
 
@@ -469,6 +518,59 @@ impl Journal {
         Ok(old)
     }
 
+    /// What the recorded TP cards naming `id` current promised.
+    pub fn key_offers(&self, id: KeyId) -> Result<Option<KeyOffers>, JournalError> {
+        key_offers_in(&self.conn(), id).map_err(|e| self.sql(e))
+    }
+
+    /// Record a TP card just signed, before it is served or written: the
+    /// `card.signed` audit record and what the card promises for its current
+    /// key ([`KeyOffers`]), in one transaction. Refused if that key was
+    /// retired meanwhile (the card must not be used then), so a retirement
+    /// and the cards it has to wait for never miss each other.
+    pub fn record_card_signed(
+        &self,
+        card: &TpCard,
+        at: Timestamp,
+        detail: &str,
+        actor: &str,
+    ) -> Result<(), JournalError> {
+        let key = KeyId(card.body().current_key.0);
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let state: Option<String> = tx
+            .query_row(
+                "SELECT state FROM keyring WHERE key_id = ?1",
+                [&key.as_bytes()[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        if state.as_deref() == Some("retired") {
+            return Err(JournalError::Refused(format!(
+                "encryption key {key} was retired while the TP card naming it current was being \
+                 signed; the card is not used (sign it again: SIGHUP or restart)"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO key_offers (key_id, last_signed, latest_deadline) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key_id) DO UPDATE SET \
+             last_signed = MAX(last_signed, excluded.last_signed), \
+             latest_deadline = MAX(latest_deadline, excluded.latest_deadline)",
+            params![
+                &key.as_bytes()[..],
+                card.body().created as i64,
+                card.latest_deadline() as i64
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        insert_audit(&tx, at, "card.signed", &card.id().0.to_hex(), detail, actor)
+            .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
     /// Retire a key that is not current. Unless `force`, refuse while
     /// envelopes made for it may still be claimed (see
     /// [`RingKey::safe_to_retire_at`]).
@@ -479,7 +581,7 @@ impl Journal {
         force: bool,
         at: Timestamp,
         actor: &str,
-    ) -> Result<RingKey, JournalError> {
+    ) -> Result<Retirement, JournalError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -513,15 +615,26 @@ impl Journal {
             }
             KeyState::Standby | KeyState::Previous => {}
         }
-        let safe = key.safe_to_retire_at(policy);
+        let offers = key_offers_in(&tx, id).map_err(|e| self.sql(e))?;
+        let safe = key.safe_to_retire_at(policy, offers.as_ref());
         if at < safe && !force {
+            let since = match offers {
+                Some(o) => format!(
+                    "the last TP card naming it current was signed at {}",
+                    rfc3339(o.last_signed)
+                ),
+                None => format!(
+                    "it was in use until {}",
+                    rfc3339(key.superseded_at.unwrap_or(key.created_at))
+                ),
+            };
             return Err(JournalError::Refused(format!(
-                "key {id} may still have envelopes whose deadline has not passed (it was in use \
-                 until {}, and deadlines reach up to max_deadline_secs + clock_skew_secs = {} s \
-                 later); retiring it now would leave their recipients unable to claim. Wait until \
-                 {}, or pass --force if you know no such envelope exists",
-                rfc3339(key.superseded_at.unwrap_or(key.created_at)),
-                policy.max_deadline_secs + policy.clock_skew_secs,
+                "key {id} may still have envelopes whose deadline has not passed until {} \
+                 ({since}, and recipients accept deadlines up to max_deadline_secs + \
+                 clock_skew_secs after a card's signing); retiring it now would leave their \
+                 recipients unable to claim. Wait until {}, or pass --force if you know no such \
+                 envelope exists",
+                rfc3339(safe),
                 rfc3339(safe)
             )));
         }
@@ -542,10 +655,13 @@ impl Journal {
         insert_audit(&tx, at, "key.retired", &id.to_string(), &detail, actor)
             .map_err(|e| self.sql(e))?;
         tx.commit().map_err(|e| self.sql(e))?;
-        Ok(RingKey {
-            state: KeyState::Retired,
-            retired_at: Some(at),
-            ..key
+        Ok(Retirement {
+            key: RingKey {
+                state: KeyState::Retired,
+                retired_at: Some(at),
+                ..key
+            },
+            safe_at: safe,
         })
     }
 
@@ -675,6 +791,20 @@ impl Journal {
     }
 }
 
+fn key_offers_in(conn: &rusqlite::Connection, id: KeyId) -> rusqlite::Result<Option<KeyOffers>> {
+    conn.query_row(
+        "SELECT last_signed, latest_deadline FROM key_offers WHERE key_id = ?1",
+        [&id.as_bytes()[..]],
+        |r| {
+            Ok(KeyOffers {
+                last_signed: r.get::<_, i64>(0)? as Timestamp,
+                latest_deadline: r.get::<_, i64>(1)? as Timestamp,
+            })
+        },
+    )
+    .optional()
+}
+
 /// Inside a transaction: `id` becomes current, the old current `previous`.
 fn make_current_in(
     tx: &rusqlite::Connection,
@@ -759,7 +889,16 @@ mod tests {
         let old = ring.get(KeyId([1; 8])).unwrap();
         assert_eq!(old.state, KeyState::Previous);
         assert_eq!(old.superseded_at, Some(1020));
-        assert_eq!(old.safe_to_retire_at(&policy), 1125);
+        assert_eq!(old.safe_to_retire_at(&policy, None), 1125);
+        // A card offering it as current signed later (a daemon not yet
+        // reloaded) pushes the safe moment back; an earlier one does not.
+        let offers = |latest_deadline| KeyOffers {
+            last_signed: 0,
+            latest_deadline,
+        };
+        assert_eq!(old.safe_to_retire_at(&policy, Some(&offers(1300))), 1300);
+        assert_eq!(old.safe_to_retire_at(&policy, Some(&offers(1050))), 1125);
+        assert_eq!(j.key_offers(KeyId([1; 8])).unwrap(), None);
 
         // The current key cannot be retired; a recent one only with force.
         let e = j
@@ -773,7 +912,8 @@ mod tests {
         let r = j
             .retire_key(KeyId([1; 8]), &policy, false, 1125, "test")
             .unwrap();
-        assert_eq!(r.state, KeyState::Retired);
+        assert_eq!(r.key.state, KeyState::Retired);
+        assert!(!r.forced_early());
         let e = j
             .retire_key(KeyId([1; 8]), &policy, true, 1200, "test")
             .unwrap_err();

@@ -638,13 +638,32 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let ring = journal.key_ring()?;
             let id = operator::ring_key_named(&ring, &key)?;
             let who = actor("tp-daemon keys retire");
-            let k = journal.retire_key(id, &config.policy, force, Clock::system().now(), &who)?;
+            // TEST HOOK: the shifted clock of the end-to-end tests, so they
+            // can retire "after the horizon" without waiting for it.
+            let clock = Clock::from_env().map_err(|e| anyhow::anyhow!(e))?;
+            if clock.offset_secs() != 0 {
+                eprintln!(
+                    "tp-daemon: warning: {} is set: retiring on a SHIFTED clock ({} s). This is \
+                     a TEST HOOK; never set it in production.",
+                    vtp_tp_daemon::clock::OFFSET_ENV,
+                    clock.offset_secs()
+                );
+            }
+            let r = journal.retire_key(id, &config.policy, force, clock.now(), &who)?;
             println!(
                 "encryption key {id} retired at {}: claims for envelopes made for it are now \
                  refused (answers already recorded are still served). The key stays on the \
                  token; destroy it there when you no longer need it.",
-                rfc3339(k.retired_at.unwrap_or(0))
+                rfc3339(r.key.retired_at.unwrap_or(0))
             );
+            if r.forced_early() {
+                println!(
+                    "forced before {}: recipients who accepted an envelope for it with a \
+                     deadline up to then can no longer claim it (their receipts are already \
+                     given)",
+                    rfc3339(r.safe_at)
+                );
+            }
             println!("{RELOAD_HINT}");
             Ok(())
         }

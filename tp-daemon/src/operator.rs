@@ -295,7 +295,8 @@ fn key_algorithm(k: &NewKey) -> String {
 }
 
 /// Build the TP the config and the key ring describe (checks every key,
-/// self-tests the encryption keys, signs the card) and audit the card.
+/// self-tests the encryption keys, signs the card) and record the card
+/// ([`record_card`]).
 pub fn build_live(
     config: &Config,
     token: &Arc<Token>,
@@ -322,23 +323,66 @@ pub fn build_live(
         config.policy.clone(),
         clock.now(),
     )?;
-    let enc: Vec<String> = keys.encryption.iter().map(|k| k.to_string()).collect();
-    journal.audit(
-        clock.now(),
-        "card.signed",
-        &tp.card().id().0.to_hex(),
-        &format!(
-            "TP card signed by {signing}; encryption keys [{}], current {}",
-            enc.join(", "),
-            keys.current
-        ),
-        who,
-    )?;
+    record_card(journal, &tp, clock, who)?;
     Ok(Live {
         tp: Arc::new(tp),
         ring,
         require_subscription: config.require_subscription,
     })
+}
+
+/// The same TP with a freshly signed card (same keys, policy and ring; a
+/// new `created`), recorded like any other. The daemon does this
+/// periodically ([`vtp_protocol::tp_card::Policy::card_refresh_secs`]),
+/// because recipients accept deadlines only up to a card's horizon from
+/// its signing.
+pub fn resign_live(
+    live: &Live,
+    token: &Arc<Token>,
+    journal: &Journal,
+    clock: Clock,
+    who: &str,
+) -> anyhow::Result<Live> {
+    let card = live.tp.card();
+    let tp = TrustedParty::open(
+        Arc::clone(token),
+        live.tp.keys().clone(),
+        card.name(),
+        card.policy().clone(),
+        clock.now(),
+    )?;
+    record_card(journal, &tp, clock, who)?;
+    Ok(Live {
+        tp: Arc::new(tp),
+        ring: live.ring.clone(),
+        require_subscription: live.require_subscription,
+    })
+}
+
+/// Record a card just signed in the journal (audit, and what it promises
+/// for its current key: what `keys retire` waits for). A card that cannot
+/// be recorded is not used.
+pub fn record_card(
+    journal: &Journal,
+    tp: &TrustedParty,
+    clock: Clock,
+    who: &str,
+) -> anyhow::Result<()> {
+    let keys = tp.keys();
+    let enc: Vec<String> = keys.encryption.iter().map(|k| k.to_string()).collect();
+    journal.record_card_signed(
+        tp.card(),
+        clock.now(),
+        &format!(
+            "TP card signed by {}; encryption keys [{}], current {}; deadlines up to {}",
+            keys.signing,
+            enc.join(", "),
+            keys.current,
+            rfc3339(tp.card().latest_deadline())
+        ),
+        who,
+    )?;
+    Ok(())
 }
 
 // ---- keys -----------------------------------------------------------------

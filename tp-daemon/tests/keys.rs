@@ -386,3 +386,130 @@ fn setting_up_a_tp_from_scratch_with_the_documented_sample() {
         ClaimOutcome::Resolved { .. }
     ));
 }
+
+/// The key's `superseded_at` in the journal.
+fn superseded_at(tp: &TestTp, k: vtp_protocol::KeyId) -> u64 {
+    tp.journal_db()
+        .query_row(
+            "SELECT superseded_at FROM keyring WHERE key_id = ?1",
+            [&k.0[..]],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+}
+
+/// Audit finding 3: a daemon that was not sent SIGHUP after `keys rotate`
+/// keeps offering the old key as current, and keeps re-signing its card
+/// (refresh). An envelope Bob accepted under such a card has a deadline
+/// after `superseded_at + horizon + skew` (the old retirement rule), and it
+/// stays claimable: a non-forced retire waits for the latest deadline of
+/// the last card that offered the key.
+#[test]
+fn retire_waits_for_the_last_card_that_offered_the_key() {
+    use vtp_tp_daemon::clock::rfc3339;
+    let tp = TestTp::new();
+    // Horizon 160 s (the daemon re-signs its card every 10 s), skew 20 s.
+    tp.edit_config(|t| {
+        t.replace("max_deadline_secs = 7776000", "max_deadline_secs = 160")
+            .replace("clock_skew_secs = 300", "clock_skew_secs = 20")
+    });
+    let reach = 160 + 20;
+    let d = tp.start();
+    let card1 = card_of(&d);
+    let k1 = card1.body().current_key;
+    assert_eq!(card1.latest_deadline(), card1.body().created + reach);
+
+    // Rotate, but the daemon is not told yet.
+    tp.cli(&["keys", "rotate"]).ok();
+    let s = superseded_at(&tp, k1);
+    // It re-signs its card, still with K1 current.
+    let card2 = wait_card(&d, |c| c.body().created > s);
+    assert_eq!(card2.body().current_key, k1);
+    assert!(d.log_text().contains("re-signed the TP card (refresh)"));
+
+    // Bob accepts an envelope under that card with the latest deadline it
+    // allows: later than the old rule's retirement moment.
+    let x = Exchange::new(&card2, card2.latest_deadline() - now() - 1);
+    let deadline = x.envelope.header.deadline;
+    x.verified
+        .check_for_recipient(x.bob.id(), std::slice::from_ref(&card2), now(), 60)
+        .unwrap();
+    let old_rule = s + reach;
+    assert!(deadline > old_rule + 5, "{deadline} {old_rule}");
+
+    d.hup();
+    wait_card(&d, |c| c.body().current_key != k1);
+    let k1_hex = hex(k1);
+    // What the journal recorded for K1: the last card offering it.
+    let (last_signed, safe): (i64, i64) = tp
+        .journal_db()
+        .query_row(
+            "SELECT last_signed, latest_deadline FROM key_offers WHERE key_id = ?1",
+            [&k1.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let safe = safe as u64;
+    assert!(last_signed as u64 >= card2.body().created);
+    assert!(safe >= card2.latest_deadline() && safe > deadline);
+
+    // Retiring now is refused, naming the time.
+    let e = tp.cli(&["keys", "retire", &k1_hex]).fails();
+    assert!(
+        e.error_line()
+            .contains(&format!("Wait until {}", rfc3339(safe))),
+        "{e:?}"
+    );
+    // At the old rule's moment (the command's clock shifted): still refused.
+    let shifted = |at: u64| (at as i64 - now() as i64).to_string();
+    let e = tp
+        .cli_with_env(
+            &["keys", "retire", &k1_hex],
+            &[("VTP_TEST_CLOCK_OFFSET_SECS", &shifted(old_rule + 1))],
+        )
+        .fails();
+    assert!(e.error_line().contains(&rfc3339(safe)), "{e:?}");
+    assert!(e.stderr.contains("SHIFTED clock"), "{e:?}");
+
+    // And the envelope is indeed still claimable then (the daemon's clock
+    // shifted past the old rule's moment, before the deadline).
+    drop(d);
+    let d = tp.start_with_env(&[("VTP_TEST_CLOCK_OFFSET_SECS", &shifted(old_rule + 3))]);
+    let first = outcome(d.ask(&x.claim()));
+    assert!(matches!(first, ClaimOutcome::Resolved { .. }), "{first:?}");
+
+    // Just before the safe moment: refused; from it on: retired, no --force.
+    tp.cli_with_env(
+        &["keys", "retire", &k1_hex],
+        &[("VTP_TEST_CLOCK_OFFSET_SECS", &shifted(safe - 5))],
+    )
+    .fails();
+    let out = tp
+        .cli_with_env(
+            &["keys", "retire", &k1_hex],
+            &[("VTP_TEST_CLOCK_OFFSET_SECS", &shifted(safe))],
+        )
+        .ok()
+        .stdout;
+    assert!(
+        out.contains(&format!("encryption key {k1_hex} retired")),
+        "{out}"
+    );
+    assert!(!out.contains("forced before"), "{out}");
+    let audit = tp.cli(&["journal", "audit"]).ok().stdout;
+    assert!(audit.contains("tp-daemon serve (card refresh)"), "{audit}");
+}
+
+/// `--force` still retires early, and says what it may strand.
+#[test]
+fn forced_retire_says_what_it_may_strand() {
+    let tp = TestTp::new();
+    let d = tp.start();
+    let k1 = hex(card_of(&d).body().current_key);
+    tp.cli(&["keys", "rotate"]).ok();
+    let out = tp.cli(&["keys", "retire", &k1, "--force"]).ok().stdout;
+    assert!(
+        out.contains("forced before") && out.contains("can no longer claim"),
+        "{out}"
+    );
+}

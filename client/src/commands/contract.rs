@@ -263,8 +263,13 @@ fn commit(a: ContractCommitArgs) -> Result<()> {
         .verify(&tp)
         .map_err(|e| refused(&a.envelope, e))?;
     let now = now();
-    venv.check_for_recipient(me.id(), now, a.min_time_left.as_secs())
-        .map_err(|e| refused(&a.envelope, e))?;
+    venv.check_for_recipient(
+        me.id(),
+        std::slice::from_ref(&tp),
+        now,
+        a.min_time_left.as_secs(),
+    )
+    .map_err(|e| refused(&a.envelope, e))?;
     va.check_envelope(venv.header())
         .map_err(|e| refused(&a.envelope, e))?;
     ef.check_cm()?;

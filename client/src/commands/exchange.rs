@@ -109,7 +109,7 @@ pub fn accept(a: AcceptArgs) -> Result<()> {
         .verify_trusted(&trusted)
         .map_err(|e| refused(&a.envelope, e))?;
     let now = now();
-    venv.check_for_recipient(me.id(), now, a.min_time_left.as_secs())
+    venv.check_for_recipient(me.id(), &trusted, now, a.min_time_left.as_secs())
         .map_err(|e| refused(&a.envelope, e))?;
     ef.check_cm()?;
     let receipt = Receipt::issue(&me, &venv, now);

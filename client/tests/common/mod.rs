@@ -52,7 +52,12 @@ impl TestTp {
             }],
             current_key: KEY_ID,
             policy: Policy::default(),
-            created: 1_700_000_000,
+            // Signed now: senders and recipients accept deadlines only up to
+            // the horizon after a card's signing.
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
         };
         let sig = sign_digest(&sign, &body.signing_digest());
         TestTp {

@@ -282,10 +282,16 @@ impl TestTp {
 
     /// Run `tp-daemon ARGS --config THIS`; (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> CliRun {
+        self.cli_with_env(args, &[])
+    }
+
+    /// [`TestTp::cli`] with extra environment (e.g. the clock-offset hook).
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliRun {
         let out = Command::new(BIN)
             .args(args)
             .arg("--config")
             .arg(&self.config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();
