@@ -107,13 +107,22 @@ impl JournalRecord {
         }
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<JournalRecord, String> {
-        let (r, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    pub fn decode(bytes: &[u8]) -> Result<JournalRecord, DecodeError> {
+        let (r, rest) = postcard::take_from_bytes(bytes).map_err(DecodeError::Postcard)?;
         if !rest.is_empty() {
-            return Err(format!("{} trailing bytes", rest.len()));
+            return Err(DecodeError::TrailingBytes(rest.len()));
         }
         Ok(r)
     }
+}
+
+/// A stored record body that is not a [`JournalRecord`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    Postcard(postcard::Error),
+    #[error("{0} trailing bytes")]
+    TrailingBytes(usize),
 }
 
 /// A lookup row: where to find a record by what it is about.
@@ -197,9 +206,17 @@ fn digest(b: Vec<u8>) -> Option<Digest32> {
     b.try_into().ok().map(Digest32)
 }
 
+/// The last record of a chain is damaged (see `tp-daemon journal verify`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record #{seq} (the last one): {problem}; run `tp-daemon journal verify`")]
+pub struct DamagedHead {
+    pub seq: i64,
+    pub problem: Problem,
+}
+
 /// The last record of the chain in `conn` (checked: its stored hash must be
 /// the hash of its contents).
-pub fn head(conn: &Connection) -> Result<Result<Head, String>, rusqlite::Error> {
+pub fn head(conn: &Connection) -> Result<Result<Head, DamagedHead>, rusqlite::Error> {
     type Row = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
     let row: Option<Row> = conn
         .query_row(
@@ -212,13 +229,16 @@ pub fn head(conn: &Connection) -> Result<Result<Head, String>, rusqlite::Error> 
         return Ok(Ok(Head::EMPTY));
     };
     let (Some(prev), Some(hash)) = (digest(prev), digest(hash)) else {
-        return Ok(Err(format!("record #{seq}: a stored hash is not 32 bytes")));
+        return Ok(Err(DamagedHead {
+            seq,
+            problem: Problem::HashLength,
+        }));
     };
     if record_hash(seq as u64, &prev, &body) != hash {
-        return Ok(Err(format!(
-            "record #{seq} (the last one): its hash does not match its contents; run \
-             `tp-daemon journal verify`"
-        )));
+        return Ok(Err(DamagedHead {
+            seq,
+            problem: Problem::Altered,
+        }));
     }
     Ok(Ok(Head {
         seq: seq as u64,
@@ -232,7 +252,69 @@ pub fn head(conn: &Connection) -> Result<Result<Head, String>, rusqlite::Error> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRecord {
     pub seq: u64,
-    pub problem: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a journal record (or where one should be). Each says
+/// in one line what was found, so an operator knows what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("missing (the record after #{after} is #{found}): records were removed")]
+    Removed { after: u64, found: i64 },
+    #[error("unexpected sequence number {0}")]
+    UnexpectedSeq(i64),
+    #[error("a stored hash is not 32 bytes")]
+    HashLength,
+    #[error(
+        "prev_hash {prev} is not the hash of record #{before} ({before_hash}): the chain was \
+         rewritten or reordered here"
+    )]
+    Relinked {
+        prev: String,
+        before: u64,
+        before_hash: String,
+    },
+    #[error("its hash does not match its contents: the record was altered")]
+    Altered,
+    #[error("cannot decode: {0}")]
+    Undecodable(String),
+    #[error("its kind column says {column}, its contents are a {contents} record")]
+    KindMismatch {
+        column: String,
+        contents: &'static str,
+    },
+    #[error("its affidavit names journal position {named}, not {at}")]
+    Misplaced {
+        named: ChainPosition,
+        at: ChainPosition,
+    },
+    #[error("its affidavit is signed by TP {0}, whose card is not among the trusted ones")]
+    UnknownSigner(TpId),
+    #[error("the affidavit's signature does not verify: {0}")]
+    BadSignature(String),
+    #[error("the stored receipt is not the one the affidavit names")]
+    OtherReceipt,
+    #[error("the stored E_B(k_m) is not the one the affidavit names")]
+    OtherWrap,
+    #[error("its affidavit's statement does not fit the record")]
+    StatementMismatch,
+    #[error("it has no row in the `{0}` index")]
+    NotIndexed(&'static str),
+    #[error("it is indexed in `{found}`, not in `{want}`")]
+    WrongIndex {
+        found: &'static str,
+        want: &'static str,
+    },
+    #[error("its `{0}` index row does not match the record (keys, deadline or time differ)")]
+    IndexMismatch(&'static str),
+    #[error("it is indexed more than once")]
+    IndexedTwice,
+    #[error("cannot read the `{table}` index: {detail}")]
+    IndexUnreadable { table: &'static str, detail: String },
+    #[error("its `{0}` index row holds a malformed key")]
+    MalformedIndexKey(&'static str),
+    #[error("missing: the `{0}` index points to it, but there is no such record")]
+    Orphaned(&'static str),
 }
 
 impl std::fmt::Display for BadRecord {
@@ -290,44 +372,39 @@ pub fn verify(
             let hash: Vec<u8> = row.get(3)?;
             let body: Vec<u8> = row.get(4)?;
             let expected = report.head.seq + 1;
-            let bad = |problem: String, at: u64| BadRecord { seq: at, problem };
+            let bad = |problem: Problem, at: u64| BadRecord { seq: at, problem };
             if seq < 1 || seq as u64 != expected {
                 walk_bad = Some(if (seq as u64) > expected {
                     bad(
-                        format!(
-                            "missing (the record after #{} is #{seq}): records were removed",
-                            report.head.seq
-                        ),
+                        Problem::Removed {
+                            after: report.head.seq,
+                            found: seq,
+                        },
                         expected,
                     )
                 } else {
-                    bad(format!("unexpected sequence number {seq}"), expected)
+                    bad(Problem::UnexpectedSeq(seq), expected)
                 });
                 break;
             }
             let seq = seq as u64;
             let (Some(prev), Some(hash)) = (digest(prev), digest(hash)) else {
-                walk_bad = Some(bad("a stored hash is not 32 bytes".into(), seq));
+                walk_bad = Some(bad(Problem::HashLength, seq));
                 break;
             };
             if prev != report.head.hash {
                 walk_bad = Some(bad(
-                    format!(
-                        "prev_hash {} is not the hash of record #{} ({}): the chain was \
-                         rewritten or reordered here",
-                        &prev.to_hex()[..16],
-                        report.head.seq,
-                        &report.head.hash.to_hex()[..16]
-                    ),
+                    Problem::Relinked {
+                        prev: prev.to_hex()[..16].to_owned(),
+                        before: report.head.seq,
+                        before_hash: report.head.hash.to_hex()[..16].to_owned(),
+                    },
                     seq,
                 ));
                 break;
             }
             if record_hash(seq, &prev, &body) != hash {
-                walk_bad = Some(bad(
-                    "its hash does not match its contents: the record was altered".into(),
-                    seq,
-                ));
+                walk_bad = Some(bad(Problem::Altered, seq));
                 break;
             }
             if let Err(problem) =
@@ -353,9 +430,7 @@ pub fn verify(
             if !matches!(&orphan, Some(o) if o.seq <= s) {
                 orphan = Some(BadRecord {
                     seq: s,
-                    problem: format!(
-                        "missing: the `{table}` index points to it, but there is no such record"
-                    ),
+                    problem: Problem::Orphaned(table),
                 });
             }
         }
@@ -392,7 +467,7 @@ impl<'c> IndexLookup<'c> {
     }
 
     /// Every index row naming `seq`, by table.
-    fn rows(&mut self, seq: u64) -> Result<Vec<IndexRow>, String> {
+    fn rows(&mut self, seq: u64) -> Result<Vec<IndexRow>, Problem> {
         let mut out = Vec::new();
         for (table, stmt) in &mut self.stmts {
             let found = stmt
@@ -407,12 +482,15 @@ impl<'c> IndexLookup<'c> {
                     ))
                 })
                 .optional()
-                .map_err(|e| format!("cannot read the `{table}` index: {e}"))?;
+                .map_err(|e| Problem::IndexUnreadable {
+                    table,
+                    detail: e.to_string(),
+                })?;
             if let Some((z, e, s, r, d, c)) = found {
                 let (Some(z), Some(e), Some(s), Some(r)) =
                     (digest(z), digest(e), digest(s), digest(r))
                 else {
-                    return Err(format!("its `{table}` index row holds a malformed key"));
+                    return Err(Problem::MalformedIndexKey(table));
                 };
                 out.push(IndexRow {
                     table,
@@ -438,30 +516,27 @@ fn check_record(
     cards: &HashMap<TpId, &TpCard>,
     signers: &mut HashMap<TpId, u64>,
     index: &mut IndexLookup<'_>,
-) -> Result<(), String> {
-    let record = JournalRecord::decode(body).map_err(|e| format!("cannot decode: {e}"))?;
+) -> Result<(), Problem> {
+    let record = JournalRecord::decode(body).map_err(|e| Problem::Undecodable(e.to_string()))?;
     if record.kind() != kind {
-        return Err(format!(
-            "its kind column says {kind}, its contents are a {} record",
-            record.kind()
-        ));
+        return Err(Problem::KindMismatch {
+            column: kind.to_owned(),
+            contents: record.kind(),
+        });
     }
     let a = record.affidavit();
     let at = ChainPosition { seq, prev };
     if a.body.journal != at {
-        return Err(format!(
-            "its affidavit names journal position {}, not {at}",
-            a.body.journal
-        ));
+        return Err(Problem::Misplaced {
+            named: a.body.journal,
+            at,
+        });
     }
-    let card = cards.get(&a.body.tp).ok_or_else(|| {
-        format!(
-            "its affidavit is signed by TP {}, whose card is not {}",
-            a.body.tp, "among the trusted ones"
-        )
-    })?;
+    let card = cards
+        .get(&a.body.tp)
+        .ok_or(Problem::UnknownSigner(a.body.tp))?;
     card.verify(&a.body.signing_digest(), &a.signature, "TP affidavit")
-        .map_err(|e| format!("the affidavit's signature does not verify: {e}"))?;
+        .map_err(|e| Problem::BadSignature(e.to_string()))?;
     *signers.entry(a.body.tp).or_default() += 1;
     match (&record, &a.body.statement) {
         (
@@ -473,36 +548,33 @@ fn check_record(
             },
         ) => {
             if receipt.hash() != *receipt_hash {
-                return Err("the stored receipt is not the one the affidavit names".into());
+                return Err(Problem::OtherReceipt);
             }
             let ClaimOutcome::Resolved { wrapped_km, .. } = outcome else {
                 unreachable!("kind checked above");
             };
             if vtp_protocol::seal::wrapped_km_hash(wrapped_km) != *wrapped_km_hash {
-                return Err("the stored E_B(k_m) is not the one the affidavit names".into());
+                return Err(Problem::OtherWrap);
             }
         }
         (JournalRecord::Claim { receipt, .. }, Statement::InvalidEnvelope { receipt_hash, .. }) => {
             if receipt.hash() != *receipt_hash {
-                return Err("the stored receipt is not the one the affidavit names".into());
+                return Err(Problem::OtherReceipt);
             }
         }
         (JournalRecord::Unclaimed { .. }, Statement::Unclaimed) => {}
-        _ => return Err("its affidavit's statement does not fit the record".into()),
+        _ => return Err(Problem::StatementMismatch),
     }
     let want = record.index_row(seq);
     let rows = index.rows(seq)?;
     match rows.as_slice() {
-        [] => Err(format!("it has no row in the `{}` index", want.table)),
+        [] => Err(Problem::NotIndexed(want.table)),
         [one] if *one == want => Ok(()),
-        [one] if one.table != want.table => Err(format!(
-            "it is indexed in `{}`, not in `{}`",
-            one.table, want.table
-        )),
-        [_] => Err(format!(
-            "its `{}` index row does not match the record (keys, deadline or time differ)",
-            want.table
-        )),
-        _ => Err("it is indexed more than once".into()),
+        [one] if one.table != want.table => Err(Problem::WrongIndex {
+            found: one.table,
+            want: want.table,
+        }),
+        [_] => Err(Problem::IndexMismatch(want.table)),
+        _ => Err(Problem::IndexedTwice),
     }
 }

@@ -408,9 +408,9 @@ impl Journal {
     pub fn head(&self) -> Result<Head, JournalError> {
         chain::head(&self.conn())
             .map_err(|e| self.sql(e))?
-            .map_err(|detail| JournalError::Corrupt {
+            .map_err(|damaged| JournalError::Corrupt {
                 path: self.path.clone(),
-                detail,
+                detail: damaged.to_string(),
             })
     }
 

@@ -55,9 +55,38 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
     #[error("the journal batch failed and was rolled back: {0}")]
-    Failed(String),
+    Failed(BatchError),
     #[error("the journal writer has stopped")]
     Stopped,
+}
+
+/// Why a batch was rolled back. Every claim in it (and after it) shares the
+/// error, so it is `Clone` and keeps SQLite's words as text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("BEGIN: {0}")]
+    Begin(String),
+    #[error("reading the chain head: {0}")]
+    HeadUnreadable(String),
+    #[error("the chain head is damaged: {0}")]
+    HeadDamaged(chain::DamagedHead),
+    #[error(
+        "the journal's last record is {found}, expected {expected}: another process appended \
+         to the chain"
+    )]
+    Forked { found: Head, expected: Head },
+    #[error("record #{seq}: {detail}")]
+    Record { seq: u64, detail: String },
+    #[error("record #{seq} ({table} index): {detail}")]
+    Index {
+        seq: u64,
+        table: &'static str,
+        detail: String,
+    },
+    #[error("test fault fail-commit-every: rolling the batch back")]
+    InjectedFault,
+    #[error("COMMIT: {0}")]
+    Commit(String),
 }
 
 /// Why [`Writer::append`] queued nothing.
@@ -188,9 +217,9 @@ fn read_head(conn: &Connection, path: &Path) -> Result<Head, JournalError> {
             path: path.to_owned(),
             source,
         })?
-        .map_err(|detail| JournalError::Corrupt {
+        .map_err(|damaged| JournalError::Corrupt {
             path: path.to_owned(),
-            detail,
+            detail: damaged.to_string(),
         })
 }
 
@@ -427,7 +456,7 @@ fn run(shared: Arc<Shared>, mut conn: Connection) {
                      is answered; clients retry; the chain continues after the last committed \
                      record"
                 );
-                let why = CommitError::Failed(e.to_string());
+                let why = CommitError::Failed(e);
                 for p in failed {
                     let _ = p.done.send(Err(why.clone()));
                 }
@@ -438,25 +467,28 @@ fn run(shared: Arc<Shared>, mut conn: Connection) {
 
 /// One transaction: check the database's chain head is the one the batch
 /// chains onto, insert every record and its index row, commit.
-fn write_batch(conn: &mut Connection, base: Head, batch: &[Pending]) -> Result<(), String> {
+fn write_batch(conn: &mut Connection, base: Head, batch: &[Pending]) -> Result<(), BatchError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| format!("BEGIN: {e}"))?;
+        .map_err(|e| BatchError::Begin(e.to_string()))?;
     let db_head = chain::head(&tx)
-        .map_err(|e| format!("reading the chain head: {e}"))?
-        .map_err(|e| format!("the chain head is damaged: {e}"))?;
+        .map_err(|e| BatchError::HeadUnreadable(e.to_string()))?
+        .map_err(BatchError::HeadDamaged)?;
     if db_head != base {
-        return Err(format!(
-            "the journal's last record is {db_head}, expected {base}: another process \
-             appended to the chain"
-        ));
+        return Err(BatchError::Forked {
+            found: db_head,
+            expected: base,
+        });
     }
     {
         let mut rec = tx
             .prepare_cached(
                 "INSERT INTO records (seq, kind, prev_hash, hash, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| BatchError::Record {
+                seq: batch.first().map_or(0, |p| p.sealed.seq),
+                detail: e.to_string(),
+            })?;
         for p in batch {
             let s = &p.sealed;
             rec.execute(params![
@@ -466,7 +498,10 @@ fn write_batch(conn: &mut Connection, base: Head, batch: &[Pending]) -> Result<(
                 &s.hash.0[..],
                 &s.body
             ])
-            .map_err(|e| format!("record #{}: {e}", s.seq))?;
+            .map_err(|e| BatchError::Record {
+                seq: s.seq,
+                detail: e.to_string(),
+            })?;
             let i = &s.index;
             tx.prepare_cached(&format!(
                 "INSERT INTO {} (z_hash, envelope_id, sender, recipient, deadline, created_at, seq) \
@@ -487,11 +522,15 @@ fn write_batch(conn: &mut Connection, base: Head, batch: &[Pending]) -> Result<(
             // A conflict means the key was recorded already (by another
             // daemon on the same file): fail the batch; the retry is
             // answered from the journal.
-            .map_err(|e| format!("record #{} ({} index): {e}", s.seq, i.table))?;
+            .map_err(|e| BatchError::Index {
+                seq: s.seq,
+                table: i.table,
+                detail: e.to_string(),
+            })?;
         }
     }
     if faults::fail_this_commit() {
-        return Err("test fault fail-commit-every: rolling the batch back".into());
+        return Err(BatchError::InjectedFault);
     }
-    tx.commit().map_err(|e| format!("COMMIT: {e}"))
+    tx.commit().map_err(|e| BatchError::Commit(e.to_string()))
 }
