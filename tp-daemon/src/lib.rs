@@ -12,7 +12,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`config`] | `tp.toml`: parsing, defaults, validation with file/line in errors |
+//! | [`config`] | `tp.toml`: parsing, defaults, validation with file/line in errors; one file per section |
 //! | [`pkcs11_uri`] | RFC 7512 PKCS#11 URIs naming keys in the config and in output |
 //! | [`daemon`] | `serve`: root check, start-up, SIGTERM drain, SIGHUP reload |
 //! | [`metrics`] | `/healthz` and Prometheus `/metrics` on `metrics_listen` |
