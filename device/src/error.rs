@@ -90,27 +90,6 @@ fn list_or_none(v: &[String]) -> String {
     }
 }
 
-impl DeviceError {
-    /// Wrap a `cryptoki` error from operation `op`.
-    pub(crate) fn pkcs11(op: &'static str, e: cryptoki::error::Error) -> Self {
-        let rv = describe(&e);
-        if crate::token::rv_of(&e).is_some_and(crate::token::session_lost) {
-            DeviceError::SessionLost { op, rv }
-        } else {
-            DeviceError::Pkcs11 { op, rv }
-        }
-    }
-}
-
-/// Short description of a cryptoki error: the return value's name
-/// (e.g. `PinIncorrect`) rather than the spec's paragraph-long text.
-pub(crate) fn describe(e: &cryptoki::error::Error) -> String {
-    match e {
-        cryptoki::error::Error::Pkcs11(rv, func) => format!("{func:?}: {rv:?}"),
-        other => other.to_string(),
-    }
-}
-
 /// The ciphertext (wrapped key, nonce, associated data or GCM ciphertext) does
 /// not decrypt under the key. Deliberately opaque: bad OAEP padding, a wrong
 /// tag, wrong AAD or a wrong key length all produce this same value.

@@ -8,7 +8,7 @@
 //! fail these checks are listed with their problems but never used.
 //!
 //! Naming on the token: both halves of a key pair share an 8-byte random
-//! `CKA_ID` ([`KeyId`]). Labels are `vtp-enc-<id hex>-<sha1|sha256>` for RSA
+//! `CKA_ID` ([`KeyId`], the protocol's key id). Labels are `vtp-enc-<id hex>-<sha1|sha256>` for RSA
 //! encryption keys (the suffix records the OAEP hash, also used for MGF1,
 //! because PKCS#11 has no attribute for it) and `vtp-sign-<id hex>` for P-256
 //! signing keys.
@@ -20,16 +20,17 @@
 //! logged-out session does not see private keys, so "not found" is checked
 //! against the login state before it is believed.
 
-use std::fmt;
-use std::str::FromStr;
-
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use rand_core::{OsRng, RngCore};
 
+use vtp_protocol::KeyId;
+
 use crate::error::DeviceError;
-use crate::token::{lock, rv_of, CachedKey, Token};
+use crate::oaep::OaepHash;
+use crate::rv::{describe, rv_of, stale_handle};
+use crate::token::{lock, CachedKey, Token};
 
 /// DER encoding of the OID of prime256v1 / secp256r1 (CKA_EC_PARAMS).
 pub(crate) const P256_OID_DER: [u8; 10] =
@@ -38,96 +39,11 @@ pub(crate) const P256_OID_DER: [u8; 10] =
 /// RSA modulus sizes vtp generates and accepts.
 pub const RSA_BITS: [u32; 3] = [2048, 3072, 4096];
 
-/// The 8-byte `CKA_ID` shared by both halves of a key pair; shown as 16
-/// lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 8]);
-
-impl KeyId {
-    pub fn as_bytes(&self) -> &[u8; 8] {
-        &self.0
-    }
-
-    fn random() -> KeyId {
-        let mut b = [0u8; 8];
-        OsRng.fill_bytes(&mut b);
-        KeyId(b)
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
-
-/// Why a string is not a [`KeyId`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{input}\" is not a key id (expected 16 hex digits)")]
-pub struct ParseKeyIdError {
-    pub input: String,
-}
-
-impl FromStr for KeyId {
-    type Err = ParseKeyIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseKeyIdError {
-            input: s.to_owned(),
-        };
-        if s.len() != 16 {
-            return Err(err());
-        }
-        let mut b = [0u8; 8];
-        hex::decode_to_slice(s, &mut b).map_err(|_| err())?;
-        Ok(KeyId(b))
-    }
-}
-
-/// Hash used for OAEP and for its MGF1 (always the same one).
-///
-/// SoftHSM 2.6 implements OAEP with SHA-1 only; SHA-256 is for tokens that
-/// have it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OaepHash {
-    Sha1,
-    Sha256,
-}
-
-impl OaepHash {
-    /// The label suffix that records this choice on the token.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OaepHash::Sha1 => "sha1",
-            OaepHash::Sha256 => "sha256",
-        }
-    }
-
-    pub(crate) fn mechanism(self) -> MechanismType {
-        match self {
-            OaepHash::Sha1 => MechanismType::SHA1,
-            OaepHash::Sha256 => MechanismType::SHA256,
-        }
-    }
-
-    pub(crate) fn mgf(self) -> cryptoki::mechanism::rsa::PkcsMgfType {
-        use cryptoki::mechanism::rsa::PkcsMgfType;
-        match self {
-            OaepHash::Sha1 => PkcsMgfType::MGF1_SHA1,
-            OaepHash::Sha256 => PkcsMgfType::MGF1_SHA256,
-        }
-    }
-}
-
-impl fmt::Display for OaepHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A fresh random key id (8 bytes from the OS RNG); see [`unused_id`].
+fn random_key_id() -> KeyId {
+    let mut b = [0u8; 8];
+    OsRng.fill_bytes(&mut b);
+    KeyId(b)
 }
 
 /// What a key is for.
@@ -614,10 +530,7 @@ impl Token {
     ) -> Result<(), DeviceError> {
         let problems = match read_priv_attrs(s, priv_h) {
             Ok(a) => policy_problems(&a, role, id),
-            Err(e) => vec![format!(
-                "cannot read its attributes: {}",
-                crate::error::describe(&e)
-            )],
+            Err(e) => vec![format!("cannot read its attributes: {}", describe(&e))],
         };
         if !problems.is_empty() {
             for h in [priv_h, pub_h] {
@@ -755,7 +668,7 @@ impl Token {
                 _ => None,
             }),
             Err(e) => {
-                let stale = rv_of(&e).is_some_and(crate::ops::stale_handle);
+                let stale = rv_of(&e).is_some_and(stale_handle);
                 let e = DeviceError::pkcs11("C_GetAttributeValue (RSA private key)", e);
                 return Err(if stale {
                     PublicErr::Stale(e)
@@ -827,7 +740,7 @@ impl From<DeviceError> for PublicErr {
 /// A random id no object on the token has yet.
 fn unused_id(s: &Session) -> Result<KeyId, DeviceError> {
     loop {
-        let id = KeyId::random();
+        let id = random_key_id();
         if find(s, &[Attribute::Id(id.0.to_vec())], "C_FindObjects (new id)")?.is_empty() {
             return Ok(id);
         }
@@ -837,17 +750,6 @@ fn unused_id(s: &Session) -> Result<KeyId, DeviceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_id_round_trips_and_names_bad_input() {
-        let id = KeyId([0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 0xff]);
-        assert_eq!(id.to_string(), "deadbeef000102ff");
-        assert_eq!("deadbeef000102ff".parse::<KeyId>().unwrap(), id);
-        for bad in ["", "deadbeef", "deadbeef000102fg", "deadbeef000102ff00"] {
-            let e = bad.parse::<KeyId>().unwrap_err().to_string();
-            assert!(e.contains(&format!("\"{bad}\"")), "{e}");
-        }
-    }
 
     #[test]
     fn ec_point_forms() {

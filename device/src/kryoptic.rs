@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::devtoken::{child_failed, prepare, step, DevToken, DevTokenKind, Prepared};
+use crate::devbase::{child_failed, prepare, step, DevToken, DevTokenKind, Prepared};
 use crate::error::DeviceError;
 
 /// The kryoptic version `scripts/build-kryoptic.sh` builds by default.
@@ -22,7 +22,7 @@ pub const KRYOPTIC_VERSION: &str = "1.5.4";
 /// Names the kryoptic module explicitly (overrides the cache path).
 pub const MODULE_VAR: &str = "VTP_KRYOPTIC_MODULE";
 /// The variable kryoptic reads its configuration file from.
-pub const CONF_VAR: &str = "KRYOPTIC_CONF";
+pub const CONF_VAR: &str = DevTokenKind::Kryoptic.conf_var();
 /// The slot id of development tokens in their configuration file.
 pub const DEV_SLOT: u64 = 1;
 

@@ -43,9 +43,13 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
-use crate::error::{describe, DeviceError, DoesNotDecrypt};
-use crate::keys::{KeyId, OaepHash, Role};
-use crate::token::{rv_of, PooledSession, Quirks, Token};
+use vtp_protocol::KeyId;
+
+use crate::error::{DeviceError, DoesNotDecrypt};
+use crate::keys::Role;
+use crate::oaep::OaepHash;
+use crate::rv::{describe, rv_of, session_lost, stale_handle};
+use crate::token::{PooledSession, Quirks, Token};
 
 /// AES-256 key length: the only wrapped payload vtp accepts.
 const SESSION_KEY_LEN: u64 = 32;
@@ -77,15 +81,6 @@ fn input_dependent(rv: RvError) -> bool {
             | RvError::DataLenRange
             | RvError::TemplateInconsistent
             | RvError::KeySizeRange
-    )
-}
-
-pub(crate) fn stale_handle(rv: RvError) -> bool {
-    matches!(
-        rv,
-        RvError::ObjectHandleInvalid
-            | RvError::KeyHandleInvalid
-            | RvError::UnwrappingKeyHandleInvalid
     )
 }
 
@@ -299,7 +294,7 @@ impl Token {
                 }
                 Ok(())
             }
-            Err(RoundTrip::Token(op, e)) if rv_of(&e).is_some_and(crate::token::session_lost) => {
+            Err(RoundTrip::Token(op, e)) if rv_of(&e).is_some_and(session_lost) => {
                 Err(DeviceError::pkcs11(op, e))
             }
             Err(RoundTrip::Token(op, e)) if op == "C_GenerateKey (self-test AES key)" => {
@@ -372,7 +367,7 @@ impl Token {
         let outcome = match oaep_round_trip(&session, oaep, pub_h, priv_h) {
             Ok(clean) => Ok((true, clean)),
             Err(RoundTrip::Token(op, e))
-                if rv_of(&e).is_some_and(crate::token::session_lost)
+                if rv_of(&e).is_some_and(session_lost)
                     || op == "C_GenerateKey (self-test AES key)" =>
             {
                 Err(DeviceError::pkcs11(op, e))

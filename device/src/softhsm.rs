@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::devtoken::{child_failed, prepare, step, DevTokenKind, Prepared};
+use crate::devbase::{child_failed, prepare, step, DevTokenKind, Prepared};
 use crate::error::DeviceError;
 
 /// Where Debian/Ubuntu install the SoftHSM2 module.
@@ -33,7 +33,7 @@ pub fn default_module_path() -> Option<PathBuf> {
 
 /// A development token; the same type as [`crate::devtoken::DevToken`]
 /// (`kind` is [`DevTokenKind::SoftHsm`] for tokens made here).
-pub use crate::devtoken::DevToken;
+pub use crate::devbase::DevToken;
 
 /// The SoftHSM2 module, or an error that says how to get it.
 pub(crate) fn module_path() -> Result<PathBuf, DeviceError> {

@@ -23,15 +23,18 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
+use vtp_protocol::KeyId;
+
 use crate::config::{Pin, PinSource, TokenConfig, TokenSelector};
-use crate::error::{describe, DeviceError};
-use crate::keys::{KeyId, OaepHash};
+use crate::error::DeviceError;
+use crate::oaep::OaepHash;
+use crate::rv::{describe, handle_gone, rv_of};
 
 /// Idle sessions kept for reuse; more are closed when returned.
 const MAX_IDLE_SESSIONS: usize = 32;
@@ -129,19 +132,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Return values that mean the session or the login is gone.
-pub(crate) fn session_lost(rv: RvError) -> bool {
-    matches!(
-        rv,
-        RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::UserNotLoggedIn
-    )
-}
-
-/// Return values after which a session handle must not be closed.
-pub(crate) fn handle_gone(rv: RvError) -> bool {
-    matches!(rv, RvError::SessionHandleInvalid | RvError::SessionClosed)
-}
-
 /// Log in as the user on `session`; already logged in (login state is per
 /// process) counts as success.
 fn login(session: &Session, pin: &Pin, label: &str) -> Result<(), DeviceError> {
@@ -161,14 +151,6 @@ fn login(session: &Session, pin: &Pin, label: &str) -> Result<(), DeviceError> {
             token: label.to_owned(),
         }),
         Err(e) => Err(DeviceError::pkcs11("C_Login", e)),
-    }
-}
-
-/// The return value inside a cryptoki error, if it is one.
-pub(crate) fn rv_of(e: &CkError) -> Option<RvError> {
-    match e {
-        CkError::Pkcs11(rv, _) => Some(*rv),
-        _ => None,
     }
 }
 
@@ -197,12 +179,7 @@ impl Token {
             Err(e) if rv_of(&e) == Some(RvError::CryptokiAlreadyInitialized) => {
                 tracing::debug!("PKCS#11 module already initialized in this process")
             }
-            Err(e) => {
-                return Err(module_err(format!(
-                    "C_Initialize: {}",
-                    crate::error::describe(&e)
-                )))
-            }
+            Err(e) => return Err(module_err(format!("C_Initialize: {}", describe(&e)))),
         }
 
         let (slot, info) = find_slot(&pkcs11, &config.token)?;

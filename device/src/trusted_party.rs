@@ -21,11 +21,11 @@ use vtp_protocol::decide::{CertifiableUnclaimed, ResolvableClaim};
 use vtp_protocol::seal::Z_NONCE;
 use vtp_protocol::tp_card::{self, Policy, TpCard, TpCardBody, TpEncKey};
 use vtp_protocol::wire::ClaimOutcome;
-use vtp_protocol::{Digest32, EcPoint, Signature, Timestamp};
+use vtp_protocol::{Digest32, EcPoint, KeyId, Signature, Timestamp};
 use zeroize::Zeroizing;
 
 use crate::error::DeviceError;
-use crate::keys::{KeyId, OaepHash};
+use crate::oaep::OaepHash;
 use crate::test_faults;
 use crate::token::Token;
 
@@ -111,10 +111,6 @@ pub struct TrustedParty {
     card: TpCard,
 }
 
-fn protocol_key_id(id: KeyId) -> vtp_protocol::KeyId {
-    vtp_protocol::KeyId(*id.as_bytes())
-}
-
 impl TrustedParty {
     /// Check every key (policy attributes, OAEP self-test), export the public
     /// halves, and have the token sign the TP card.
@@ -136,7 +132,7 @@ impl TrustedParty {
             token.self_test_encryption_key(*id)?;
             let public = token.rsa_public(*id)?;
             enc_keys.push(TpEncKey {
-                id: protocol_key_id(*id),
+                id: *id,
                 modulus: public.modulus,
                 exponent: public.exponent,
                 oaep: match public.oaep {
@@ -154,7 +150,7 @@ impl TrustedParty {
             name: name.to_string(),
             sign_key,
             enc_keys,
-            current_key: protocol_key_id(keys.current),
+            current_key: keys.current,
             policy,
             created: now,
         };
@@ -204,7 +200,7 @@ impl TrustedParty {
     /// (`vtp_protocol::decide`) let through after the journal, policy and
     /// deadline rules; the affidavit states the time the deadline was checked.
     pub fn decide(&self, claim: &ResolvableClaim) -> Result<Decision, DeviceError> {
-        let key = KeyId(claim.key_id().0);
+        let key = claim.key_id();
         if !self.keys.encryption.contains(&key) {
             return Err(DeviceError::KeyNotFound {
                 what: "TP decryption key named by the envelope (unknown or retired)",

@@ -69,9 +69,18 @@ digest_newtype!(
     TpId
 );
 
-/// Identifier of one TP encryption key (the token object's `CKA_ID`).
+/// Identifier of one TP key (the token object's `CKA_ID`, shared by both
+/// halves of a key pair); shown as 16 lowercase hex digits. The device layer
+/// uses this same type, so ids pass between card, journal and token as is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    /// The `CKA_ID` bytes.
+    pub fn as_bytes(&self) -> &[u8; 8] {
+        &self.0
+    }
+}
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -217,4 +226,21 @@ pub(crate) fn sign_digest(key: &SigningKey, digest: &Digest32) -> Signature {
         .expect("signing a 32-byte prehash cannot fail");
     let sig = sig.normalize_s().unwrap_or(sig);
     Signature(sig.to_bytes().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_round_trips_and_names_bad_input() {
+        let id = KeyId([0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 0xff]);
+        assert_eq!(id.to_string(), "deadbeef000102ff");
+        assert_eq!(format!("{id:?}"), "KeyId(deadbeef000102ff)");
+        assert_eq!("deadbeef000102ff".parse::<KeyId>().unwrap(), id);
+        for bad in ["", "deadbeef", "deadbeef000102fg", "deadbeef000102ff00"] {
+            let e = bad.parse::<KeyId>().unwrap_err().to_string();
+            assert!(e.contains(&format!("\"{bad}\"")), "{e}");
+        }
+    }
 }

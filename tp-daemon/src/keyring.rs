@@ -535,7 +535,7 @@ impl Journal {
         detail: &str,
         actor: &str,
     ) -> Result<(), JournalError> {
-        let key = KeyId(card.body().current_key.0);
+        let key = card.body().current_key;
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -34,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use vtp_device::{DeviceError, KeyId, TrustedParty};
+use vtp_device::{DeviceError, TrustedParty};
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::claim::{AuthenticClaim, Claim};
 use vtp_protocol::decide::{
@@ -189,7 +189,7 @@ impl Service {
         writer.hold_batches(commit_delay, pool.backlog_probe());
         metrics.serving_card(
             live.tp.card().id().0.to_hex(),
-            KeyId(live.tp.card().body().current_key.0).to_string(),
+            live.tp.card().body().current_key.to_string(),
         );
         Ok(Service {
             live: RwLock::new(Arc::new(live)),
@@ -228,7 +228,7 @@ impl Service {
         }
         self.metrics.serving_card(
             live.tp.card().id().0.to_hex(),
-            KeyId(live.tp.card().body().current_key.0).to_string(),
+            live.tp.card().body().current_key.to_string(),
         );
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
     }
@@ -269,9 +269,8 @@ impl Service {
             });
         };
         let z = header.trustees[slot].z_hash;
-        let slot_key = header.trustees[slot].key_id;
+        let key = header.trustees[slot].key_id;
         let requested = claim.body.requested;
-        let key = KeyId(slot_key.0);
         // Which card authenticates the claim, and the state of its key.
         let (card, key_status) = match live.ring.get(key) {
             Some(k) if k.state == KeyState::Retired => {
@@ -289,12 +288,12 @@ impl Service {
                     Some(embedded) => (embedded, KeyStatus::Retired { at }),
                     None => {
                         info!(z = %short(&z), key = %key, "claim refused: the envelope's TP key is retired");
-                        return decided_refusal(&Refusal::RetiredKey { key: slot_key, at });
+                        return decided_refusal(&Refusal::RetiredKey { key, at });
                     }
                 }
             }
             Some(_) => (live.tp.card(), KeyStatus::Held),
-            None if live.tp.card().key(slot_key).is_err() => {
+            None if live.tp.card().key(key).is_err() => {
                 info!(z = %short(&z), key = %key, "claim refused: unknown TP key");
                 return refuse(
                     ErrorCode::UnknownKey,
@@ -311,9 +310,7 @@ impl Service {
             Err(e) => {
                 info!(z = %short(&z), error = %e, "claim refused: not authentic");
                 return match key_status {
-                    KeyStatus::Retired { at } => {
-                        decided_refusal(&Refusal::RetiredKey { key: slot_key, at })
-                    }
+                    KeyStatus::Retired { at } => decided_refusal(&Refusal::RetiredKey { key, at }),
                     KeyStatus::Held => protocol_refusal(&e),
                 };
             }
