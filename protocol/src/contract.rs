@@ -1,5 +1,6 @@
-//! Contract signing over certified mail (seed 000 "contract closing", seed
-//! 001 Fair ECS). See `docs/contract.md` for the reasoning.
+//! Contract signing over certified mail (Micali's "contract closing" and
+//! fair electronic contract signing; docs/protocol.md lists the papers). See
+//! `docs/contract.md` for the reasoning.
 //!
 //! 1. **Preliminary agreement.** Alice (the proposer, A) signs an
 //!    [`AgreementBody`] binding `SHA-256(C)`, A, B, the TP and the deadline T,

@@ -123,7 +123,7 @@ impl Recorded {
     }
 }
 
-/// Whether the recipient may use this TP (seed 001's subscription model).
+/// Whether the recipient may use this TP (Micali's virtual-TP paper's subscription model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subscription {
     /// The TP serves everyone.

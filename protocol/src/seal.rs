@@ -6,7 +6,7 @@
 //! - per slot, `K_z`, the AES-256 key that seals that trustee's inside (GCM,
 //!   zero nonce: the key is used once), and the OAEP seed that wraps `K_z` to
 //!   the trustee's RSA key, so anyone holding `s` can recompute every z byte
-//!   for byte (seed 000's "E_PO(...) = z" check) while only the trustee's
+//!   for byte (Micali's Simultaneous Electronic Transactions' "E_PO(...) = z" check) while only the trustee's
 //!   token can open its z without it;
 //! - the share polynomial ([`crate::shares`]): `k_m = HKDF(σ)`, and slot i's
 //!   inside carries `E_B(P(i))`, wrapped with an ephemeral key derived per

@@ -351,7 +351,7 @@ fn t05_malformed_z_voids_the_receipt() {
     assert_eq!(w.resolved_rows(), 0);
 }
 
-/// 6. Seed 000's "Chris" attack: Chris lifts Alice's z for Bob into his own
+/// 6. Micali's Simultaneous Electronic Transactions' "Chris" attack: Chris lifts Alice's z for Bob into his own
 ///    envelope; nothing is decrypted for him, and Bob's own claim still works.
 #[test]
 fn t06_chris_gets_nothing_and_bob_is_not_blocked() {

@@ -1,5 +1,5 @@
-//! Contract signing end to end (seed 000 "contract closing", seed 001 Fair
-//! ECS): a real SoftHSM token, a real `tp-daemon`, parties acting through the
+//! Contract signing end to end (Micali's "contract closing" and fair
+//! contract signing): a real SoftHSM token, a real `tp-daemon`, parties acting through the
 //! real `vtp contract …` commands. Cheating parties build their files with
 //! the protocol crate and their real identity files.
 

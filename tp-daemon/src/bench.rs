@@ -11,7 +11,7 @@
 //! 2. **tp_visible_vs_invisible** — for `--exchanges` exchanges of which
 //!    `--cheat-percent` cheat: the TP device operations and CPU seconds of
 //!    vtp's invisible TP (one device operation per cheating exchange)
-//!    against a visible TP that handles every exchange (seed 001's CEM0),
+//!    against a visible TP that handles every exchange (Micali's virtual-TP paper's CEM0),
 //!    modelled as the same device operation per exchange; both measured by
 //!    running those operations.
 //! 3. **optimistic** — the honest path with no TP at all: full exchanges

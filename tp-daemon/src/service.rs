@@ -502,7 +502,7 @@ impl ClaimJob {
             Ok(r) => r,
             Err(e) => return Step::Answer(journal_refusal(&z, &e)),
         };
-        // Seed 001's subscription model: the TP helps only its subscribers
+        // Micali's virtual-TP paper's subscription model: the TP helps only its subscribers
         // (the decision core weighs this after the journal, so a recorded
         // answer is never withheld).
         let subscription = if self.live.require_subscription {
