@@ -31,12 +31,12 @@ use vtp_device::Token;
 
 use crate::clock::{Clock, OFFSET_ENV};
 use crate::config::Config;
-use crate::device_pool::DevicePool;
+use crate::journal::keyring::actor;
 use crate::journal::Journal;
-use crate::keyring::actor;
 use crate::metrics::{Metrics, MetricsServer};
 use crate::operator::{build_live, open_token, resign_live};
 use crate::server::Server;
+use crate::service::device_pool::DevicePool;
 use crate::service::Service;
 
 /// Environment variable equivalent to `--allow-root`.

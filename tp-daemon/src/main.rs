@@ -12,9 +12,9 @@ use vtp_device::OaepHash;
 use vtp_tp_daemon::clock::{rfc3339, Clock};
 use vtp_tp_daemon::config::Config;
 use vtp_tp_daemon::daemon::{serve, ServeOptions};
-use vtp_tp_daemon::init::{init_dev, InitOptions};
+use vtp_tp_daemon::journal::keyring::actor;
 use vtp_tp_daemon::journal::Journal;
-use vtp_tp_daemon::keyring::actor;
+use vtp_tp_daemon::operator::init::{init_dev, InitOptions};
 use vtp_tp_daemon::operator::{self, NewKeyOptions};
 
 /// The vtp trusted party (TP): resolves certified-mail claims with keys held
@@ -412,7 +412,7 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
     let enc: Vec<String> = made.keys.encryption.iter().map(|k| k.to_string()).collect();
     println!(
         "created a development TP ({kind} token \"{}\"; not for production) in {}",
-        vtp_tp_daemon::init::DEV_LABEL,
+        vtp_tp_daemon::operator::init::DEV_LABEL,
         made.data_dir.display()
     );
     println!("  config:    {}", made.config.display());

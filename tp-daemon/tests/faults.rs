@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use vtp_protocol::wire::{ClaimOutcome, ErrorCode, Request, Response, WireError};
 use vtp_protocol::Digest32;
-use vtp_tp_daemon::chain::JournalRecord;
+use vtp_tp_daemon::journal::chain::JournalRecord;
 
 /// One request on a fresh connection; `None` if the daemon is gone or
 /// closed the connection without answering.

@@ -17,7 +17,7 @@ use vtp_protocol::receipt::Receipt;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{ClaimOutcome, Request, Response, UnclaimedRequest};
 use vtp_protocol::Digest32;
-use vtp_tp_daemon::chain::{record_hash, JournalRecord};
+use vtp_tp_daemon::journal::chain::{record_hash, JournalRecord};
 
 fn resolved(r: Response) -> ClaimOutcome {
     match r {

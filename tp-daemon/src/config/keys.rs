@@ -10,7 +10,7 @@ use vtp_device::{KeyId, OaepHash};
 
 use super::fields::{given_or, Source, S};
 use super::ConfigError;
-use crate::pkcs11_uri::Pkcs11Uri;
+use crate::operator::pkcs11_uri::Pkcs11Uri;
 
 /// Default size of new RSA encryption keys.
 pub const DEFAULT_RSA_BITS: u32 = 3072;
@@ -33,7 +33,9 @@ impl KeyRef {
     pub fn parse(text: &str, line: usize) -> Result<KeyRef, String> {
         let t = text.trim();
         if t.len() >= 7 && t[..7].eq_ignore_ascii_case("pkcs11:") {
-            let uri: Pkcs11Uri = t.parse().map_err(|e: crate::pkcs11_uri::UriError| e.0)?;
+            let uri: Pkcs11Uri = t
+                .parse()
+                .map_err(|e: crate::operator::pkcs11_uri::UriError| e.0)?;
             let id = uri.key_id().map_err(|e| e.0)?;
             if id.is_none() && uri.object.is_none() {
                 return Err(format!(

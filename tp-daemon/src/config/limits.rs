@@ -60,11 +60,11 @@ pub struct Limits {
     pub identity_burst: u32,
     /// Device operations (claims' decryptions and signatures) run at once,
     /// on that many threads; 0 means one per CPU. See
-    /// [`crate::device_pool`].
+    /// [`crate::service::device_pool`].
     pub device_threads: usize,
     /// Group commit: while claims wait for a device thread, the journal
     /// writer holds a batch open this long for more records (0: never).
-    /// See [`crate::writer::Writer::hold_batches`].
+    /// See [`crate::journal::writer::Writer::hold_batches`].
     pub commit_delay_us: u64,
 }
 

@@ -1,7 +1,7 @@
 //! `tp.toml`: what the daemon serves, where its token and journal are, and the
 //! limits and policy it enforces. `docs/tp.toml.sample` is the commented
 //! reference; `tp-daemon init --softhsm` writes one for a development token
-//! (see [`crate::init::config_template`]).
+//! (see [`crate::operator::init::config_template`]).
 //!
 //! Unknown fields are errors (a misspelt `max_conections` silently falling
 //! back to a default is how outages start), and every error names the file
@@ -14,7 +14,7 @@
 //! data directory can be moved as a whole.
 //!
 //! Which encryption keys the TP honours is **not** configured here: the key
-//! ring lives in the journal (see [`crate::keyring`]) and is changed with
+//! ring lives in the journal (see [`crate::journal::keyring`]) and is changed with
 //! `tp-daemon keys rotate | retire`. `[keys]` names the signing key (which is
 //! the TP's identity) and the defaults for new keys.
 //!

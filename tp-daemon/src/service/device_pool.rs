@@ -98,7 +98,7 @@ impl DevicePool {
     }
 
     /// A cheap "are jobs waiting?" for the journal writer's group commit
-    /// ([`crate::writer::Writer::hold_batches`]).
+    /// ([`crate::journal::writer::Writer::hold_batches`]).
     pub fn backlog_probe(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
         let shared = Arc::clone(&self.shared);
         Arc::new(move || shared.waiting.load(Ordering::Relaxed) > 0)

@@ -17,9 +17,9 @@ use vtp_protocol::tp_card::Policy;
 
 use crate::clock::Clock;
 use crate::config::{Limits, DEFAULT_LISTEN, SUGGESTED_METRICS_LISTEN};
+use crate::journal::keyring::{actor, NewKey};
 use crate::journal::Journal;
-use crate::keyring::{actor, NewKey};
-use crate::pkcs11_uri::Pkcs11Uri;
+use crate::operator::pkcs11_uri::Pkcs11Uri;
 
 /// Token label of development tokens.
 pub const DEV_LABEL: &str = "vtp-dev";

@@ -1,6 +1,6 @@
 //! The journal's sequencer and its single writer: **group commit**.
 //!
-//! Every record of the chain (see [`crate::chain`]) goes through here:
+//! Every record of the chain (see [`crate::journal::chain`]) goes through here:
 //!
 //! 1. **Sequencer** ([`Writer::append`]): under one mutex, assign the next
 //!    chain position `(seq, prev)`, have the caller's closure sign the
@@ -46,8 +46,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 use vtp_protocol::affidavit::ChainPosition;
 
-use crate::chain::{self, Head, JournalRecord, Sealed};
 use crate::faults;
+use crate::journal::chain::{self, Head, JournalRecord, Sealed};
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 

@@ -11,6 +11,9 @@
 //! policy) after generation, destroys a key that fails, and self-tests new
 //! encryption keys. Every key event is recorded in the journal's audit log.
 
+pub mod init;
+pub mod pkcs11_uri;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +26,9 @@ use vtp_protocol::{Digest32, IdentityId, Timestamp};
 
 use crate::clock::{rfc3339, Clock};
 use crate::config::{Config, KeyRef, PinSpec};
+use crate::journal::keyring::{actor, KeyRing, NewKey};
 use crate::journal::Journal;
-use crate::keyring::{actor, KeyRing, NewKey};
-use crate::pkcs11_uri::Pkcs11Uri;
+use crate::operator::pkcs11_uri::Pkcs11Uri;
 use crate::service::Live;
 
 /// Open the token the config names. Sets `SOFTHSM2_CONF` (and, for an

@@ -7,12 +7,12 @@
 //! `PRAGMA integrity_check` when the daemon starts.
 //!
 //! Since schema version 3 the answers form a **tamper-evident hash chain**
-//! (see [`crate::chain`] and `docs/journal.md`): the `records` table holds
+//! (see [`crate::journal::chain`] and `docs/journal.md`): the `records` table holds
 //! every resolution, invalid-envelope verdict and unclaimed certificate as
 //! record `seq = 1, 2, ...`, each with the hash of the one before, and each
 //! affidavit names (and the TP signs) its record's position. Records are
 //! written only by the daemon's single writer, in batches (group commit,
-//! [`crate::writer`]); this module reads them.
+//! [`crate::journal::writer`]); this module reads them.
 //!
 //! Three lookup tables index the chain, each keyed by what its statement is
 //! about, each row naming its record's `seq`:
@@ -30,7 +30,7 @@
 //!
 //! The journal also holds the TP's **key ring** (which encryption keys
 //! exist, which is current, which are retired), the **audit log** of key and
-//! subscriber events, and the **subscribers**; see [`crate::keyring`].
+//! subscriber events, and the **subscribers**; see [`crate::journal::keyring`].
 //!
 //! **Upgrades.** A version-1 or -2 journal (before the chain) is upgraded in
 //! place when opened read-write *if it holds no answers* (as `tp-daemon
@@ -42,6 +42,10 @@
 //! Blocking: one read connection behind a `std::sync::Mutex`; async callers
 //! go through [`Journal::blocking`], which runs on tokio's blocking pool.
 
+pub mod chain;
+pub mod keyring;
+pub mod writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -52,7 +56,7 @@ use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{ClaimOutcome, PageBuilder, ReceiptPage, ResolvedReceipt};
 use vtp_protocol::{Digest32, IdentityId, Timestamp};
 
-use crate::chain::{self, Head, JournalRecord};
+use chain::{Head, JournalRecord};
 
 /// File name of the journal inside the data directory.
 pub const FILE_NAME: &str = "journal.sqlite3";
@@ -185,7 +189,9 @@ impl Journal {
         match version {
             // Tables added since without a version bump (see
             // `keyring::SCHEMA`): every statement is IF NOT EXISTS.
-            SCHEMA_VERSION => conn.execute_batch(crate::keyring::SCHEMA).map_err(sql)?,
+            SCHEMA_VERSION => conn
+                .execute_batch(crate::journal::keyring::SCHEMA)
+                .map_err(sql)?,
             0..=2 => upgrade(&conn, &path, version)?,
             other => {
                 return Err(JournalError::Corrupt {
@@ -562,7 +568,8 @@ fn upgrade(conn: &Connection, path: &Path, version: i64) -> Result<(), JournalEr
         .map_err(sql)?;
     }
     tx.execute_batch(SCHEMA).map_err(sql)?;
-    tx.execute_batch(crate::keyring::SCHEMA).map_err(sql)?;
+    tx.execute_batch(crate::journal::keyring::SCHEMA)
+        .map_err(sql)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql)?;
     tx.commit().map_err(sql)?;
