@@ -17,7 +17,7 @@
 //! | [`server`] | the front end: TCP accept loop, length-delimited frames, connection table and limits, timeouts, graceful shutdown |
 //! | [`rate_limit`] | per-identity token buckets (claimant / requester), checked before and charged after an answer |
 //! | [`service`] | the roles: one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out, a file per request kind (`claim`, `unclaimed`, `receipts`) wiring the decision core ([`vtp_protocol::decide`], where the TP's rules live); with [`service::device_pool`] (the device threads) and [`service::single_flight`] (the per-z lock) |
-//! | [`journal`] | everything stored, all SQL: resolutions, verdicts, certificates ([`journal::chain`]: the tamper-evident record chain and `journal verify`; [`journal::writer`]: the sequencer and group commit; [`journal::keyring`]: key ring, audit log, subscribers) |
+//! | [`journal`] | everything stored, all SQL: resolutions, verdicts, certificates ([`journal::chain`]: the tamper-evident record chain and `journal verify`; [`journal::writer`]: the sequencer and group commit; [`journal::keyring`], [`journal::audit`], [`journal::subscribers`]: the key ring, its audit log, the subscribers) |
 //! | [`operator`] | opening the token, key URIs ([`operator::pkcs11_uri`]), building the TP, the `keys` and `subscribers` commands, `init` ([`operator::init`]) |
 //! | [`metrics`] | `/healthz` and Prometheus `/metrics` on `metrics_listen` |
 //! | [`faults`] | TEST HOOKS ONLY: labelled crash points and injected token/journal faults |

@@ -1,4 +1,5 @@
-//! The TP's key ring, its audit log and its subscribers — all in the journal.
+//! The TP's key ring, in the journal (its audit log is [`super::audit`],
+//! its subscribers [`super::subscribers`]).
 //!
 //! **Why the journal and not `tp.toml`.** Which encryption keys the TP
 //! honours is state that changes while the daemon runs (`keys rotate`,
@@ -27,9 +28,12 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use vtp_device::{KeyId, OaepHash, TpKeys};
 use vtp_protocol::tp_card::{Policy, TpCard};
-use vtp_protocol::{IdentityId, Timestamp};
+use vtp_protocol::Timestamp;
 
 use crate::clock::rfc3339;
+use crate::journal::audit::insert_audit;
+pub use crate::journal::audit::{actor, AuditRecord};
+pub use crate::journal::subscribers::Subscriber;
 use crate::journal::{Journal, JournalError};
 
 /// Tables added in journal schema version 2 (and `key_offers`, added later
@@ -233,42 +237,6 @@ impl KeyRing {
     }
 }
 
-/// One audit record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub seq: i64,
-    pub at: Timestamp,
-    pub event: String,
-    pub subject: String,
-    pub detail: String,
-    pub actor: String,
-}
-
-/// One subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscriber {
-    pub identity: IdentityId,
-    pub note: String,
-    pub added_at: Timestamp,
-    pub expires_at: Option<Timestamp>,
-}
-
-impl Subscriber {
-    pub fn active_at(&self, now: Timestamp) -> bool {
-        match self.expires_at {
-            None => true,
-            Some(e) => now < e,
-        }
-    }
-}
-
-/// Who is acting, for audit records: the command, uid and pid.
-pub fn actor(command: &str) -> String {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    format!("{command} (uid {uid}, pid {})", std::process::id())
-}
-
 fn key_id_from(b: Vec<u8>) -> rusqlite::Result<KeyId> {
     <[u8; 8]>::try_from(b.as_slice()).map(KeyId).map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -317,21 +285,6 @@ struct RingRowRest {
     retired_at: Option<i64>,
 }
 
-fn insert_audit(
-    tx: &rusqlite::Connection,
-    at: Timestamp,
-    event: &str,
-    subject: &str,
-    detail: &str,
-    actor: &str,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO audit (at, event, subject, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![at as i64, event, subject, detail, actor],
-    )?;
-    Ok(())
-}
-
 impl Journal {
     fn ring_key(&self, id: KeyId, rest: RingRowRest) -> Result<RingKey, JournalError> {
         let corrupt = |what: &str| JournalError::Corrupt {
@@ -372,43 +325,6 @@ impl Journal {
             .map(|(id, rest)| self.ring_key(id, rest))
             .collect::<Result<_, _>>()?;
         Ok(KeyRing { keys })
-    }
-
-    /// Append one audit record.
-    pub fn audit(
-        &self,
-        at: Timestamp,
-        event: &str,
-        subject: &str,
-        detail: &str,
-        actor: &str,
-    ) -> Result<(), JournalError> {
-        let conn = self.conn();
-        insert_audit(&conn, at, event, subject, detail, actor).map_err(|e| self.sql(e))
-    }
-
-    /// The audit log, oldest first (at most `limit` most recent records).
-    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, JournalError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT seq, at, event, subject, detail, actor FROM \
-                 (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
-            )
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                Ok(AuditRecord {
-                    seq: r.get(0)?,
-                    at: r.get::<_, i64>(1)? as Timestamp,
-                    event: r.get(2)?,
-                    subject: r.get(3)?,
-                    detail: r.get(4)?,
-                    actor: r.get(5)?,
-                })
-            })
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
 
     /// When a key (of any kind) was first generated or imported, per the
@@ -664,131 +580,6 @@ impl Journal {
             safe_at: safe,
         })
     }
-
-    // ---- subscribers -----------------------------------------------------
-
-    /// Add (or update) a subscriber; `true` if it is new.
-    pub fn add_subscriber(
-        &self,
-        identity: &IdentityId,
-        note: &str,
-        expires_at: Option<Timestamp>,
-        at: Timestamp,
-        actor: &str,
-    ) -> Result<bool, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let existed: bool = tx
-            .query_row(
-                "SELECT COUNT(*) FROM subscribers WHERE identity = ?1",
-                [&identity.0 .0[..]],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(|e| self.sql(e))?
-            > 0;
-        tx.execute(
-            "INSERT INTO subscribers (identity, note, added_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (identity) DO UPDATE SET note = excluded.note, expires_at = excluded.expires_at",
-            params![&identity.0 .0[..], note, at as i64, expires_at.map(|t| t as i64)],
-        )
-        .map_err(|e| self.sql(e))?;
-        let detail = format!(
-            "{} subscriber \"{note}\", {}",
-            if existed { "updated" } else { "added" },
-            match expires_at {
-                Some(t) => format!("expires {}", rfc3339(t)),
-                None => "no expiry".into(),
-            }
-        );
-        let event = if existed {
-            "subscriber.updated"
-        } else {
-            "subscriber.added"
-        };
-        insert_audit(&tx, at, event, &identity.0.to_hex(), &detail, actor)
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(!existed)
-    }
-
-    /// Remove a subscriber; `false` if it was not subscribed.
-    pub fn remove_subscriber(
-        &self,
-        identity: &IdentityId,
-        at: Timestamp,
-        actor: &str,
-    ) -> Result<bool, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let n = tx
-            .execute(
-                "DELETE FROM subscribers WHERE identity = ?1",
-                [&identity.0 .0[..]],
-            )
-            .map_err(|e| self.sql(e))?;
-        if n > 0 {
-            insert_audit(
-                &tx,
-                at,
-                "subscriber.removed",
-                &identity.0.to_hex(),
-                "removed",
-                actor,
-            )
-            .map_err(|e| self.sql(e))?;
-        }
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(n > 0)
-    }
-
-    fn subscriber_rows(
-        &self,
-        filter: Option<&IdentityId>,
-    ) -> Result<Vec<Subscriber>, JournalError> {
-        let conn = self.conn();
-        let (sql, args): (&str, Vec<Vec<u8>>) = match filter {
-            Some(id) => (
-                "SELECT identity, note, added_at, expires_at FROM subscribers WHERE identity = ?1",
-                vec![id.0 .0.to_vec()],
-            ),
-            None => (
-                "SELECT identity, note, added_at, expires_at FROM subscribers ORDER BY added_at, identity",
-                vec![],
-            ),
-        };
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                let b: Vec<u8> = r.get(0)?;
-                let id: [u8; 32] = b.as_slice().try_into().map_err(|_| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Blob,
-                        "identity is not 32 bytes".into(),
-                    )
-                })?;
-                Ok(Subscriber {
-                    identity: IdentityId(vtp_protocol::Digest32(id)),
-                    note: r.get(1)?,
-                    added_at: r.get::<_, i64>(2)? as Timestamp,
-                    expires_at: r.get::<_, Option<i64>>(3)?.map(|t| t as Timestamp),
-                })
-            })
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
-    }
-
-    pub fn subscribers(&self) -> Result<Vec<Subscriber>, JournalError> {
-        self.subscriber_rows(None)
-    }
-
-    pub fn subscriber(&self, id: &IdentityId) -> Result<Option<Subscriber>, JournalError> {
-        Ok(self.subscriber_rows(Some(id))?.pop())
-    }
 }
 
 fn key_offers_in(conn: &rusqlite::Connection, id: KeyId) -> rusqlite::Result<Option<KeyOffers>> {
@@ -951,7 +742,7 @@ mod tests {
     fn subscribers_with_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        let id = IdentityId(vtp_protocol::Digest32([5; 32]));
+        let id = vtp_protocol::IdentityId(vtp_protocol::Digest32([5; 32]));
         assert!(j.subscriber(&id).unwrap().is_none());
         assert!(j.add_subscriber(&id, "Bob", Some(2000), 1000, "t").unwrap());
         assert!(!j.add_subscriber(&id, "Bob B.", None, 1100, "t").unwrap());

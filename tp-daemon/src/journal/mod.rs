@@ -42,8 +42,10 @@
 //! Blocking: one read connection behind a `std::sync::Mutex`; async callers
 //! go through [`Journal::blocking`], which runs on tokio's blocking pool.
 
+pub mod audit;
 pub mod chain;
 pub mod keyring;
+pub mod subscribers;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
