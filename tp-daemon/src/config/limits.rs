@@ -22,8 +22,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_FIRST_FRAME_TIMEOUT_SECS: u64 = 5;
 /// The most device threads `[limits] device_threads` may ask for.
 pub const MAX_DEVICE_THREADS: usize = 1024;
-/// Default `[limits] commit_delay_us`: about one RSA-2048 device operation.
-pub const DEFAULT_COMMIT_DELAY_US: u64 = 2_000;
+/// Default `[limits] commit_delay_us`, the most a batch is held open: a
+/// little over two RSA-3072 device operations on SoftHSM (the hold itself
+/// is two measured operation times; see `service::commit_hold`).
+pub const DEFAULT_COMMIT_DELAY_US: u64 = 10_000;
 /// The most `[limits] commit_delay_us` may be (it adds to claims' latency
 /// under load).
 pub const MAX_COMMIT_DELAY_US: u64 = 100_000;
@@ -63,8 +65,8 @@ pub struct Limits {
     /// [`crate::service::device_pool`].
     pub device_threads: usize,
     /// Group commit: while claims wait for a device thread, the journal
-    /// writer holds a batch open this long for more records (0: never).
-    /// See [`crate::journal::writer::Writer::hold_batches`].
+    /// writer holds a batch open for about two device operations (measured),
+    /// at most this long (0: never). See [`crate::service::commit_hold`].
     pub commit_delay_us: u64,
 }
 

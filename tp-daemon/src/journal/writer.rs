@@ -16,9 +16,9 @@
 //!    records queue up for the next batch, so under load one fsync serves
 //!    many claims and the commit costs no throughput. While claims are
 //!    queued for the device threads, the writer also holds a batch open for
-//!    up to `[limits] commit_delay_us` so that the records on their way
-//!    share its commit ([`Writer::hold_batches`]); with nothing queued it
-//!    commits at once.
+//!    about two device operations (at most `[limits] commit_delay_us`) so
+//!    that the records on their way share its commit
+//!    ([`Writer::hold_batches`]); with nothing queued it commits at once.
 //! 3. The caller holds a [`Ticket`] and gets its record back only from
 //!    [`Ticket::committed`], i.e. only once its batch is durable. **No
 //!    record is answered before its batch committed.**
@@ -138,13 +138,9 @@ pub struct WriterStats {
     pub largest_batch: u64,
 }
 
-/// When the writer holds a batch open for more records; see
-/// [`Writer::hold_batches`].
-#[derive(Clone)]
-struct Hold {
-    delay: Duration,
-    busy: Arc<dyn Fn() -> bool + Send + Sync>,
-}
+/// How long to hold the next batch open for more records (`None`: commit
+/// at once); asked once per batch. See [`Writer::hold_batches`].
+pub type HoldProbe = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 
 /// Never more records in one transaction than this (a bound on the memory
 /// and the time a batch takes, not a throughput knob).
@@ -159,7 +155,7 @@ struct State {
     pending: Vec<Pending>,
     stopping: bool,
     stats: WriterStats,
-    hold: Option<Hold>,
+    hold: Option<HoldProbe>,
 }
 
 struct Shared {
@@ -296,20 +292,19 @@ impl Writer {
         })
     }
 
-    /// Group commit under load: while `busy()` says more records are on
-    /// their way (claims are waiting for a device thread), hold a batch open
-    /// for up to `delay` after its first record before committing it, so
-    /// one transaction and one fsync serve several claims. When not busy,
-    /// every batch commits at once, so a lone claim never waits. A zero
-    /// `delay` turns holding off.
+    /// Group commit under load: before committing a batch, ask `hold` how
+    /// long to keep it open for more records (claims are waiting for a
+    /// device thread, so records are on their way); `None` commits at once,
+    /// so a lone claim never waits. The service's rule is in
+    /// [`crate::service::commit_hold`]: about two device operations.
     ///
     /// Why: with a few device threads, records arrive one at a time, a
     /// little slower than one fsync; without holding, nearly every claim
     /// paid a whole commit (~0.25 ms CPU on the development machine) and the
     /// wake-ups that go with it. A claim that waits here was going to wait
     /// for its turn at the device anyway.
-    pub fn hold_batches(&self, delay: Duration, busy: Arc<dyn Fn() -> bool + Send + Sync>) {
-        lock(&self.shared.state).hold = (!delay.is_zero()).then_some(Hold { delay, busy });
+    pub fn hold_batches(&self, hold: HoldProbe) {
+        lock(&self.shared.state).hold = Some(hold);
     }
 
     /// The last committed record.
@@ -385,9 +380,10 @@ fn run(shared: Arc<Shared>, mut conn: Connection) {
                 return;
             }
             // Group commit under load (see `Writer::hold_batches`).
-            if let Some(hold) = st.hold.clone() {
-                if !st.stopping && (hold.busy)() {
-                    let until = Instant::now() + hold.delay;
+            let hold = st.hold.as_ref().and_then(|probe| probe());
+            if let Some(delay) = hold {
+                if !st.stopping {
+                    let until = Instant::now() + delay;
                     while !st.stopping && st.pending.len() < MAX_BATCH {
                         let now = Instant::now();
                         if now >= until {

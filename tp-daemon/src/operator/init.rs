@@ -337,9 +337,10 @@ idle_timeout_secs = {idle}
 # identity_burst = 50
 # Device operations run at once (0: one per CPU, right for a software token;
 # a network HSM with its own cores may want more), and how long the journal
-# holds a commit open for more records while claims queue (group commit).
+# holds a commit open for more records while claims queue (group commit:
+# two device operations as measured, at most this).
 # device_threads = 0
-# commit_delay_us = 2000
+# commit_delay_us = 10000
 "#,
         name = q(v.name),
         default_listen = DEFAULT_LISTEN,

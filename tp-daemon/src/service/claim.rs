@@ -13,6 +13,7 @@ use vtp_protocol::decide::{
 use vtp_protocol::wire::{ErrorCode, Response};
 use vtp_protocol::ProtocolError;
 
+use super::commit_hold::OpTime;
 use super::device_pool::PoolStopped;
 use super::{
     append_refusal, commit_refusal, decided_refusal, device_refusal, journal_refusal, outcome_name,
@@ -98,6 +99,7 @@ impl Service {
             journal: self.journal.clone(),
             writer: Arc::clone(&self.writer),
             metrics: Arc::clone(&self.metrics),
+            op_time: Arc::clone(&self.op_time),
             clock: self.clock,
             subject,
             key: key_status,
@@ -155,6 +157,7 @@ struct ClaimJob {
     journal: Journal,
     writer: Arc<Writer>,
     metrics: Arc<Metrics>,
+    op_time: Arc<OpTime>,
     clock: Clock,
     subject: Subject,
     key: KeyStatus,
@@ -214,10 +217,13 @@ impl ClaimJob {
         let decided = started.elapsed();
         let receipt = resolvable.claim().receipt().receipt().clone();
         let metrics = &self.metrics;
+        let op_time = &self.op_time;
         match self.writer.append(|at| {
             let signing = Instant::now();
             let outcome = tp.sign_decision(decision, at)?;
-            metrics.device_op("resolve", decided + signing.elapsed());
+            let took = decided + signing.elapsed();
+            metrics.device_op("resolve", took);
+            op_time.observe(took);
             Ok(JournalRecord::Claim { outcome, receipt })
         }) {
             Ok(t) => Step::Queued(t),

@@ -99,9 +99,9 @@ impl DevicePool {
 
     /// A cheap "are jobs waiting?" for the journal writer's group commit
     /// ([`crate::journal::writer::Writer::hold_batches`]).
-    pub fn backlog_probe(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    pub fn backlog_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let shared = Arc::clone(&self.shared);
-        Arc::new(move || shared.waiting.load(Ordering::Relaxed) > 0)
+        move || shared.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Run `f` on a device thread once the jobs queued before it have

@@ -33,6 +33,7 @@
 //! sequencer), `after-commit` (in the writer), `before-reply` (here).
 
 mod claim;
+pub mod commit_hold;
 pub mod device_pool;
 mod receipts;
 pub mod single_flight;
@@ -53,6 +54,7 @@ use crate::journal::keyring::KeyRing;
 use crate::journal::writer::{AppendError, CommitError, Writer};
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
+use crate::service::commit_hold::OpTime;
 use crate::service::device_pool::DevicePool;
 use crate::service::single_flight::SingleFlight;
 
@@ -74,6 +76,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Where claims' blocking work runs (see [`crate::service::device_pool`]).
     pool: DevicePool,
+    /// How long the device's operations take (sets the commit hold).
+    op_time: Arc<OpTime>,
 }
 
 /// First 16 hex digits of a hash: enough to find it in logs.
@@ -174,8 +178,8 @@ impl Service {
     /// Record the card being served (for `journal verify`) and start the
     /// journal writer (blocking; call before or outside the runtime). Claims
     /// run their blocking work on `pool`; while claims wait for it, the
-    /// writer holds a batch open for up to `commit_delay` (group commit;
-    /// zero: never).
+    /// writer holds a batch open for about two device operations, at most
+    /// `commit_delay` (group commit, [`commit_hold`]; zero: never).
     pub fn new(
         live: Live,
         journal: Journal,
@@ -186,7 +190,12 @@ impl Service {
     ) -> Result<Service, JournalError> {
         journal.record_card(live.tp.card(), clock.now())?;
         let writer = Arc::new(Writer::start(&journal, Arc::clone(&metrics))?);
-        writer.hold_batches(commit_delay, pool.backlog_probe());
+        let op_time = OpTime::new();
+        writer.hold_batches(commit_hold::probe(
+            commit_delay,
+            Arc::clone(&op_time),
+            pool.backlog_probe(),
+        ));
         metrics.serving_card(
             live.tp.card().id().0.to_hex(),
             live.tp.card().body().current_key.to_string(),
@@ -199,6 +208,7 @@ impl Service {
             flights: SingleFlight::new(),
             metrics,
             pool,
+            op_time,
         })
     }
 
