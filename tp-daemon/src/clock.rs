@@ -14,6 +14,19 @@ use vtp_protocol::Timestamp;
 /// Name of the test-hook environment variable.
 pub const OFFSET_ENV: &str = "VTP_TEST_CLOCK_OFFSET_SECS";
 
+/// The test hook is set but unusable (the daemon then refuses to start:
+/// silently ignoring it would run tests against the wrong clock).
+#[derive(Debug, thiserror::Error)]
+pub enum ClockError {
+    #[error("{OFFSET_ENV} is not valid Unicode")]
+    NotUnicode,
+    #[error("{OFFSET_ENV}={value:?} is not a number of seconds: {source}")]
+    NotSeconds {
+        value: String,
+        source: std::num::ParseIntError,
+    },
+}
+
 /// System time plus a fixed offset (zero unless the test hook is set).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Clock {
@@ -32,16 +45,15 @@ impl Clock {
     }
 
     /// Read the test hook from the environment. `Err` if it is set but not an
-    /// integer (silently ignoring it would run tests against the wrong clock).
-    pub fn from_env() -> Result<Clock, String> {
+    /// integer.
+    pub fn from_env() -> Result<Clock, ClockError> {
         match std::env::var(OFFSET_ENV) {
             Err(std::env::VarError::NotPresent) => Ok(Clock::system()),
-            Err(e) => Err(format!("{OFFSET_ENV}: {e}")),
-            Ok(v) => v
-                .trim()
-                .parse::<i64>()
-                .map(Clock::with_offset)
-                .map_err(|e| format!("{OFFSET_ENV}={v:?} is not a number of seconds: {e}")),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ClockError::NotUnicode),
+            Ok(v) => match v.trim().parse::<i64>() {
+                Ok(n) => Ok(Clock::with_offset(n)),
+                Err(source) => Err(ClockError::NotSeconds { value: v, source }),
+            },
         }
     }
 

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 use vtp_device::Token;
 
@@ -72,7 +72,7 @@ pub fn check_not_root(allow_root: bool) -> anyhow::Result<()> {
 
 pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     check_not_root(opts.allow_root)?;
-    let clock = Clock::from_env().map_err(|e| anyhow!(e))?;
+    let clock = Clock::from_env()?;
     if clock.offset_secs() != 0 {
         warn!(
             offset_secs = clock.offset_secs(),
@@ -82,7 +82,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     // TEST HOOKS (crate::faults): inert unless VTP_TEST_FAULT or
     // VTP_TEST_DEVICE_FAULT is set; then a loud warning.
-    crate::faults::install_from_env().map_err(|e| anyhow!(e))?;
+    crate::faults::install_from_env()?;
     // Everything that touches the environment happens before the runtime
     // starts threads (SOFTHSM2_CONF is read at C_Initialize).
     let config = Config::load(&opts.config)?;

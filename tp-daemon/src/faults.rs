@@ -66,18 +66,39 @@ static PLAN: OnceLock<Plan> = OnceLock::new();
 static HITS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 static BATCHES: AtomicU64 = AtomicU64::new(0);
 
-fn count(item: &str, value: Option<&str>) -> Result<u64, String> {
+/// A fault variable that does not parse: the daemon refuses to start (a
+/// test that asked for a fault must not run without it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultSpecError {
+    #[error("{item}: expected a positive number, got {value:?}")]
+    NotACount { item: String, value: String },
+    #[error(
+        "{FAULT_ENV}: unknown fault {0:?} (known: after-decrypt, after-sign, after-commit, \
+         before-reply, each with an optional @N; fail-commit-every:N)"
+    )]
+    UnknownFault(String),
+    #[error(
+        "{DEVICE_FAULT_ENV}: unknown fault {0:?} (known: error-every:N, sign-error-every:N, \
+         logout-every:N, close-sessions-every:N, delay-ms:M)"
+    )]
+    UnknownDeviceFault(String),
+}
+
+fn count(item: &str, value: Option<&str>) -> Result<u64, FaultSpecError> {
     match value {
         None => Ok(1),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{item}: expected a positive number, got {v:?}")),
+            _ => Err(FaultSpecError::NotACount {
+                item: item.to_owned(),
+                value: v.to_owned(),
+            }),
         },
     }
 }
 
 /// Parse the two variables' values.
-pub fn parse(fault: &str, device: &str) -> Result<(Plan, TestFaults), String> {
+pub fn parse(fault: &str, device: &str) -> Result<(Plan, TestFaults), FaultSpecError> {
     let mut plan = Plan::default();
     let mut dev = TestFaults::default();
     for item in fault.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -94,12 +115,7 @@ pub fn parse(fault: &str, device: &str) -> Result<(Plan, TestFaults), String> {
             "after-sign" => plan.crash.push((Point::AfterSign, n)),
             "after-commit" => plan.crash.push((Point::AfterCommit, n)),
             "before-reply" => plan.crash.push((Point::BeforeReply, n)),
-            other => {
-                return Err(format!(
-                    "{FAULT_ENV}: unknown fault {other:?} (known: after-decrypt, after-sign, \
-                     after-commit, before-reply, each with an optional @N; fail-commit-every:N)"
-                ))
-            }
+            other => return Err(FaultSpecError::UnknownFault(other.to_owned())),
         }
     }
     for item in device.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -112,12 +128,7 @@ pub fn parse(fault: &str, device: &str) -> Result<(Plan, TestFaults), String> {
             "logout-every" => dev.logout_every = Some(count(item, v)?),
             "close-sessions-every" => dev.close_sessions_every = Some(count(item, v)?),
             "delay-ms" => dev.delay = Some(Duration::from_millis(count(item, v)?)),
-            other => {
-                return Err(format!(
-                    "{DEVICE_FAULT_ENV}: unknown fault {other:?} (known: error-every:N, \
-                     sign-error-every:N, logout-every:N, close-sessions-every:N, delay-ms:M)"
-                ))
-            }
+            other => return Err(FaultSpecError::UnknownDeviceFault(other.to_owned())),
         }
     }
     Ok((plan, dev))
@@ -127,7 +138,7 @@ pub fn parse(fault: &str, device: &str) -> Result<(Plan, TestFaults), String> {
 /// install what they ask for and warn loudly. Returns whether any fault is
 /// set; an unparsable value is an error (a test that asked for a fault must
 /// not run without it).
-pub fn install_from_env() -> Result<bool, String> {
+pub fn install_from_env() -> Result<bool, FaultSpecError> {
     let fault = std::env::var(FAULT_ENV).unwrap_or_default();
     let device = std::env::var(DEVICE_FAULT_ENV).unwrap_or_default();
     let (plan, dev) = parse(&fault, &device)?;

@@ -218,12 +218,8 @@ impl KeyRing {
         self.keys.is_empty()
     }
     /// The device's view: every honoured key, and the current one.
-    pub fn tp_keys(&self, signing: KeyId) -> Result<TpKeys, String> {
-        let current = self.current().ok_or_else(|| {
-            "the key ring has no current encryption key (run `tp-daemon keys rotate`, or \
-             `tp-daemon keys generate --encryption` on a new TP)"
-                .to_owned()
-        })?;
+    pub fn tp_keys(&self, signing: KeyId) -> Result<TpKeys, NoCurrentKey> {
+        let current = self.current().ok_or(NoCurrentKey)?;
         Ok(TpKeys {
             signing,
             encryption: self
@@ -236,6 +232,15 @@ impl KeyRing {
         })
     }
 }
+
+/// A key ring without a current encryption key cannot serve: nothing
+/// would tell senders which key to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the key ring has no current encryption key (run `tp-daemon keys rotate`, or \
+     `tp-daemon keys generate --encryption` on a new TP)"
+)]
+pub struct NoCurrentKey;
 
 fn key_id_from(b: Vec<u8>) -> rusqlite::Result<KeyId> {
     <[u8; 8]>::try_from(b.as_slice()).map(KeyId).map_err(|_| {

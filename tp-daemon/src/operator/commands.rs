@@ -212,7 +212,7 @@ pub fn keys_retire(config_path: &Path, key: &str, force: bool) -> anyhow::Result
     let who = actor("tp-daemon keys retire");
     // TEST HOOK: the shifted clock of the end-to-end tests, so they
     // can retire "after the horizon" without waiting for it.
-    let clock = Clock::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let clock = Clock::from_env()?;
     if clock.offset_secs() != 0 {
         eprintln!(
             "tp-daemon: warning: {} is set: retiring on a SHIFTED clock ({} s). This is \
