@@ -2,17 +2,10 @@
 //! judge of contract bundles under tampering. As in `flow.rs`, the TP's token
 //! is stood in for by host keys only because this crate is sans-IO.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::Aes256Gcm;
-use p256::ecdsa::signature::hazmat::PrehashSigner;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
-use rsa::RsaPrivateKey;
-use sha2::{Digest, Sha256};
+mod common;
 
-use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition, Statement};
+use common::{ident, sha, Tp, DEADLINE, FIRST_RECORD, NOW};
+use vtp_protocol::affidavit::{Affidavit, AffidavitBody, Statement};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::contract::{
     envelope_nonce, judge_bundle, Agreement, ContractBundle, ContractSignature, Outcome, Proposal,
@@ -24,96 +17,20 @@ use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::message::MessageSealer;
 use vtp_protocol::opening::Opening;
 use vtp_protocol::receipt::Receipt;
-use vtp_protocol::seal::{Inside, Z_NONCE};
-use vtp_protocol::tp_card::{OaepHash, Policy, TpCard, TpCardBody, TpEncKey};
-use vtp_protocol::{Digest32, EcPoint, KeyId, ProtocolError, Signature};
+use vtp_protocol::seal::Inside;
+use vtp_protocol::ProtocolError;
 
-const NOW: u64 = 1_800_000_000;
-const DEADLINE: u64 = NOW + 3600;
-const RECORD: ChainPosition = ChainPosition {
-    seq: 1,
-    prev: ChainPosition::GENESIS_PREV,
-};
-
-struct Tp {
-    card: TpCard,
-    rsa: RsaPrivateKey,
-    sign: p256::ecdsa::SigningKey,
-}
-
-fn sign_digest(k: &p256::ecdsa::SigningKey, d: &Digest32) -> Signature {
-    let s: p256::ecdsa::Signature = k.sign_prehash(&d.0).unwrap();
-    Signature(s.to_bytes().into())
-}
-
-impl Tp {
-    fn new() -> Tp {
-        let rsa = RsaPrivateKey::from_pkcs8_pem(include_str!("data/test-tp-rsa2048.pem")).unwrap();
-        let sign = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
-        let body = TpCardBody {
-            name: "test TP".into(),
-            sign_key: EcPoint::from_public(p256::PublicKey::from(sign.verifying_key())),
-            enc_keys: vec![TpEncKey {
-                id: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
-                modulus: rsa.n().to_bytes_be(),
-                exponent: rsa.e().to_bytes_be(),
-                oaep: OaepHash::Sha1,
-            }],
-            current_key: KeyId([1, 2, 3, 4, 5, 6, 7, 8]),
-            policy: Policy::default(),
-            created: NOW - 100,
-        };
-        let sig = sign_digest(&sign, &body.signing_digest());
-        Tp {
-            card: TpCard::assemble(body, sig).unwrap(),
-            rsa,
-            sign,
-        }
-    }
-    /// The device's resolve: decrypt, check against the header, sign.
-    fn resolve(&self, claim: &Claim) -> (Affidavit, Option<Vec<u8>>) {
-        let vc = claim.decide_fresh(&self.card, NOW + 10).unwrap();
-        let z = vc.z();
-        let plain = self
-            .rsa
-            .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &z.wrapped_key)
-            .ok()
-            .and_then(|kz| {
-                let c = Aes256Gcm::new_from_slice(&kz).ok()?;
-                let aad = vc.aad();
-                c.decrypt(
-                    &Z_NONCE.into(),
-                    Payload {
-                        msg: &z.sealed,
-                        aad: &aad,
-                    },
-                )
-                .ok()
-            });
-        let (body, released) = match plain.map(|p| vc.check_inside(&p)) {
-            Some(Ok(inside)) => (
-                AffidavitBody::resolved(&vc, &inside, RECORD),
-                Some(inside.wrapped_km.clone()),
-            ),
-            _ => (AffidavitBody::invalid_envelope(&vc, RECORD), None),
-        };
-        let signature = sign_digest(&self.sign, &body.signing_digest());
-        (Affidavit { body, signature }, released)
-    }
-    fn unclaimed(&self, env: &Envelope) -> Affidavit {
-        let venv = env.verify(&self.card).unwrap();
-        let body = AffidavitBody::about(&venv, 0, DEADLINE + 5, Statement::Unclaimed, RECORD);
-        let signature = sign_digest(&self.sign, &body.signing_digest());
-        Affidavit { body, signature }
-    }
-}
-
-fn ident(name: &str, seed: u8) -> IdentitySecret {
-    IdentitySecret::generate(name, NOW - 1000, &mut ChaCha20Rng::from_seed([seed; 32])).unwrap()
-}
-
-fn sha(b: &[u8]) -> Digest32 {
-    Digest32(Sha256::digest(b).into())
+/// The stand-in TP's unclaimed statement about `env` (slot 0), after the
+/// deadline.
+fn unclaimed(tp: &Tp, env: &Envelope) -> Affidavit {
+    let venv = env.verify(&tp.card).unwrap();
+    tp.sign(AffidavitBody::about(
+        &venv,
+        0,
+        DEADLINE + 5,
+        Statement::Unclaimed,
+        FIRST_RECORD,
+    ))
 }
 
 const CONTRACT: &[u8] = b"Alice sells Bob her car for 1000 EUR.\n";
@@ -272,7 +189,9 @@ fn completion_through_the_tp_is_executed() {
     let mut b = w.direct();
     let venv = b.envelope.verify(&w.tp.card).unwrap();
     let vr = b.receipt.as_ref().unwrap().verify(&venv).unwrap();
-    let (aff, released) = w.tp.resolve(&Claim::new(&w.bob, &venv, &vr, NOW + 5));
+    let (aff, released) =
+        w.tp.resolve(&Claim::new(&w.bob, &venv, &vr, NOW + 5))
+            .unwrap();
     assert!(released.is_some());
     b.opening = None;
     b.affidavit = Some(aff);
@@ -351,14 +270,7 @@ fn tampered_bundles_are_refused() {
     assert_invalid(&w, &b, "opening");
 
     // Agreement from another TP card (the judge's card differs).
-    let other = {
-        let mut t = Tp::new();
-        t.sign = p256::ecdsa::SigningKey::from_slice(&[0x43; 32]).unwrap();
-        let mut body = t.card.body().clone();
-        body.sign_key = EcPoint::from_public(p256::PublicKey::from(t.sign.verifying_key()));
-        let s = sign_digest(&t.sign, &body.signing_digest());
-        TpCard::assemble(body, s).unwrap()
-    };
+    let other = Tp::trustee("test TP", 0x43, w.tp.card.policy().clone()).card;
     let v = judge_bundle(&other, sha(CONTRACT), &good);
     assert!(!v.valid && v.reason.unwrap().contains("another TP"));
 }
@@ -462,7 +374,9 @@ fn malformed_z_voids_bobs_commitment() {
         Opening::reveal(&w.alice, &venv, &vr).is_err(),
         "Alice has no valid opening"
     );
-    let (aff, released) = w.tp.resolve(&Claim::new(&w.bob, &venv, &vr, NOW + 5));
+    let (aff, released) =
+        w.tp.resolve(&Claim::new(&w.bob, &venv, &vr, NOW + 5))
+            .unwrap();
     assert!(released.is_none());
     let mut b = ContractBundle {
         agreement: a,
@@ -486,7 +400,7 @@ fn malformed_z_voids_bobs_commitment() {
 fn unclaimed_means_never_completed_unless_alice_opened() {
     let w = world();
     let mut b = w.direct();
-    let aff = w.tp.unclaimed(&b.envelope);
+    let aff = unclaimed(&w.tp, &b.envelope);
     let opening = b.opening.take();
     b.affidavit = Some(aff);
     let v = verdict(&w, &b);
@@ -501,7 +415,7 @@ fn unclaimed_means_never_completed_unless_alice_opened() {
     other.agreement = w.agreement(CONTRACT, 10);
     let (_, env2, _) = w.sign(&other.agreement);
     b.opening = None;
-    b.affidavit = Some(w.tp.unclaimed(&env2));
+    b.affidavit = Some(unclaimed(&w.tp, &env2));
     assert_invalid(&w, &b, "another envelope");
 }
 
@@ -566,10 +480,9 @@ fn a_valid_opening_refutes_an_invalid_envelope_statement() {
             key_id: venv.header().trustees[0].key_id,
             receipt_hash: receipt.hash(),
         },
-        RECORD,
+        FIRST_RECORD,
     );
-    let signature = sign_digest(&w.tp.sign, &body.signing_digest());
-    b.affidavit = Some(Affidavit { body, signature });
+    b.affidavit = Some(w.tp.sign(body));
     let v = verdict(&w, &b);
     assert!(v.executed(), "{v:?}");
     assert!(!v.contradictions.is_empty(), "{v:?}");
