@@ -25,7 +25,7 @@
 //! their generation is audited like every key event, and `keys list` takes
 //! their creation time from the audit log.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use vtp_device::{KeyId, OaepHash, TpKeys};
 use vtp_protocol::tp_card::{Policy, TpCard};
 use vtp_protocol::Timestamp;
@@ -34,7 +34,7 @@ use crate::clock::rfc3339;
 use crate::journal::audit::insert_audit;
 pub use crate::journal::audit::{actor, AuditRecord};
 pub use crate::journal::subscribers::Subscriber;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, TxError};
 
 /// Tables added in journal schema version 2 (and `key_offers`, added later
 /// without a version bump: [`Journal::open`] creates it in older journals).
@@ -359,41 +359,33 @@ impl Journal {
         detail: &str,
         actor: &str,
     ) -> Result<(), JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let exists: Option<String> = tx
-            .query_row(
-                "SELECT state FROM keyring WHERE key_id = ?1",
-                [&key.id.as_bytes()[..]],
-                |r| r.get(0),
+        self.write_tx(|tx| {
+            let exists = key_state_in(tx, key.id)?;
+            if let Some(state) = exists {
+                return Err(TxError::refused(format!(
+                    "key {} is already in the key ring ({})",
+                    key.id,
+                    state.as_str()
+                )));
+            }
+            tx.execute(
+                &format!("INSERT INTO keyring ({RING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'standby', ?5, NULL, NULL, NULL)"),
+                params![
+                    &key.id.as_bytes()[..],
+                    key.label,
+                    key.bits,
+                    key.oaep.as_str(),
+                    at as i64
+                ],
             )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        if let Some(state) = exists {
-            return Err(JournalError::Refused(format!(
-                "key {} is already in the key ring ({state})",
-                key.id
-            )));
-        }
-        tx.execute(
-            &format!("INSERT INTO keyring ({RING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'standby', ?5, NULL, NULL, NULL)"),
-            params![
-                &key.id.as_bytes()[..],
-                key.label,
-                key.bits,
-                key.oaep.as_str(),
-                at as i64
-            ],
-        )
-        .map_err(|e| self.sql(e))?;
-        insert_audit(&tx, at, event, &key.id.to_string(), detail, actor)
-            .map_err(|e| self.sql(e))?;
-        if make_current {
-            make_current_in(&tx, key.id, at, actor).map_err(|e| self.sql(e))?;
-        }
-        tx.commit().map_err(|e| self.sql(e))
+            ?;
+            insert_audit(tx, at, event, &key.id.to_string(), detail, actor)
+                ?;
+            if make_current {
+                make_current_in(tx, key.id, at, actor)?;
+            }
+            Ok(())
+        })
     }
 
     /// Make a `standby` or `previous` key current; the current key becomes
@@ -404,39 +396,27 @@ impl Journal {
         at: Timestamp,
         actor: &str,
     ) -> Result<Option<KeyId>, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let state: Option<String> = tx
-            .query_row(
-                "SELECT state FROM keyring WHERE key_id = ?1",
-                [&id.as_bytes()[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        match state.as_deref() {
-            None => {
-                return Err(JournalError::Refused(format!(
-                    "key {id} is not in the key ring (see `tp-daemon keys list`)"
-                )))
+        self.write_tx(|tx| {
+            let state = key_state_in(tx, id)?;
+            match state {
+                None => {
+                    return Err(TxError::refused(format!(
+                        "key {id} is not in the key ring (see `tp-daemon keys list`)"
+                    )))
+                }
+                Some(KeyState::Current) => {
+                    return Err(TxError::refused(format!("key {id} is already current")))
+                }
+                Some(KeyState::Retired) => {
+                    return Err(TxError::refused(format!(
+                        "key {id} is retired; a retired key never comes back (generate a new one)"
+                    )))
+                }
+                Some(_) => {}
             }
-            Some("current") => {
-                return Err(JournalError::Refused(format!(
-                    "key {id} is already current"
-                )))
-            }
-            Some("retired") => {
-                return Err(JournalError::Refused(format!(
-                    "key {id} is retired; a retired key never comes back (generate a new one)"
-                )))
-            }
-            Some(_) => {}
-        }
-        let old = make_current_in(&tx, id, at, actor).map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(old)
+            let old = make_current_in(tx, id, at, actor)?;
+            Ok(old)
+        })
     }
 
     /// What the recorded TP cards naming `id` current promised.
@@ -457,39 +437,30 @@ impl Journal {
         actor: &str,
     ) -> Result<(), JournalError> {
         let key = card.body().current_key;
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let state: Option<String> = tx
-            .query_row(
-                "SELECT state FROM keyring WHERE key_id = ?1",
-                [&key.as_bytes()[..]],
-                |r| r.get(0),
+        self.write_tx(|tx| {
+            let state = key_state_in(tx, key)?;
+            if state == Some(KeyState::Retired) {
+                return Err(TxError::refused(format!(
+                    "encryption key {key} was retired while the TP card naming it current was being \
+                     signed; the card is not used (sign it again: SIGHUP or restart)"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO key_offers (key_id, last_signed, latest_deadline) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key_id) DO UPDATE SET \
+                 last_signed = MAX(last_signed, excluded.last_signed), \
+                 latest_deadline = MAX(latest_deadline, excluded.latest_deadline)",
+                params![
+                    &key.as_bytes()[..],
+                    card.body().created as i64,
+                    card.latest_deadline() as i64
+                ],
             )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        if state.as_deref() == Some("retired") {
-            return Err(JournalError::Refused(format!(
-                "encryption key {key} was retired while the TP card naming it current was being \
-                 signed; the card is not used (sign it again: SIGHUP or restart)"
-            )));
-        }
-        tx.execute(
-            "INSERT INTO key_offers (key_id, last_signed, latest_deadline) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key_id) DO UPDATE SET \
-             last_signed = MAX(last_signed, excluded.last_signed), \
-             latest_deadline = MAX(latest_deadline, excluded.latest_deadline)",
-            params![
-                &key.as_bytes()[..],
-                card.body().created as i64,
-                card.latest_deadline() as i64
-            ],
-        )
-        .map_err(|e| self.sql(e))?;
-        insert_audit(&tx, at, "card.signed", &card.id().0.to_hex(), detail, actor)
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))
+            ?;
+            insert_audit(tx, at, "card.signed", &card.id().0.to_hex(), detail, actor)
+                ?;
+            Ok(())
+        })
     }
 
     /// Retire a key that is not current. Unless `force`, refuse while
@@ -503,86 +474,83 @@ impl Journal {
         at: Timestamp,
         actor: &str,
     ) -> Result<Retirement, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let row = tx
-            .query_row(
-                &format!("SELECT {RING_COLUMNS} FROM keyring WHERE key_id = ?1"),
-                [&id.as_bytes()[..]],
-                ring_row,
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        let Some((_, rest)) = row else {
-            return Err(JournalError::Refused(format!(
-                "key {id} is not in the key ring (see `tp-daemon keys list`)"
-            )));
-        };
-        let key = self.ring_key(id, rest)?;
-        match key.state {
-            KeyState::Current => {
-                return Err(JournalError::Refused(format!(
-                    "key {id} is the current encryption key; make another key current first \
-                     (`tp-daemon keys rotate`)"
-                )))
-            }
-            KeyState::Retired => {
-                return Err(JournalError::Refused(format!(
-                    "key {id} was already retired at {}",
-                    rfc3339(key.retired_at.unwrap_or(0))
-                )))
-            }
-            KeyState::Standby | KeyState::Previous => {}
-        }
-        let offers = key_offers_in(&tx, id).map_err(|e| self.sql(e))?;
-        let safe = key.safe_to_retire_at(policy, offers.as_ref());
-        if at < safe && !force {
-            let since = match offers {
-                Some(o) => format!(
-                    "the last TP card naming it current was signed at {}",
-                    rfc3339(o.last_signed)
-                ),
-                None => format!(
-                    "it was in use until {}",
-                    rfc3339(key.superseded_at.unwrap_or(key.created_at))
-                ),
+        self.write_tx(|tx| {
+            let row = tx
+                .query_row(
+                    &format!("SELECT {RING_COLUMNS} FROM keyring WHERE key_id = ?1"),
+                    [&id.as_bytes()[..]],
+                    ring_row,
+                )
+                .optional()
+                ?;
+            let Some((_, rest)) = row else {
+                return Err(TxError::refused(format!(
+                    "key {id} is not in the key ring (see `tp-daemon keys list`)"
+                )));
             };
-            return Err(JournalError::Refused(format!(
-                "key {id} may still have envelopes whose deadline has not passed until {} \
-                 ({since}, and recipients accept deadlines up to max_deadline_secs + \
-                 clock_skew_secs after a card's signing); retiring it now would leave their \
-                 recipients unable to claim. Wait until {}, or pass --force if you know no such \
-                 envelope exists",
-                rfc3339(safe),
-                rfc3339(safe)
-            )));
-        }
-        tx.execute(
-            "UPDATE keyring SET state = 'retired', retired_at = ?2 WHERE key_id = ?1",
-            params![&id.as_bytes()[..], at as i64],
-        )
-        .map_err(|e| self.sql(e))?;
-        let detail = if at < safe {
-            format!(
-                "retired with --force before {} (was {})",
-                rfc3339(safe),
-                key.state
+            let key = self.ring_key(id, rest)?;
+            match key.state {
+                KeyState::Current => {
+                    return Err(TxError::refused(format!(
+                        "key {id} is the current encryption key; make another key current first \
+                         (`tp-daemon keys rotate`)"
+                    )))
+                }
+                KeyState::Retired => {
+                    return Err(TxError::refused(format!(
+                        "key {id} was already retired at {}",
+                        rfc3339(key.retired_at.unwrap_or(0))
+                    )))
+                }
+                KeyState::Standby | KeyState::Previous => {}
+            }
+            let offers = key_offers_in(tx, id)?;
+            let safe = key.safe_to_retire_at(policy, offers.as_ref());
+            if at < safe && !force {
+                let since = match offers {
+                    Some(o) => format!(
+                        "the last TP card naming it current was signed at {}",
+                        rfc3339(o.last_signed)
+                    ),
+                    None => format!(
+                        "it was in use until {}",
+                        rfc3339(key.superseded_at.unwrap_or(key.created_at))
+                    ),
+                };
+                return Err(TxError::refused(format!(
+                    "key {id} may still have envelopes whose deadline has not passed until {} \
+                     ({since}, and recipients accept deadlines up to max_deadline_secs + \
+                     clock_skew_secs after a card's signing); retiring it now would leave their \
+                     recipients unable to claim. Wait until {}, or pass --force if you know no such \
+                     envelope exists",
+                    rfc3339(safe),
+                    rfc3339(safe)
+                )));
+            }
+            tx.execute(
+                "UPDATE keyring SET state = 'retired', retired_at = ?2 WHERE key_id = ?1",
+                params![&id.as_bytes()[..], at as i64],
             )
-        } else {
-            format!("retired (was {})", key.state)
-        };
-        insert_audit(&tx, at, "key.retired", &id.to_string(), &detail, actor)
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(Retirement {
-            key: RingKey {
-                state: KeyState::Retired,
-                retired_at: Some(at),
-                ..key
-            },
-            safe_at: safe,
+            ?;
+            let detail = if at < safe {
+                format!(
+                    "retired with --force before {} (was {})",
+                    rfc3339(safe),
+                    key.state
+                )
+            } else {
+                format!("retired (was {})", key.state)
+            };
+            insert_audit(tx, at, "key.retired", &id.to_string(), &detail, actor)
+                ?;
+            Ok(Retirement {
+                key: RingKey {
+                    state: KeyState::Retired,
+                    retired_at: Some(at),
+                    ..key
+                },
+                safe_at: safe,
+            })
         })
     }
 }
@@ -602,6 +570,24 @@ fn key_offers_in(conn: &rusqlite::Connection, id: KeyId) -> rusqlite::Result<Opt
 }
 
 /// Inside a transaction: `id` becomes current, the old current `previous`.
+/// A key's state, read inside the caller's transaction (so it still holds
+/// when the caller writes).
+fn key_state_in(tx: &rusqlite::Transaction<'_>, id: KeyId) -> Result<Option<KeyState>, TxError> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM keyring WHERE key_id = ?1",
+            [&id.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match state {
+        None => Ok(None),
+        Some(s) => KeyState::parse(&s)
+            .map(Some)
+            .ok_or_else(|| TxError::Corrupt(format!("key ring entry {id}: unknown state {s:?}"))),
+    }
+}
+
 fn make_current_in(
     tx: &rusqlite::Connection,
     id: KeyId,

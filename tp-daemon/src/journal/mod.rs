@@ -115,6 +115,35 @@ CREATE TABLE IF NOT EXISTS tp_cards (
 ) WITHOUT ROWID;
 ";
 
+/// Why a [`Journal::write_tx`] body stopped: SQLite or a corrupt row (which
+/// `write_tx` names with the journal's path), or a refusal of its own.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Sql(rusqlite::Error),
+    /// What the body read makes no sense (named with the journal's path).
+    Corrupt(String),
+    Journal(JournalError),
+}
+
+impl TxError {
+    /// The body refuses the change (nothing is written).
+    pub(crate) fn refused(why: String) -> TxError {
+        TxError::Journal(JournalError::Refused(why))
+    }
+}
+
+impl From<rusqlite::Error> for TxError {
+    fn from(e: rusqlite::Error) -> TxError {
+        TxError::Sql(e)
+    }
+}
+
+impl From<JournalError> for TxError {
+    fn from(e: JournalError) -> TxError {
+        TxError::Journal(e)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {}: {source}", path.display())]
@@ -255,6 +284,31 @@ impl Journal {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Run `f` in one `IMMEDIATE` transaction and commit it. The write lock
+    /// is taken at `BEGIN`, so what `f` reads is still true when it writes
+    /// (an operator command and the daemon may write at once); an error
+    /// from `f` rolls everything back. SQLite errors get this journal's path.
+    pub(crate) fn write_tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, TxError>,
+    ) -> Result<T, JournalError> {
+        let run = || {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| match e {
+            TxError::Sql(e) => self.sql(e),
+            TxError::Corrupt(detail) => JournalError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            },
+            TxError::Journal(e) => e,
+        })
     }
 
     /// The record a lookup row points to.

@@ -2,7 +2,7 @@
 //! require_subscription` is set (the TP may serve its subscribers only), with
 //! an optional expiry. Every change is audited in the same transaction.
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::params;
 use vtp_protocol::{IdentityId, Timestamp};
 
 use crate::clock::rfc3339;
@@ -37,41 +37,38 @@ impl Journal {
         at: Timestamp,
         actor: &str,
     ) -> Result<bool, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let existed: bool = tx
-            .query_row(
-                "SELECT COUNT(*) FROM subscribers WHERE identity = ?1",
-                [&identity.0 .0[..]],
-                |r| r.get::<_, i64>(0),
+        self.write_tx(|tx| {
+            let existed: bool = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM subscribers WHERE identity = ?1",
+                    [&identity.0 .0[..]],
+                    |r| r.get::<_, i64>(0),
+                )
+                ?
+                > 0;
+            tx.execute(
+                "INSERT INTO subscribers (identity, note, added_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (identity) DO UPDATE SET note = excluded.note, expires_at = excluded.expires_at",
+                params![&identity.0 .0[..], note, at as i64, expires_at.map(|t| t as i64)],
             )
-            .map_err(|e| self.sql(e))?
-            > 0;
-        tx.execute(
-            "INSERT INTO subscribers (identity, note, added_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (identity) DO UPDATE SET note = excluded.note, expires_at = excluded.expires_at",
-            params![&identity.0 .0[..], note, at as i64, expires_at.map(|t| t as i64)],
-        )
-        .map_err(|e| self.sql(e))?;
-        let detail = format!(
-            "{} subscriber \"{note}\", {}",
-            if existed { "updated" } else { "added" },
-            match expires_at {
-                Some(t) => format!("expires {}", rfc3339(t)),
-                None => "no expiry".into(),
-            }
-        );
-        let event = if existed {
-            "subscriber.updated"
-        } else {
-            "subscriber.added"
-        };
-        insert_audit(&tx, at, event, &identity.0.to_hex(), &detail, actor)
-            .map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(!existed)
+            ?;
+            let detail = format!(
+                "{} subscriber \"{note}\", {}",
+                if existed { "updated" } else { "added" },
+                match expires_at {
+                    Some(t) => format!("expires {}", rfc3339(t)),
+                    None => "no expiry".into(),
+                }
+            );
+            let event = if existed {
+                "subscriber.updated"
+            } else {
+                "subscriber.added"
+            };
+            insert_audit(tx, at, event, &identity.0.to_hex(), &detail, actor)
+                ?;
+            Ok(!existed)
+        })
     }
 
     /// Remove a subscriber; `false` if it was not subscribed.
@@ -81,29 +78,23 @@ impl Journal {
         at: Timestamp,
         actor: &str,
     ) -> Result<bool, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.sql(e))?;
-        let n = tx
-            .execute(
+        self.write_tx(|tx| {
+            let n = tx.execute(
                 "DELETE FROM subscribers WHERE identity = ?1",
                 [&identity.0 .0[..]],
-            )
-            .map_err(|e| self.sql(e))?;
-        if n > 0 {
-            insert_audit(
-                &tx,
-                at,
-                "subscriber.removed",
-                &identity.0.to_hex(),
-                "removed",
-                actor,
-            )
-            .map_err(|e| self.sql(e))?;
-        }
-        tx.commit().map_err(|e| self.sql(e))?;
-        Ok(n > 0)
+            )?;
+            if n > 0 {
+                insert_audit(
+                    &tx,
+                    at,
+                    "subscriber.removed",
+                    &identity.0.to_hex(),
+                    "removed",
+                    actor,
+                )?;
+            }
+            Ok(n > 0)
+        })
     }
 
     fn subscriber_rows(
