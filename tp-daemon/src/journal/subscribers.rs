@@ -85,7 +85,7 @@ impl Journal {
             )?;
             if n > 0 {
                 insert_audit(
-                    &tx,
+                    tx,
                     at,
                     "subscriber.removed",
                     &identity.0.to_hex(),
