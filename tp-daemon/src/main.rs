@@ -5,17 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vtp_device::OaepHash;
 
-use vtp_tp_daemon::clock::{rfc3339, Clock};
-use vtp_tp_daemon::config::Config;
 use vtp_tp_daemon::daemon::{serve, ServeOptions};
-use vtp_tp_daemon::journal::keyring::actor;
-use vtp_tp_daemon::journal::Journal;
 use vtp_tp_daemon::operator::init::{init_dev, InitOptions};
-use vtp_tp_daemon::operator::{self, commands, NewKeyOptions};
+use vtp_tp_daemon::operator::{commands, records, NewKeyOptions};
 
 /// The vtp trusted party (TP): resolves certified-mail claims with keys held
 /// in a PKCS#11 token, and keeps a durable journal of every answer.
@@ -466,137 +462,24 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn subscribers(command: SubscribersCommand) -> anyhow::Result<()> {
-    let now = Clock::system().now();
     match command {
         SubscribersCommand::Add {
             config,
             identity,
             note,
             expires,
-        } => {
-            let config = Config::load(&config.config)?;
-            let id = operator::identity_arg(&identity)?;
-            let expires = expires.map(|e| operator::expiry_arg(&e, now)).transpose()?;
-            let journal = Journal::open(&config.data_dir)?;
-            let new = journal.add_subscriber(
-                &id,
-                &note,
-                expires,
-                now,
-                &actor("tp-daemon subscribers add"),
-            )?;
-            println!(
-                "{} subscriber {} ({})",
-                if new { "added" } else { "updated" },
-                id.0.to_hex(),
-                operator::subscriber_state(expires, now)
-            );
-            if !config.require_subscription {
-                println!(
-                    "note: [policy] require_subscription is false in {}: everyone may claim",
-                    config.path.display()
-                );
-            }
-            Ok(())
-        }
+        } => records::subscribers_add(&config.config, &identity, &note, expires.as_deref()),
         SubscribersCommand::Remove { config, identity } => {
-            let config = Config::load(&config.config)?;
-            let id = operator::identity_arg(&identity)?;
-            let journal = Journal::open(&config.data_dir)?;
-            if !journal.remove_subscriber(&id, now, &actor("tp-daemon subscribers remove"))? {
-                bail!("{} is not a subscriber", id.0.to_hex());
-            }
-            println!("removed subscriber {}", id.0.to_hex());
-            Ok(())
+            records::subscribers_remove(&config.config, &identity)
         }
-        SubscribersCommand::List { config } => {
-            let config = Config::load(&config.config)?;
-            let journal = Journal::open(&config.data_dir)?;
-            let subs = journal.subscribers()?;
-            println!(
-                "require_subscription = {} ({} subscribers)",
-                config.require_subscription,
-                subs.len()
-            );
-            for s in subs {
-                println!(
-                    "{}  added {}  {}  {}",
-                    s.identity.0.to_hex(),
-                    rfc3339(s.added_at),
-                    operator::subscriber_state(s.expires_at, now),
-                    s.note
-                );
-            }
-            Ok(())
-        }
+        SubscribersCommand::List { config } => records::subscribers_list(&config.config),
     }
 }
 
 fn journal(command: JournalCommand) -> anyhow::Result<()> {
     match command {
-        JournalCommand::Stats { config } => {
-            let config = Config::load(&config.config)?;
-            let stats = Journal::open_read_only(&config.data_dir)?.stats()?;
-            println!("resolved {}", stats.resolved);
-            println!("invalid {}", stats.invalid);
-            println!("unclaimed {}", stats.unclaimed);
-            println!("records {}", stats.records);
-            Ok(())
-        }
-        JournalCommand::Verify { config, cards } => {
-            let config = Config::load(&config.config)?;
-            let trusted = cards
-                .iter()
-                .map(|p| {
-                    let bytes =
-                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-                    vtp_protocol::tp_card::TpCard::from_file(&bytes)
-                        .with_context(|| format!("{} is not a TP card", p.display()))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let journal = Journal::open_read_only(&config.data_dir)?;
-            let report = journal.verify((!trusted.is_empty()).then_some(&trusted[..]))?;
-            for (tp, n) in &report.signers {
-                println!("TP {}: {n} affidavits verified", tp.0.to_hex());
-            }
-            match report.first_bad {
-                None => {
-                    println!(
-                        "journal OK: {} records; head {} (note it: a later journal must \
-                         extend it)",
-                        report.records, report.head
-                    );
-                    Ok(())
-                }
-                Some(bad) => {
-                    println!(
-                        "{} records good (up to {}); FIRST BAD RECORD #{}: {}",
-                        report.records, report.head, bad.seq, bad.problem
-                    );
-                    bail!(
-                        "journal {} fails verification at record #{}: {}",
-                        journal.path().display(),
-                        bad.seq,
-                        bad.problem
-                    )
-                }
-            }
-        }
-        JournalCommand::Audit { config, limit } => {
-            let config = Config::load(&config.config)?;
-            let journal = Journal::open_read_only(&config.data_dir)?;
-            for r in journal.audit_log(limit)? {
-                println!(
-                    "{} #{} {} {} — {} [{}]",
-                    rfc3339(r.at),
-                    r.seq,
-                    r.event,
-                    r.subject,
-                    r.detail,
-                    r.actor
-                );
-            }
-            Ok(())
-        }
+        JournalCommand::Stats { config } => records::journal_stats(&config.config),
+        JournalCommand::Verify { config, cards } => records::journal_verify(&config.config, &cards),
+        JournalCommand::Audit { config, limit } => records::journal_audit(&config.config, limit),
     }
 }

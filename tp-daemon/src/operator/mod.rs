@@ -1,7 +1,7 @@
 //! What the operator's commands and the daemon share: opening the token the
 //! config names, resolving key URIs, loading the key ring (importing legacy
-//! `[keys] encryption` lists), building the TP, and the `keys` and
-//! `subscribers` commands themselves.
+//! `[keys] encryption` lists), building the TP; the commands themselves are
+//! in `commands.rs` (keys, card) and `records.rs` (subscribers, journal).
 //!
 //! Key generation always happens **on the token** through the device crate,
 //! which makes keys sensitive and non-extractable with
@@ -14,6 +14,7 @@
 pub mod commands;
 pub mod init;
 pub mod pkcs11_uri;
+pub mod records;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
