@@ -1,5 +1,7 @@
 //! `tp-daemon serve`: start-up checks, the runtime, signals and reloads.
 //!
+//! - **One daemon per data directory:** an exclusive lock on
+//!   `DATA_DIR/tp-daemon.lock`, held until exit ([`crate::data_lock`]).
 //! - **Root:** refused unless `--allow-root` or `VTP_ALLOW_ROOT=1` (the TP
 //!   needs no privilege: it binds a high port and talks to a token).
 //! - **SIGTERM / SIGINT:** stop accepting, finish every request in flight
@@ -31,6 +33,7 @@ use vtp_device::Token;
 
 use crate::clock::{Clock, OFFSET_ENV};
 use crate::config::Config;
+use crate::data_lock::DataDirLock;
 use crate::journal::keyring::actor;
 use crate::journal::Journal;
 use crate::metrics::{Metrics, MetricsServer};
@@ -86,6 +89,8 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Everything that touches the environment happens before the runtime
     // starts threads (SOFTHSM2_CONF is read at C_Initialize).
     let config = Config::load(&opts.config)?;
+    // Before the token: a second daemon must not even log in.
+    let data_lock = DataDirLock::acquire(&config.data_dir)?;
     let token = open_token(&config)?;
     let journal = Journal::open(&config.data_dir)?;
     let who = actor("tp-daemon serve");
@@ -177,6 +182,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             t.abort();
         }
         info!("exiting");
+        drop(data_lock);
         Ok(())
     })
 }

@@ -14,6 +14,7 @@
 //! |---|---|
 //! | [`config`] | `tp.toml`: parsing, defaults, validation with file/line in errors; one file per section |
 //! | [`daemon`] | `serve`: root check, start-up, SIGTERM drain, SIGHUP reload |
+//! | [`data_lock`] | one daemon per data directory (`tp-daemon.lock`) |
 //! | [`server`] | the front end: TCP accept loop, length-delimited frames, connection table and limits, timeouts, graceful shutdown |
 //! | [`rate_limit`] | per-identity token buckets (claimant / requester), checked before and charged after an answer |
 //! | [`service`] | the roles: one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out, a file per request kind (`claim`, `unclaimed`, `receipts`) wiring the decision core ([`vtp_protocol::decide`], where the TP's rules live); with [`service::device_pool`] (the device threads) and [`service::single_flight`] (the per-z lock) |
@@ -34,6 +35,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod data_lock;
 pub mod faults;
 pub mod journal;
 pub mod metrics;
