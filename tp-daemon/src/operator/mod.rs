@@ -13,6 +13,7 @@
 
 pub mod commands;
 pub mod init;
+pub mod pin_file;
 pub mod pkcs11_uri;
 
 use std::fmt::Write as _;
@@ -45,6 +46,9 @@ pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
             );
         }
         std::env::set_var(var, conf);
+    }
+    if let PinSpec::File(p) = &config.pin {
+        pin_file::check(p)?;
     }
     if matches!(config.pin, PinSpec::InsecureLiteral(_)) {
         warn!(
@@ -102,6 +106,9 @@ pub fn resolve_key(
     let Some(uri) = &r.uri else {
         return Ok(r.id.expect("a bare reference is an id"));
     };
+    config
+        .check_key_uri(uri)
+        .map_err(|m| key_error(config, r, what, m))?;
     check_uri_token(uri, token).map_err(|m| key_error(config, r, what, m))?;
     let Some(object) = &uri.object else {
         return Ok(r.id.expect("a URI without object= has an id"));
