@@ -19,6 +19,9 @@
 //!   to a card's horizon from its signing, so a card must stay young.
 //!   Refreshes and SIGHUP reloads run one at a time, and a refresh never
 //!   undoes a reload.
+//! - **systemd:** `READY=1` on `NOTIFY_SOCKET` once the token, the journal
+//!   and both sockets are open, `STOPPING=1` at SIGTERM ([`crate::notify`]);
+//!   the health probe behind `/healthz` runs from then on ([`crate::health`]).
 //! - **stdout:** `listening on ADDR` (and `metrics on ADDR` when enabled),
 //!   for scripts; everything else is a structured log on stderr.
 
@@ -37,6 +40,7 @@ use crate::data_lock::DataDirLock;
 use crate::journal::keyring::actor;
 use crate::journal::Journal;
 use crate::metrics::{Metrics, MetricsServer};
+use crate::notify::Notifier;
 use crate::operator::{build_live, open_token, resign_live};
 use crate::server::Server;
 use crate::service::device_pool::DevicePool;
@@ -86,6 +90,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // TEST HOOKS (crate::faults): inert unless VTP_TEST_FAULT or
     // VTP_TEST_DEVICE_FAULT is set; then a loud warning.
     crate::faults::install_from_env().map_err(|e| anyhow!(e))?;
+    let notifier = Arc::new(Notifier::from_env());
     // Everything that touches the environment happens before the runtime
     // starts threads (SOFTHSM2_CONF is read at C_Initialize).
     let config = Config::load(&opts.config)?;
@@ -145,7 +150,13 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .as_ref()
             .map(|m| m.local_addr())
             .transpose()?;
-        let shutdown = shutdown_signal()?;
+        let shutdown = {
+            let (signal, n) = (shutdown_signal()?, Arc::clone(&notifier));
+            async move {
+                signal.await;
+                n.notify("STOPPING=1\nSTATUS=draining: finishing the requests in flight");
+            }
+        };
         let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
         let reloader = reload_on_sighup(
             opts.config.clone(),
@@ -172,12 +183,19 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         info!(%addr, metrics = ?metrics_addr, "listening");
         let metrics_task = metrics_server.map(|m| tokio::spawn(m.run()));
+        let health = crate::health::spawn(Arc::clone(&token), Arc::clone(&service));
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=serving on {addr}{}\nMAINPID={}",
+            metrics_addr.map_or(String::new(), |m| format!(", metrics on {m}")),
+            std::process::id()
+        ));
         server.run(shutdown).await;
         // Every answered claim is committed; commit what is still queued.
         let s = Arc::clone(&service);
         let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
         reloader.abort();
         refresher.abort();
+        health.abort();
         if let Some(t) = metrics_task {
             t.abort();
         }

@@ -37,12 +37,12 @@ pub enum LockError {
         lock: PathBuf,
         holder: Option<u32>,
     },
-    #[error("cannot lock data directory {}: {what} {}: {source}", dir.display(), lock.display())]
+    #[error("cannot lock data directory {}: {what} {}: {error}", dir.display(), lock.display())]
     Io {
         dir: PathBuf,
         lock: PathBuf,
         what: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -93,11 +93,11 @@ impl DataDirLock {
     /// write our pid into it; refuse at once if another process holds it.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let path = data_dir.join(LOCK_FILE);
-        let io = |what, source| LockError::Io {
+        let io = |what, error| LockError::Io {
             dir: data_dir.to_owned(),
             lock: path.clone(),
             what,
-            source,
+            error,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| io("cannot create the directory of", e))?;
         let mut f = OpenOptions::new()

@@ -44,6 +44,13 @@ enum Command {
     Init(InitArgs),
     /// Run the TP daemon (SIGTERM: drain and exit; SIGHUP: reload).
     Serve(ServeArgs),
+    /// Check a deployment without changing anything: the config, the PIN
+    /// file, the token and a real operation with every key (a signature
+    /// verified with the public key; an OAEP round trip), the journal's
+    /// head (read-only), the data directory and the addresses. Exit 0 with a
+    /// summary, or 1 with one line naming the problem. For CI and before
+    /// reloads.
+    Check(ConfigArg),
     /// Write the TP card (same as `keys export`).
     Card(ExportArgs),
     /// Manage the TP's keys: generate, list, rotate, retire, export.
@@ -369,6 +376,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             metrics_listen: a.metrics_listen,
             allow_root: a.allow_root,
         }),
+        Command::Check(a) => Ok(vtp_tp_daemon::operator::check::check(&a.config)?),
         Command::Card(a) => commands::export(&a.config.config, &a.out, "tp-daemon card"),
         Command::Keys { command } => keys(command),
         Command::Subscribers { command } => subscribers(command),

@@ -1,8 +1,10 @@
 //! Health and Prometheus metrics, served on their own local address
 //! (`metrics_listen`, e.g. `127.0.0.1:7401`), never on the TP's port.
 //!
-//! `GET /healthz` answers `200 ok` while the daemon serves and `503 draining`
-//! once it is shutting down. `GET /metrics` answers the OpenMetrics text
+//! `GET /healthz` answers `200 ok` while the daemon serves, the token signs
+//! and the journal writer runs ([`crate::health`] probes them every few
+//! seconds and caches the result here); otherwise `503` and one line naming
+//! why (`draining` once it is shutting down, `token: ...`, `journal: ...`). `GET /metrics` answers the OpenMetrics text
 //! format (which Prometheus scrapes natively), encoded by the
 //! `prometheus-client` crate; the HTTP side is a few lines of hand-written
 //! HTTP/1.0 (one request per connection, `Connection: close`), because two
@@ -33,11 +35,12 @@
 //!   [`crate::server`]), `first_frame_timeout`, `idle_timeout` — a flood
 //!   of idle connections shows here;
 //! - `config_reloads_total{result}`;
-//! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served.
+//! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served;
+//! - `healthy`: 1 while `/healthz` would answer 200, else 0.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -119,6 +122,9 @@ pub struct Metrics {
     in_flight: Gauge,
     reloads: Family<ResultLabel, Counter>,
     info: Family<InfoLabel, Gauge>,
+    healthy: Gauge,
+    /// The last health probe's result (see [`crate::health`]).
+    health: Mutex<Result<(), String>>,
     draining: AtomicBool,
 }
 
@@ -233,6 +239,13 @@ impl Metrics {
             "The TP card being served (value 1)",
             info.clone(),
         );
+        let healthy = Gauge::default();
+        healthy.set(1);
+        registry.register(
+            "healthy",
+            "1 while /healthz answers 200 (serving, token signs, journal writer runs), else 0",
+            healthy.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -250,6 +263,8 @@ impl Metrics {
             in_flight,
             reloads,
             info,
+            healthy,
+            health: Mutex::new(Ok(())),
             draining: AtomicBool::new(false),
         }
     }
@@ -335,6 +350,20 @@ impl Metrics {
     }
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.healthy.set(0);
+    }
+    /// Record a health probe's result (`Err`: the one-line reason).
+    pub fn set_health(&self, result: Result<(), String>) {
+        self.healthy
+            .set(i64::from(result.is_ok() && !self.draining()));
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = result;
+    }
+    /// The last health probe's result.
+    pub fn health(&self) -> Result<(), String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -413,7 +442,14 @@ async fn answer(mut stream: TcpStream, m: &Metrics) {
         ("GET", "/healthz") if m.draining() => {
             ("503 Service Unavailable", "text/plain", "draining\n".into())
         }
-        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
+        ("GET", "/healthz") => match m.health() {
+            Ok(()) => ("200 OK", "text/plain", "ok\n".into()),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{}\n", why.replace(['\r', '\n'], " ")),
+            ),
+        },
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
@@ -483,6 +519,16 @@ mod tests {
         let addr = server.local_addr().unwrap();
         let task = tokio::spawn(server.run());
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200 OK"));
+        m.set_health(Err("token: the token is gone".into()));
+        let r = get(addr, "/healthz").await;
+        assert!(
+            r.starts_with("HTTP/1.0 503") && r.ends_with("\r\n\r\ntoken: the token is gone\n"),
+            "{r}"
+        );
+        assert!(m.encode().contains("vtp_healthy 0"));
+        m.set_health(Ok(()));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200 OK"));
+        assert!(m.encode().contains("vtp_healthy 1"));
         m.set_draining();
         let r = get(addr, "/healthz").await;
         assert!(

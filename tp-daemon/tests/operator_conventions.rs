@@ -188,3 +188,190 @@ fn key_uris_may_carry_module_path_and_pin_source_that_agree_with_token() {
         "{line}"
     );
 }
+
+// ---- 4. `tp-daemon check`, systemd readiness, /healthz -------------------------
+
+/// Every file directly in the data directory, with its contents (daemon
+/// logs left out): what `check` must not change.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with("daemon-"))
+        .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[track_caller]
+fn check_fails_with(tp: &TestTp, needles: &[&str]) {
+    let run = tp.cli(&["check"]).fails();
+    let line = run.error_line();
+    for n in needles {
+        assert!(line.contains(n), "{n:?} not in {line:?}");
+    }
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("tp-daemon:"))
+            .count(),
+        1,
+        "one line: {run:?}"
+    );
+}
+
+#[test]
+fn check_tests_every_key_and_the_journal_without_writing_anything() {
+    let tp = TestTp::new();
+    let d = tp.start();
+    let card = card_of(&d);
+    assert!(matches!(
+        d.ask(&Exchange::new(&card, 3600).claim()),
+        Response::Claim(_)
+    ));
+    assert!(d.terminate().success());
+    let key = card.body().current_key.to_string();
+
+    let before = snapshot(tp.path());
+    let out = tp.cli(&["check"]).ok().stdout;
+    for needle in [
+        "token \"vtp-dev\"",
+        "signed a test digest, the signature verifies",
+        &format!("encryption key {key} (RSA-2048 OAEP-SHA1, current): OAEP wrap/unwrap"),
+        "head #1 ",
+        "no daemon is serving this data directory",
+        &format!("check passed: \"test TP\", TP id {}", card.id()),
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in\n{out}");
+    }
+    assert_eq!(snapshot(tp.path()), before, "check wrote nothing");
+
+    // Beside a running daemon (before a reload): passes, names it.
+    let d = tp.start();
+    let out = tp.cli(&["check"]).ok().stdout;
+    assert!(
+        out.contains(&format!("(pid {}) is serving", d.pid())),
+        "{out}"
+    );
+    assert!(d.terminate().success());
+
+    // Each problem: exit 1 and one line naming it.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let listen = config_value(&tp, "listen");
+    tp.edit_config(|t| {
+        t.replace(
+            &format!("listen = \"{listen}\""),
+            &format!("listen = \"{port}\""),
+        )
+    });
+    check_fails_with(&tp, &[&format!("cannot listen on {port} (listen)")]);
+    drop(busy);
+    tp.cli(&["check"]).ok();
+
+    let signing = config_value(&tp, "signing");
+    tp.edit_config(|t| t.replace(&signing, "0123456789abcdef"));
+    check_fails_with(&tp, &["signing key 0123456789abcdef"]);
+    tp.edit_config(|t| t.replace("0123456789abcdef", &signing));
+
+    let secret = std::fs::read(tp.pin_file()).unwrap();
+    std::fs::write(tp.pin_file(), "wrong-pin-4711\n").unwrap();
+    check_fails_with(&tp, &["token: ", "PIN"]);
+    std::fs::write(tp.pin_file(), &secret).unwrap();
+
+    let db = rusqlite::Connection::open(tp.path().join("journal.sqlite3")).unwrap();
+    db.execute("UPDATE records SET hash = zeroblob(32) WHERE seq = 1", [])
+        .unwrap();
+    drop(db);
+    check_fails_with(&tp, &["journal ", "journal.sqlite3"]);
+}
+
+/// A fake service manager: the NOTIFY_SOCKET end.
+fn notify_socket(tp: &TestTp) -> (std::os::unix::net::UnixDatagram, String) {
+    let path = tp.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    (sock, path.display().to_string())
+}
+
+fn next_message(sock: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notification");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn systemd_readiness_once_the_sockets_are_bound_and_stopping_at_sigterm() {
+    let tp = TestTp::new();
+    let (sock, path) = notify_socket(&tp);
+    let d = tp.start_with(
+        &["--allow-root", "--metrics-listen", "127.0.0.1:0"],
+        &[("NOTIFY_SOCKET", &path)],
+    );
+    let ready = next_message(&sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", d.pid()))
+            && ready.contains(&format!("STATUS=serving on {}", d.addr)),
+        "{ready}"
+    );
+    // Ready means both sockets answer.
+    assert!(matches!(d.ask(&Request::GetCard), Response::Card(_)));
+    assert_eq!(d.http_get("/healthz").0, "HTTP/1.0 200 OK");
+    d.send_term();
+    let stopping = next_message(&sock);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    assert!(d.wait_exit(std::time::Duration::from_secs(30)).success());
+}
+
+#[test]
+fn healthz_reports_a_token_that_stops_signing_and_recovers() {
+    let tp = TestTp::new();
+    let d = tp.start_with(
+        &["--allow-root", "--metrics-listen", "127.0.0.1:0"],
+        // Every decryption logs the process out of the token (as another
+        // module user or a token reset would).
+        &[("VTP_TEST_DEVICE_FAULT", "logout-every:1")],
+    );
+    assert_eq!(
+        d.http_get("/healthz"),
+        ("HTTP/1.0 200 OK".to_owned(), "ok\n".to_owned())
+    );
+    // Logged out, and the PIN cannot be read again: the token is lost.
+    let pin = tp.pin_file();
+    let away = tp.path().join("pin-away");
+    std::fs::rename(&pin, &away).unwrap();
+    let card = card_of(&d);
+    let _ = d.ask(&Exchange::new(&card, 3600).claim());
+    let wait_for = |want: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, body) = d.http_get("/healthz");
+            if status.contains(want) {
+                return body;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(40),
+                "/healthz stays {status} {body:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let body = wait_for("503");
+    assert!(
+        body.starts_with("token: ") && body.ends_with('\n'),
+        "{body:?}"
+    );
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+    assert_eq!(d.metric("vtp_healthy"), Some(0.0));
+    d.wait_log("unhealthy: /healthz answers 503", 1);
+    // The PIN is back: the probe logs in again, healthy again.
+    std::fs::rename(&away, &pin).unwrap();
+    assert_eq!(wait_for("200"), "ok\n");
+    assert_eq!(d.metric("vtp_healthy"), Some(1.0));
+    assert!(d.terminate().success());
+}

@@ -11,6 +11,7 @@
 //! policy) after generation, destroys a key that fails, and self-tests new
 //! encryption keys. Every key event is recorded in the journal's audit log.
 
+pub mod check;
 pub mod commands;
 pub mod init;
 pub mod pin_file;
