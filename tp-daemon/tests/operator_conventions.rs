@@ -375,3 +375,184 @@ fn healthz_reports_a_token_that_stops_signing_and_recovers() {
     assert_eq!(d.metric("vtp_healthy"), Some(1.0));
     assert!(d.terminate().success());
 }
+
+// ---- 5. the sample config, relative module paths, verify on a backup ----------
+
+/// docs/tp.toml.sample copied verbatim, with only what names this machine
+/// changed: the token ([token] module, PIN file, SoftHSM config) and the
+/// data directory; the addresses become port 0, to keep tests apart.
+#[test]
+fn a_verbatim_copy_of_the_sample_listens_on_loopback_and_serves_once_keys_exist() {
+    let sample = include_str!("../../docs/tp.toml.sample");
+    // Loopback unless the operator opens it up.
+    assert!(
+        sample.contains("\nlisten = \"127.0.0.1:7400\"\n"),
+        "{sample}"
+    );
+    let dir = TestTp::empty_dir();
+    let dev =
+        vtp_device::softhsm::create_dev_token(&dir.path().join("softhsm"), "vtp-prod").unwrap();
+    let data = dir.path().join("data");
+    let config = sample
+        .replace("metrics_listen = \"127.0.0.1:7401\"\n", "")
+        .replace(
+            "\nlisten = \"127.0.0.1:7400\"\n",
+            "\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .replace("\"/etc/vtp/user.pin\"", &format!("{:?}", dev.pin_file))
+        .replace(
+            "data_dir = \"/var/lib/vtp\"",
+            &format!("data_dir = {data:?}"),
+        )
+        .replace(
+            "# softhsm2_conf = \"/var/lib/vtp/softhsm/softhsm2.conf\"",
+            &format!("softhsm2_conf = {:?}", dev.conf),
+        )
+        .replace(
+            "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+            &format!("module = {:?}", dev.module),
+        );
+    let path = dir.path().join("tp.toml");
+    std::fs::write(&path, &config).unwrap();
+    let tp = TestTp::custom(dir, path);
+
+    // The copy names no key that is not there: it says what to do.
+    let line = serve_error(&tp);
+    assert!(
+        line.contains("[keys] `signing` is not set")
+            && line.contains("`tp-daemon keys generate --signing`"),
+        "{line}"
+    );
+    let out = tp.cli(&["keys", "generate", "--signing"]).ok().stdout;
+    let uri = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uri: "))
+        .unwrap()
+        .to_owned();
+    tp.edit_config(|t| {
+        let commented = t
+            .lines()
+            .find(|l| l.starts_with("# signing = "))
+            .expect("the sample shows `signing` commented out");
+        t.replace(commented, &format!("signing = \"{uri}\""))
+    });
+    tp.cli(&["keys", "generate", "--encryption"]).ok();
+    tp.cli(&["check"]).ok();
+    let d = tp.start();
+    assert!(matches!(
+        d.ask(&Exchange::new(&card_of(&d), 3600).claim()),
+        Response::Claim(_)
+    ));
+}
+
+#[test]
+fn a_relative_module_path_is_resolved_from_the_config_directory_and_named_if_missing() {
+    let tp = TestTp::new();
+    let module = config_value(&tp, "module");
+    std::fs::create_dir(tp.path().join("lib")).unwrap();
+    std::os::unix::fs::symlink(&module, tp.path().join("lib/module.so")).unwrap();
+    tp.edit_config(|t| {
+        t.replace(
+            &format!("module = \"{module}\""),
+            "module = \"lib/module.so\"",
+        )
+    });
+    // From another working directory: the path is the config's, not ours.
+    let run = std::process::Command::new(BIN)
+        .current_dir("/")
+        .args(["check", "--config"])
+        .arg(&tp.config)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    tp.edit_config(|t| t.replace("\"lib/module.so\"", "\"lib/missing-pkcs11.so\""));
+    let line = serve_error(&tp);
+    let tried = tp.path().join("lib/missing-pkcs11.so");
+    assert!(
+        line.contains("\"lib/missing-pkcs11.so\"")
+            && line.contains(&format!("no such file {}", tried.display()))
+            && line.contains("resolved from the directory of the config file"),
+        "{line}"
+    );
+}
+
+#[test]
+fn journal_verify_on_a_backup_in_a_read_only_directory_writes_nothing_beside_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let tp = TestTp::new();
+    let d = tp.start();
+    let card = card_of(&d);
+    for _ in 0..2 {
+        assert!(matches!(
+            d.ask(&Exchange::new(&card, 3600).claim()),
+            Response::Claim(_)
+        ));
+    }
+    // A backup taken while the daemon runs, as docs/operators.md shows.
+    let vacuumed = tp.path().join("backup-vacuum");
+    std::fs::create_dir(&vacuumed).unwrap();
+    let live = rusqlite::Connection::open(tp.path().join("journal.sqlite3")).unwrap();
+    live.execute(
+        "VACUUM INTO ?1",
+        [vacuumed.join("journal.sqlite3").to_str().unwrap()],
+    )
+    .unwrap();
+    drop(live);
+    assert!(d.terminate().success());
+    // And a plain copy of a stopped TP's file (in WAL mode).
+    let copied = tp.path().join("backup-copy");
+    std::fs::create_dir(&copied).unwrap();
+    std::fs::copy(
+        tp.path().join("journal.sqlite3"),
+        copied.join("journal.sqlite3"),
+    )
+    .unwrap();
+
+    for backup in [vacuumed, copied] {
+        std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let config = backup.with_extension("toml");
+        let text = std::fs::read_to_string(&tp.config).unwrap();
+        let data_dir = config_value(&tp, "data_dir");
+        std::fs::write(
+            &config,
+            text.replace(
+                &format!("data_dir = \"{data_dir}\""),
+                &format!("data_dir = {backup:?}"),
+            ),
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(BIN)
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let out = run(&["journal", "verify"]);
+        assert!(out.contains("journal OK: 2 records"), "{out}");
+        run(&["journal", "stats"]);
+        run(&["journal", "audit"]);
+        let names: Vec<String> = std::fs::read_dir(&backup)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["journal.sqlite3"],
+            "nothing written beside {backup:?}"
+        );
+        std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}

@@ -74,7 +74,11 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Directory of the journal.
     pub data_dir: PathBuf,
+    /// The module, absolute (a relative `module` is resolved from the
+    /// config file's directory).
     pub module: PathBuf,
+    /// `module` as written in the file (for messages).
+    pub module_written: PathBuf,
     pub selector: TokenSelector,
     pub pin: PinSpec,
     /// SoftHSM only: exported as `SOFTHSM2_CONF` before the module loads.
@@ -161,6 +165,7 @@ impl Config {
             metrics_listen,
             data_dir,
             module: token.module,
+            module_written: token.module_written,
             selector: token.selector,
             pin: token.pin,
             softhsm2_conf: token.softhsm2_conf,

@@ -38,6 +38,14 @@ use crate::service::Live;
 /// `insecure_literal_pin`, the variable carrying it) in this process: call
 /// it before any other thread starts.
 pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
+    if !config.module.is_file() {
+        return Err(ModuleNotFound {
+            config: config.path.clone(),
+            written: config.module_written.clone(),
+            tried: config.module.clone(),
+        }
+        .into());
+    }
     for (field, var, conf) in config.module_conf_env() {
         if !conf.is_file() {
             bail!(
@@ -59,6 +67,26 @@ pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
         );
     }
     Ok(Arc::new(Token::open(&config.token_config())?))
+}
+
+/// `[token] module` names no file; says which path was tried and, for a
+/// relative one, from where.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "config file {}: [token] module {:?}: no such file {}{}",
+    config.display(),
+    written.display().to_string(),
+    tried.display(),
+    if written.is_relative() {
+        " (a relative module path is resolved from the directory of the config file)"
+    } else {
+        ""
+    }
+)]
+pub struct ModuleNotFound {
+    pub config: PathBuf,
+    pub written: PathBuf,
+    pub tried: PathBuf,
 }
 
 fn key_error(config: &Config, r: &KeyRef, what: &str, msg: String) -> anyhow::Error {
