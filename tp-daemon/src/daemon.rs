@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::data_lock::DataDirLock;
 use crate::journal::keyring::actor;
 use crate::journal::Journal;
-use crate::metrics::{Metrics, MetricsServer};
+use crate::metrics::{KeyTimes, Metrics, MetricsServer};
 use crate::notify::Notifier;
 use crate::operator::{build_live, open_token, resign_live};
 use crate::server::Server;
@@ -129,6 +129,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         pool,
         config.limits.commit_delay(),
     )?);
+    publish_key_times(&service, clock);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -304,6 +305,7 @@ fn refresh_card_periodically(
                         "re-signed the TP card (refresh)"
                     );
                     service.replace_live(live);
+                    publish_key_times(&service, clock);
                 }
                 Ok(Err(e)) => {
                     error!(error = %format!("{e:#}"), "card refresh failed; still serving the previous card");
@@ -363,5 +365,29 @@ fn reload(
         warn!("the TP's signing key changed: this is a NEW TP identity; envelopes made for the old one are refused");
     }
     service.replace_live(live);
+    publish_key_times(service, clock);
     Ok(())
+}
+
+/// Tell the metrics when the keys now served were made (key-age gauges).
+/// Best effort: a journal that cannot say leaves the signing key's age out.
+fn publish_key_times(service: &Service, clock: Clock) {
+    let live = service.live();
+    let keys = live.tp.keys();
+    let current = live.ring.get(keys.current);
+    let signing_made = service
+        .journal()
+        .key_first_seen(keys.signing)
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read when the signing key was made (key-age metric)");
+            None
+        });
+    service.metrics().serving_keys(KeyTimes {
+        clock,
+        signing: keys.signing,
+        signing_made,
+        current: keys.current,
+        current_made: current.map(|k| k.created_at),
+        current_since: current.and_then(|k| k.current_since),
+    });
 }

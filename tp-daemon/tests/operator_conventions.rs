@@ -556,3 +556,72 @@ fn journal_verify_on_a_backup_in_a_read_only_directory_writes_nothing_beside_it(
         std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+// ---- 6. metrics: build, key ages, the refusals the operator sees --------------
+
+#[test]
+fn metrics_show_the_build_the_key_ages_and_refusals_clients_do_not_precheck() {
+    let tp = TestTp::new();
+    let day = 86_400.0;
+    // The TP's clock a day ahead: the keys `init` just made are a day old.
+    let d = tp.start_with(
+        &["--allow-root", "--metrics-listen", "127.0.0.1:0"],
+        &[("VTP_TEST_CLOCK_OFFSET_SECS", "86400")],
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        d.metric(&format!("vtp_build_info{{version=\"{version}\"}}")),
+        Some(1.0)
+    );
+    let card = card_of(&d);
+    let current = card.body().current_key.to_string();
+    let signing = config_value(&tp, "signing");
+    let signing = signing
+        .split("object=vtp-sign-")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let around_a_day = |series: &str| {
+        let v = d
+            .metric(series)
+            .unwrap_or_else(|| panic!("{series} not in /metrics"));
+        assert!((day..day + 600.0).contains(&v), "{series} = {v}");
+    };
+    around_a_day(&format!(
+        "vtp_key_age_seconds{{role=\"signing\",key_id=\"{signing}\"}}"
+    ));
+    around_a_day(&format!(
+        "vtp_key_age_seconds{{role=\"encryption\",key_id=\"{current}\"}}"
+    ));
+    around_a_day(&format!("vtp_key_current_seconds{{key_id=\"{current}\"}}"));
+
+    // The vtp client checks envelopes and receipts before it claims, but
+    // not the deadline: a late claim reaches the TP and is counted.
+    let late = Exchange::new(&card, 3600);
+    let r = d.ask(&late.claim());
+    assert!(matches!(r, Response::Error(_)), "{r:?}");
+    assert_eq!(
+        d.metric("vtp_refusals_total{request=\"claim\",reason=\"deadline\"}"),
+        Some(1.0)
+    );
+
+    // A rotation, once reloaded, moves the gauges to the new key.
+    tp.cli(&["keys", "rotate"]).ok();
+    d.hup();
+    d.wait_log("reloaded: serving a new TP card", 1);
+    let new = card_of(&d).body().current_key.to_string();
+    assert_ne!(new, current);
+    let v = d
+        .metric(&format!("vtp_key_current_seconds{{key_id=\"{new}\"}}"))
+        .expect("the new key's series");
+    assert!(v < day + 600.0, "{v}");
+    let (_, text) = d.http_get("/metrics");
+    assert!(
+        !text.contains(&format!("vtp_key_current_seconds{{key_id=\"{current}\"}}")),
+        "{text}"
+    );
+    assert!(d.terminate().success());
+}
