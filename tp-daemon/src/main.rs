@@ -42,7 +42,9 @@ enum Command {
     /// Create a development TP: a SoftHSM2 token with fresh keys, a commented
     /// tp.toml, the key ring and the TP card, all in one directory.
     Init(InitArgs),
-    /// Run the TP daemon (SIGTERM: drain and exit; SIGHUP: reload).
+    /// Run the TP daemon (SIGTERM: drain and exit; SIGHUP: reload). One
+    /// daemon per data directory (a second one is refused, naming the
+    /// first); under systemd it signals READY=1 once it can answer.
     Serve(ServeArgs),
     /// Check a deployment without changing anything: the config, the PIN
     /// file, the token and a real operation with every key (a signature
@@ -320,7 +322,9 @@ enum JournalCommand {
     },
     /// Check the journal's hash chain: sequence numbers, hashes and links,
     /// every affidavit's signature and chain position, the lookup index.
-    /// Prints the first bad record and exits 1; safe while the daemon runs.
+    /// Prints the first bad record and exits 1; safe while the daemon runs,
+    /// and on a backup (data_dir pointing at the copy) it writes nothing
+    /// beside it.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
