@@ -140,6 +140,64 @@ fn pin_file_policy_accepts_the_documented_0640_and_refuses_open_files() {
     }
     chmod(&pin, 0o600);
     assert!(tp.start().terminate().success());
+
+    // An ACL is judged by its entries: systemd's LoadCredential= copy
+    // (owner read, plus read for the service user through the ACL) passes,
+    // one that lets another user read is refused. (Skipped where the file
+    // system has no ACLs.)
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    chmod(&pin, 0o400);
+    if set_acl(
+        &pin,
+        &[
+            (0x01, 4, u32::MAX),
+            (0x02, 4, me),
+            (0x04, 0, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ],
+    ) {
+        assert!(tp.start().terminate().success());
+        let other = if me == 1000 { 1001 } else { 1000 };
+        set_acl(
+            &pin,
+            &[
+                (0x01, 4, u32::MAX),
+                (0x02, 4, other),
+                (0x04, 0, u32::MAX),
+                (0x10, 4, u32::MAX),
+                (0x20, 0, u32::MAX),
+            ],
+        );
+        let line = serve_error(&tp);
+        assert!(
+            line.contains(&format!("its ACL lets user {other} read it")),
+            "{line}"
+        );
+    }
+}
+
+/// Set a POSIX access ACL (tag, permissions, id) the way `setfacl` does;
+/// false where the file system does not support ACLs.
+fn set_acl(path: &std::path::Path, entries: &[(u16, u16, u32)]) -> bool {
+    let mut value = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        value.extend(tag.to_le_bytes());
+        value.extend(perm.to_le_bytes());
+        value.extend(id.to_le_bytes());
+    }
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings and a buffer of the given length.
+    unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        ) == 0
+    }
 }
 
 #[test]
