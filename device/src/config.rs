@@ -54,8 +54,9 @@ impl PinSource {
             problem,
         };
         let mut value = match self {
+            // Who may read the file is the caller's policy (tp-daemon
+            // refuses PIN files others can read before it opens the token).
             PinSource::File(path) => {
-                warn_if_readable_by_others(path);
                 let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| fail(e.to_string()))?);
                 match std::str::from_utf8(&bytes) {
                     Ok(s) => Zeroizing::new(s.to_owned()),
@@ -84,24 +85,6 @@ impl PinSource {
         Ok(Pin(value))
     }
 }
-
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "PIN file is accessible to group/others; chmod 600 it"
-            );
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &std::path::Path) {}
 
 /// A token PIN: wiped from memory on drop, printed as `Pin(***)`.
 pub struct Pin(Zeroizing<String>);

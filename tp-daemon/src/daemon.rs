@@ -1,5 +1,7 @@
 //! `tp-daemon serve`: start-up checks, the runtime, signals and reloads.
 //!
+//! - **One daemon per data directory:** an exclusive lock on
+//!   `DATA_DIR/tp-daemon.lock`, held until exit ([`crate::data_lock`]).
 //! - **Root:** refused unless `--allow-root` or `VTP_ALLOW_ROOT=1` (the TP
 //!   needs no privilege: it binds a high port and talks to a token).
 //! - **SIGTERM / SIGINT:** stop accepting, finish every request in flight
@@ -17,6 +19,9 @@
 //!   to a card's horizon from its signing, so a card must stay young.
 //!   Refreshes and SIGHUP reloads run one at a time, and a refresh never
 //!   undoes a reload.
+//! - **systemd:** `READY=1` on `NOTIFY_SOCKET` once the token, the journal
+//!   and both sockets are open, `STOPPING=1` at SIGTERM ([`crate::notify`]);
+//!   the health probe behind `/healthz` runs from then on ([`crate::health`]).
 //! - **stdout:** `listening on ADDR` (and `metrics on ADDR` when enabled),
 //!   for scripts; everything else is a structured log on stderr.
 
@@ -31,9 +36,11 @@ use vtp_device::Token;
 
 use crate::clock::{Clock, OFFSET_ENV};
 use crate::config::Config;
+use crate::data_lock::DataDirLock;
 use crate::journal::keyring::actor;
 use crate::journal::Journal;
-use crate::metrics::{Metrics, MetricsServer};
+use crate::metrics::{KeyTimes, Metrics, MetricsServer};
+use crate::notify::Notifier;
 use crate::operator::{build_live, open_token, resign_live};
 use crate::server::Server;
 use crate::service::device_pool::DevicePool;
@@ -83,9 +90,12 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // TEST HOOKS (crate::faults): inert unless VTP_TEST_FAULT or
     // VTP_TEST_DEVICE_FAULT is set; then a loud warning.
     crate::faults::install_from_env()?;
+    let notifier = Arc::new(Notifier::from_env());
     // Everything that touches the environment happens before the runtime
     // starts threads (SOFTHSM2_CONF is read at C_Initialize).
     let config = Config::load(&opts.config)?;
+    // Before the token: a second daemon must not even log in.
+    let data_lock = DataDirLock::acquire(&config.data_dir)?;
     let token = open_token(&config)?;
     let journal = Journal::open(&config.data_dir)?;
     let who = actor("tp-daemon serve");
@@ -119,6 +129,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         pool,
         config.limits.commit_delay(),
     )?);
+    publish_key_times(&service, clock);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,7 +151,13 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .as_ref()
             .map(|m| m.local_addr())
             .transpose()?;
-        let shutdown = shutdown_signal()?;
+        let shutdown = {
+            let (signal, n) = (shutdown_signal()?, Arc::clone(&notifier));
+            async move {
+                signal.await;
+                n.notify("STOPPING=1\nSTATUS=draining: finishing the requests in flight");
+            }
+        };
         let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
         let reloader = reload_on_sighup(
             opts.config.clone(),
@@ -167,16 +184,24 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         info!(%addr, metrics = ?metrics_addr, "listening");
         let metrics_task = metrics_server.map(|m| tokio::spawn(m.run()));
+        let health = crate::health::spawn(Arc::clone(&token), Arc::clone(&service));
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=serving on {addr}{}\nMAINPID={}",
+            metrics_addr.map_or(String::new(), |m| format!(", metrics on {m}")),
+            std::process::id()
+        ));
         server.run(shutdown).await;
         // Every answered claim is committed; commit what is still queued.
         let s = Arc::clone(&service);
         let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
         reloader.abort();
         refresher.abort();
+        health.abort();
         if let Some(t) = metrics_task {
             t.abort();
         }
         info!("exiting");
+        drop(data_lock);
         Ok(())
     })
 }
@@ -280,6 +305,7 @@ fn refresh_card_periodically(
                         "re-signed the TP card (refresh)"
                     );
                     service.replace_live(live);
+                    publish_key_times(&service, clock);
                 }
                 Ok(Err(e)) => {
                     error!(error = %format!("{e:#}"), "card refresh failed; still serving the previous card");
@@ -339,5 +365,29 @@ fn reload(
         warn!("the TP's signing key changed: this is a NEW TP identity; envelopes made for the old one are refused");
     }
     service.replace_live(live);
+    publish_key_times(service, clock);
     Ok(())
+}
+
+/// Tell the metrics when the keys now served were made (key-age gauges).
+/// Best effort: a journal that cannot say leaves the signing key's age out.
+fn publish_key_times(service: &Service, clock: Clock) {
+    let live = service.live();
+    let keys = live.tp.keys();
+    let current = live.ring.get(keys.current);
+    let signing_made = service
+        .journal()
+        .key_first_seen(keys.signing)
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read when the signing key was made (key-age metric)");
+            None
+        });
+    service.metrics().serving_keys(KeyTimes {
+        clock,
+        signing: keys.signing,
+        signing_made,
+        current: keys.current,
+        current_made: current.map(|k| k.created_at),
+        current_since: current.and_then(|k| k.current_since),
+    });
 }

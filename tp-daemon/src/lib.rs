@@ -14,12 +14,15 @@
 //! |---|---|
 //! | [`config`] | `tp.toml`: parsing, defaults, validation with file/line in errors; one file per section |
 //! | [`daemon`] | `serve`: root check, start-up, SIGTERM drain, SIGHUP reload |
+//! | [`data_lock`] | one daemon per data directory (`tp-daemon.lock`) |
 //! | [`server`] | the front end: TCP accept loop, length-delimited frames, connection table and limits, timeouts, graceful shutdown |
 //! | [`rate_limit`] | per-identity token buckets (claimant / requester), checked before and charged after an answer |
 //! | [`service`] | the roles: one decoded [`Request`](vtp_protocol::wire::Request) in, one [`Response`](vtp_protocol::wire::Response) out, a file per request kind (`claim`, `unclaimed`, `receipts`) wiring the decision core ([`vtp_protocol::decide`], where the TP's rules live); with [`service::device_pool`] (the device threads) and [`service::single_flight`] (the per-z lock) |
 //! | [`journal`] | everything stored, all SQL: resolutions, verdicts, certificates ([`journal::chain`]: the tamper-evident record chain and `journal verify`; [`journal::writer`]: the sequencer and group commit; [`journal::keyring`], [`journal::audit`], [`journal::subscribers`]: the key ring, its audit log, the subscribers) |
-//! | [`operator`] | opening the token, key URIs ([`operator::pkcs11_uri`]), building the TP, the `keys` and `subscribers` commands, `init` ([`operator::init`]) |
+//! | [`operator`] | opening the token, key URIs ([`operator::pkcs11_uri`]), the PIN file policy ([`operator::pin_file`]), building the TP, the `keys` and `subscribers` commands, `init` ([`operator::init`]), `check` ([`operator::check`]) |
 //! | [`metrics`] | `/healthz` and Prometheus `/metrics` on `metrics_listen` |
+//! | [`health`] | the periodic token and journal-writer probe behind `/healthz` |
+//! | [`notify`] | systemd readiness (`READY=1`, `STOPPING=1`) over `NOTIFY_SOCKET` |
 //! | [`faults`] | TEST HOOKS ONLY: labelled crash points and injected token/journal faults |
 //! | [`clock`] | the daemon's clock and its test hook (`VTP_TEST_CLOCK_OFFSET_SECS`) |
 //! | [`bench`] | `tp-daemon bench`: device, optimistic path, claims through a real daemon, memory; JSON lines + a table |
@@ -34,9 +37,12 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod data_lock;
 pub mod faults;
+pub mod health;
 pub mod journal;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod rate_limit;
 pub mod server;

@@ -38,8 +38,17 @@ enum Command {
     /// Create a development TP: a SoftHSM2 token with fresh keys, a commented
     /// tp.toml, the key ring and the TP card, all in one directory.
     Init(InitArgs),
-    /// Run the TP daemon (SIGTERM: drain and exit; SIGHUP: reload).
+    /// Run the TP daemon (SIGTERM: drain and exit; SIGHUP: reload). One
+    /// daemon per data directory (a second one is refused, naming the
+    /// first); under systemd it signals READY=1 once it can answer.
     Serve(ServeArgs),
+    /// Check a deployment without changing anything: the config, the PIN
+    /// file, the token and a real operation with every key (a signature
+    /// verified with the public key; an OAEP round trip), the journal's
+    /// head (read-only), the data directory and the addresses. Exit 0 with a
+    /// summary, or 1 with one line naming the problem. For CI and before
+    /// reloads.
+    Check(ConfigArg),
     /// Write the TP card (same as `keys export`).
     Card(ExportArgs),
     /// Manage the TP's keys: generate, list, rotate, retire, export.
@@ -309,7 +318,9 @@ enum JournalCommand {
     },
     /// Check the journal's hash chain: sequence numbers, hashes and links,
     /// every affidavit's signature and chain position, the lookup index.
-    /// Prints the first bad record and exits 1; safe while the daemon runs.
+    /// Prints the first bad record and exits 1; safe while the daemon runs,
+    /// and on a backup (data_dir pointing at the copy) it writes nothing
+    /// beside it.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
@@ -365,6 +376,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             metrics_listen: a.metrics_listen,
             allow_root: a.allow_root,
         }),
+        Command::Check(a) => Ok(vtp_tp_daemon::operator::check::check(&a.config)?),
         Command::Card(a) => commands::export(&a.config.config, &a.out, "tp-daemon card"),
         Command::Keys { command } => keys(command),
         Command::Subscribers { command } => subscribers(command),

@@ -1,8 +1,10 @@
 //! Health and Prometheus metrics, served on their own local address
 //! (`metrics_listen`, e.g. `127.0.0.1:7401`), never on the TP's port.
 //!
-//! `GET /healthz` answers `200 ok` while the daemon serves and `503 draining`
-//! once it is shutting down. `GET /metrics` answers the OpenMetrics text
+//! `GET /healthz` answers `200 ok` while the daemon serves, the token signs
+//! and the journal writer runs ([`crate::health`] probes them every few
+//! seconds and caches the result here); otherwise `503` and one line naming
+//! why (`draining` once it is shutting down, `token: ...`, `journal: ...`). `GET /metrics` answers the OpenMetrics text
 //! format (which Prometheus scrapes natively), encoded by the
 //! `prometheus-client` crate; the HTTP side is a few lines of hand-written
 //! HTTP/1.0 (one request per connection, `Connection: close`), because two
@@ -33,11 +35,18 @@
 //!   [`crate::server`]), `first_frame_timeout`, `idle_timeout` — a flood
 //!   of idle connections shows here;
 //! - `config_reloads_total{result}`;
-//! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served.
+//! - `tp_info{tp_id,current_key}`: 1, labelled with the card being served;
+//! - `build_info{version}`: 1, labelled with this build's version;
+//! - `key_age_seconds{role,key_id}`: since the signing key in use and the
+//!   current encryption key were made (generated or imported, per the key
+//!   ring and the audit log), and `key_current_seconds{key_id}`: since the
+//!   current encryption key became current (senders were offered it); both
+//!   computed at each scrape on the daemon's clock;
+//! - `healthy`: 1 while `/healthz` would answer 200, else 0.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -50,6 +59,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 use vtp_protocol::wire::ErrorCode;
+use vtp_protocol::{KeyId, Timestamp};
+
+use crate::clock::Clock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -89,6 +101,34 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabel {
+    role: &'static str,
+    key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyIdLabel {
+    key_id: String,
+}
+
+/// When the keys being served were made and the current encryption key
+/// became current; ages are computed from these at each scrape.
+#[derive(Debug, Clone)]
+pub struct KeyTimes {
+    pub clock: Clock,
+    pub signing: KeyId,
+    pub signing_made: Option<Timestamp>,
+    pub current: KeyId,
+    pub current_made: Option<Timestamp>,
+    pub current_since: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabel {
     tp_id: String,
     current_key: String,
@@ -119,6 +159,12 @@ pub struct Metrics {
     in_flight: Gauge,
     reloads: Family<ResultLabel, Counter>,
     info: Family<InfoLabel, Gauge>,
+    key_age: Family<KeyLabel, Gauge>,
+    key_current: Family<KeyIdLabel, Gauge>,
+    key_times: Mutex<Option<KeyTimes>>,
+    healthy: Gauge,
+    /// The last health probe's result (see [`crate::health`]).
+    health: Mutex<Result<(), String>>,
     draining: AtomicBool,
 }
 
@@ -233,6 +279,32 @@ impl Metrics {
             "The TP card being served (value 1)",
             info.clone(),
         );
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "This build of tp-daemon (value 1)", build);
+        let key_age = Family::<KeyLabel, Gauge>::default();
+        registry.register(
+            "key_age_seconds",
+            "Seconds since the key in use was made (signing) or the current encryption key was made",
+            key_age.clone(),
+        );
+        let key_current = Family::<KeyIdLabel, Gauge>::default();
+        registry.register(
+            "key_current_seconds",
+            "Seconds since the current encryption key became current",
+            key_current.clone(),
+        );
+        let healthy = Gauge::default();
+        healthy.set(1);
+        registry.register(
+            "healthy",
+            "1 while /healthz answers 200 (serving, token signs, journal writer runs), else 0",
+            healthy.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -250,6 +322,11 @@ impl Metrics {
             in_flight,
             reloads,
             info,
+            key_age,
+            key_current,
+            key_times: Mutex::new(None),
+            healthy,
+            health: Mutex::new(Ok(())),
             draining: AtomicBool::new(false),
         }
     }
@@ -333,8 +410,26 @@ impl Metrics {
             .get_or_create(&InfoLabel { tp_id, current_key })
             .set(1);
     }
+    /// The keys being served from now on (start-up, reload, card refresh).
+    pub fn serving_keys(&self, times: KeyTimes) {
+        *self.key_times.lock().unwrap_or_else(|p| p.into_inner()) = Some(times);
+    }
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.healthy.set(0);
+    }
+    /// Record a health probe's result (`Err`: the one-line reason).
+    pub fn set_health(&self, result: Result<(), String>) {
+        self.healthy
+            .set(i64::from(result.is_ok() && !self.draining()));
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = result;
+    }
+    /// The last health probe's result.
+    pub fn health(&self) -> Result<(), String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -342,10 +437,51 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.update_key_ages();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+impl Metrics {
+    fn update_key_ages(&self) {
+        let times = self
+            .key_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(t) = times else {
+            return;
+        };
+        let now = t.clock.now();
+        let age = |since: Timestamp| i64::try_from(now.saturating_sub(since)).unwrap_or(i64::MAX);
+        self.key_age.clear();
+        self.key_current.clear();
+        if let Some(made) = t.signing_made {
+            self.key_age
+                .get_or_create(&KeyLabel {
+                    role: "signing",
+                    key_id: t.signing.to_string(),
+                })
+                .set(age(made));
+        }
+        if let Some(made) = t.current_made {
+            self.key_age
+                .get_or_create(&KeyLabel {
+                    role: "encryption",
+                    key_id: t.current.to_string(),
+                })
+                .set(age(made));
+        }
+        if let Some(since) = t.current_since {
+            self.key_current
+                .get_or_create(&KeyIdLabel {
+                    key_id: t.current.to_string(),
+                })
+                .set(age(since));
+        }
     }
 }
 
@@ -413,7 +549,14 @@ async fn answer(mut stream: TcpStream, m: &Metrics) {
         ("GET", "/healthz") if m.draining() => {
             ("503 Service Unavailable", "text/plain", "draining\n".into())
         }
-        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
+        ("GET", "/healthz") => match m.health() {
+            Ok(()) => ("200 OK", "text/plain", "ok\n".into()),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{}\n", why.replace(['\r', '\n'], " ")),
+            ),
+        },
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
@@ -462,6 +605,46 @@ mod tests {
             assert!(text.contains(needle), "{needle} not in\n{text}");
         }
         assert!(!text.contains("tp_id=\"abc\""), "old card info cleared");
+        assert!(
+            text.contains(&format!(
+                "vtp_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn key_ages_are_computed_at_each_scrape() {
+        let m = Metrics::new();
+        let now = Clock::system().now();
+        let times = |current: &str| KeyTimes {
+            clock: Clock::system(),
+            signing: "0011223344556677".parse().unwrap(),
+            signing_made: Some(now - 7200),
+            current: current.parse().unwrap(),
+            current_made: Some(now - 3600),
+            current_since: Some(now - 60),
+        };
+        m.serving_keys(times("8899aabbccddeeff"));
+        let text = m.encode();
+        let value = |series: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+        };
+        let sign = value("vtp_key_age_seconds{role=\"signing\",key_id=\"0011223344556677\"}");
+        let enc = value("vtp_key_age_seconds{role=\"encryption\",key_id=\"8899aabbccddeeff\"}");
+        let cur = value("vtp_key_current_seconds{key_id=\"8899aabbccddeeff\"}");
+        assert!((7200..7260).contains(&sign), "{sign}");
+        assert!((3600..3660).contains(&enc), "{enc}");
+        assert!((60..120).contains(&cur), "{cur}");
+        m.serving_keys(times("0123456789abcdef"));
+        let text = m.encode();
+        assert!(
+            !text.contains("8899aabbccddeeff"),
+            "the old key's series are gone"
+        );
     }
 
     async fn get(addr: SocketAddr, path: &str) -> String {
@@ -483,6 +666,16 @@ mod tests {
         let addr = server.local_addr().unwrap();
         let task = tokio::spawn(server.run());
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200 OK"));
+        m.set_health(Err("token: the token is gone".into()));
+        let r = get(addr, "/healthz").await;
+        assert!(
+            r.starts_with("HTTP/1.0 503") && r.ends_with("\r\n\r\ntoken: the token is gone\n"),
+            "{r}"
+        );
+        assert!(m.encode().contains("vtp_healthy 0"));
+        m.set_health(Ok(()));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200 OK"));
+        assert!(m.encode().contains("vtp_healthy 1"));
         m.set_draining();
         let r = get(addr, "/healthz").await;
         assert!(

@@ -314,13 +314,8 @@ fn setting_up_a_tp_from_scratch_with_the_documented_sample() {
     let dev =
         vtp_device::softhsm::create_dev_token(&dir.path().join("softhsm"), "vtp-prod").unwrap();
     let sample = include_str!("../../docs/tp.toml.sample");
-    let signing_line = sample
-        .lines()
-        .find(|l| l.starts_with("signing = "))
-        .unwrap();
     let data = dir.path().join("data");
     let config = sample
-        .replace(&format!("{signing_line}\n"), "")
         .replace("metrics_listen = \"127.0.0.1:7401\"\n", "")
         .replace("\"/etc/vtp/user.pin\"", &format!("{:?}", dev.pin_file))
         .replace(

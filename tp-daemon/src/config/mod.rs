@@ -44,6 +44,7 @@ use serde::Deserialize;
 use vtp_device::{PinSource, TokenConfig, TokenSelector};
 use vtp_protocol::tp_card::Policy;
 
+use crate::operator::pkcs11_uri::Pkcs11Uri;
 use fields::{Source, S};
 pub use keys::{KeyRef, KeysConfig, OaepChoice, DEFAULT_RSA_BITS};
 pub use limits::{
@@ -73,7 +74,11 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Directory of the journal.
     pub data_dir: PathBuf,
+    /// The module, absolute (a relative `module` is resolved from the
+    /// config file's directory).
     pub module: PathBuf,
+    /// `module` as written in the file (for messages).
+    pub module_written: PathBuf,
     pub selector: TokenSelector,
     pub pin: PinSpec,
     /// SoftHSM only: exported as `SOFTHSM2_CONF` before the module loads.
@@ -153,13 +158,14 @@ impl Config {
         let policy = raw.policy.validate(&src)?;
         let limits = raw.limits.validate(&src)?;
 
-        Ok(Config {
+        let config = Config {
             path: path.to_owned(),
             name: raw.name.into_inner(),
             listen,
             metrics_listen,
             data_dir,
             module: token.module,
+            module_written: token.module_written,
             selector: token.selector,
             pin: token.pin,
             softhsm2_conf: token.softhsm2_conf,
@@ -168,7 +174,100 @@ impl Config {
             policy: policy.policy,
             require_subscription: policy.require_subscription,
             limits,
-        })
+        };
+        let refs = config.keys.signing.iter().map(|r| (r, "signing"));
+        let legacy = config
+            .keys
+            .legacy_encryption
+            .iter()
+            .map(|r| (r, "encryption"));
+        let current = config.keys.legacy_current.iter().map(|r| (r, "current"));
+        for (r, what) in refs.chain(legacy).chain(current) {
+            if let Some(uri) = &r.uri {
+                config
+                    .check_key_uri(uri)
+                    .map_err(|e| src.error(format!("line {}: [keys] `{what}`: {e}", r.line)))?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// A key URI's `module-path`, `module-name` and `pin-source` (RFC 7512
+    /// query attributes) must say what `[token]` says: the module and the
+    /// PIN are configured there, once. `Err` says where each one goes.
+    pub fn check_key_uri(&self, uri: &Pkcs11Uri) -> Result<(), String> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let same = |a: &Path, b: &Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        };
+        let module = &self.module;
+        if let Some(m) = &uri.module_path {
+            let m = dir.join(m);
+            if !same(&m, module) && !module.parent().is_some_and(|d| same(&m, d)) {
+                return Err(format!(
+                    "the URI's module-path={} is not the module [token] `module` names ({}): the \
+                     module is set in tp.toml, [token] `module`; drop module-path from the URI or \
+                     make the two agree",
+                    m.display(),
+                    module.display()
+                ));
+            }
+        }
+        if let Some(name) = &uri.module_name {
+            let file = module
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = file.split(".so").next().unwrap_or(&file);
+            let bare = stem.strip_prefix("lib").unwrap_or(stem);
+            if ![file.as_str(), stem, bare].contains(&name.as_str()) {
+                return Err(format!(
+                    "the URI's module-name={name} is not the module [token] `module` names ({}): \
+                     the module is set in tp.toml, [token] `module`; drop module-name from the URI \
+                     or make the two agree",
+                    module.display()
+                ));
+            }
+        }
+        if let Some(source) = &uri.pin_source {
+            let Some(path) = source
+                .strip_prefix("file://localhost")
+                .or_else(|| source.strip_prefix("file://"))
+                .or_else(|| source.strip_prefix("file:"))
+                .or_else(|| (!source.contains(':')).then_some(source.as_str()))
+            else {
+                return Err(format!(
+                    "the URI's pin-source={source} is not a file: vtp reads the PIN from a file \
+                     (tp.toml [token] `pin_file`) or an environment variable ([token] `pin_env`); \
+                     drop pin-source from the URI"
+                ));
+            };
+            let path = dir.join(path);
+            match &self.pin {
+                PinSpec::File(p) if same(&path, p) => {}
+                PinSpec::File(p) => {
+                    return Err(format!(
+                        "the URI's pin-source={source} is not the PIN file [token] `pin_file` \
+                         names ({}): the PIN source is set in tp.toml, [token] `pin_file`; drop \
+                         pin-source from the URI or make the two agree",
+                        p.display()
+                    ))
+                }
+                PinSpec::Env(_) | PinSpec::InsecureLiteral(_) => {
+                    return Err(format!(
+                        "the URI's pin-source={source} names a PIN file, but [token] takes the PIN \
+                         from elsewhere: the PIN source is set in tp.toml, [token] `pin_file = \
+                         \"{}\"`; drop pin-source from the URI",
+                        path.display()
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the device layer needs to open the token. For an

@@ -418,6 +418,34 @@ fn key_references_are_checked() {
         "signing = \"pkcs11:id=%00%11%22%33%44%55%66%77?pin-value=4711\""
     ))
     .contains("4711"));
+    // Query attributes other tools write: fine when they agree with [token]
+    // (relative paths as in tp.toml), refused saying where they go.
+    let id = "pkcs11:id=%00%11%22%33%44%55%66%77";
+    for q in [
+        "module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/vtp/user.pin",
+        "module-path=/usr/lib/softhsm&module-name=softhsm2&pin-source=user.pin",
+        "module-name=libsofthsm2.so&pin-source=file:///etc/vtp/user.pin",
+    ] {
+        parse(&with(sig, &format!("signing = \"{id}?{q}\""))).unwrap();
+    }
+    for (q, needle) in [
+        ("pin-source=file:/etc/vtp/other.pin", "[token] `pin_file`"),
+        ("pin-source=env:VTP_PIN", "[token] `pin_env`"),
+        ("module-path=/opt/hsm/lib.so", "[token] `module`"),
+        ("module-name=yubihsm_pkcs11", "[token] `module`"),
+    ] {
+        fails(
+            &with(sig, &format!("signing = \"{id}?{q}\"")),
+            8,
+            &["[keys] `signing`", "tp.toml", needle],
+        );
+    }
+    fails(
+        &with(sig, &format!("signing = \"{id}?pin-source=user.pin\""))
+            .replace("pin_file = \"user.pin\"", "pin_env = \"VTP_PIN\""),
+        8,
+        &["[token] `pin_file = \"/etc/vtp/user.pin\"`"],
+    );
     // Object-only URIs and bare ids are fine.
     let c = parse(&with(sig, "signing = \"pkcs11:object=vtp-sign-x\"")).unwrap();
     assert_eq!(c.keys.signing.clone().unwrap().id, None);
@@ -515,23 +543,26 @@ fn missing_file_is_named() {
 fn the_documented_sample_is_valid() {
     let text = include_str!("../../../docs/tp.toml.sample");
     let c = Config::parse(text, Path::new("/etc/vtp/tp.toml")).unwrap();
+    // Loopback unless opened up; no example key that exists on no token.
+    assert_eq!(c.listen, "127.0.0.1:7400".parse().unwrap());
     assert_eq!(c.metrics_listen, Some("127.0.0.1:7401".parse().unwrap()));
     assert_eq!(c.pin, PinSpec::File("/etc/vtp/user.pin".into()));
+    assert_eq!(c.keys.signing, None);
+    let signing = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# signing = "))
+        .unwrap();
+    let c = Config::parse(
+        &text.replace(
+            &format!("# signing = {signing}"),
+            &format!("signing = {signing}"),
+        ),
+        Path::new("/etc/vtp/tp.toml"),
+    )
+    .unwrap();
     assert_eq!(
         c.keys.signing.clone().unwrap().id.unwrap().to_string(),
         "8f1e0c2b9a7d6e5f"
-    );
-    assert_eq!(
-        c.keys
-            .signing
-            .clone()
-            .unwrap()
-            .uri
-            .as_ref()
-            .unwrap()
-            .object
-            .as_deref(),
-        Some("vtp-sign-8f1e0c2b9a7d6e5f")
     );
     assert_eq!(c.policy, Policy::default());
     assert_eq!(c.limits, Limits::default());

@@ -55,6 +55,7 @@ pub(super) struct RawToken {
 /// `[token]` validated (its fields are spread into [`super::Config`]).
 pub(super) struct Token {
     pub module: PathBuf,
+    pub module_written: PathBuf,
     pub selector: TokenSelector,
     pub pin: PinSpec,
     pub softhsm2_conf: Option<PathBuf>,
@@ -64,6 +65,7 @@ pub(super) struct Token {
 impl RawToken {
     pub(super) fn validate(self, src: &Source) -> Result<Token, ConfigError> {
         let t = self;
+        let module_written = t.module.get_ref().clone();
         let module = src.path(t.module, "[token] `module`")?;
         if let Some(p) = &t.pin {
             return Err(src.at(
@@ -145,6 +147,7 @@ impl RawToken {
             .transpose()?;
         Ok(Token {
             module,
+            module_written,
             selector,
             pin,
             softhsm2_conf,

@@ -239,18 +239,37 @@ impl Journal {
         })
     }
 
-    /// Open an existing journal read-only (operator tools, tests), while a
-    /// daemon may be using it.
+    /// Open an existing journal read-only (`journal verify | stats | audit`,
+    /// `check`), without writing anything, also beside it. A journal no
+    /// daemon is using and with no `-wal` file (a backup, a copy, a
+    /// stopped TP) is opened `immutable`: plain read-only SQLite would
+    /// create `-wal` and `-shm` files next to it (and fail in a read-only
+    /// directory). One in use, or with a `-wal` file holding commits not
+    /// yet in the main file, is opened normally read-only, which reads the
+    /// WAL and is safe beside the daemon.
     pub fn open_read_only(data_dir: &Path) -> Result<Journal, JournalError> {
         let path = data_dir.join(FILE_NAME);
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| JournalError::Sqlite {
+        let sql = |source| JournalError::Sqlite {
             path: path.clone(),
             source,
-        })?;
+        };
+        if !path.is_file() {
+            return Err(JournalError::Corrupt {
+                path,
+                detail: "no such file".into(),
+            });
+        }
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let live =
+            Path::new(&wal).exists() || crate::data_lock::DataDirLock::holder(data_dir).is_some();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if live {
+            Connection::open_with_flags(&path, flags)
+        } else {
+            Connection::open_with_flags(immutable_uri(&path), flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        .map_err(sql)?;
         Ok(Journal {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -564,6 +583,21 @@ impl Journal {
     }
 }
 
+/// `file:PATH?mode=ro&immutable=1`, the path percent-encoded.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
 /// Bring a journal of schema version 0 (new), 1 or 2 to version 3; see the
 /// module docs. One immediate transaction, so two processes opening a new
 /// journal at once do not race.
@@ -703,6 +737,28 @@ mod tests {
         assert_eq!(j.stats().unwrap(), Stats::default());
         let ro = Journal::open_read_only(dir.path()).unwrap();
         assert_eq!(ro.stats().unwrap(), Stats::default());
+    }
+
+    #[test]
+    fn read_only_opens_write_nothing_beside_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        let copy = dir.path().join("odd dir %?#");
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(dir.path().join(FILE_NAME), copy.join(FILE_NAME)).unwrap();
+        let ro = Journal::open_read_only(&copy).unwrap();
+        assert_eq!(ro.stats().unwrap(), Stats::default());
+        assert!(ro.verify(None).unwrap().first_bad.is_none());
+        drop(ro);
+        let names: Vec<_> = std::fs::read_dir(&copy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [FILE_NAME]);
+        let e = Journal::open_read_only(&dir.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such file"), "{e}");
     }
 
     #[test]

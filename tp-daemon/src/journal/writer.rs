@@ -307,6 +307,12 @@ impl Writer {
         lock(&self.shared.state).hold = Some(hold);
     }
 
+    /// Whether the writer still takes records (not shut down, its thread
+    /// not gone); for `/healthz`.
+    pub fn is_running(&self) -> bool {
+        !lock(&self.shared.state).stopping
+    }
+
     /// The last committed record.
     pub fn committed_head(&self) -> Head {
         lock(&self.shared.state).committed

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 
 use crate::clock::{rfc3339, Clock};
 use crate::config::Config;
+use crate::data_lock::DataDirLock;
 use crate::journal::keyring::actor;
 use crate::journal::Journal;
 use crate::operator::{self, NewKeyOptions};
@@ -22,9 +23,21 @@ pub fn open_all(
     Ok((config, token, journal))
 }
 
-pub const RELOAD_HINT: &str = "a running daemon picks this up on SIGHUP (`systemctl reload \
-                           tp-daemon`, or `kill -HUP PID`); clients then fetch the new card \
-                           (`vtp tp fetch`)";
+/// What to do after changing the key ring or the signing key: reload the
+/// daemon serving this data directory (named, if one runs).
+pub fn reload_hint(config: &Config) -> String {
+    match DataDirLock::holder(&config.data_dir) {
+        Some(h) => format!(
+            "{h}, serving this data directory, picks this up on SIGHUP (`systemctl reload \
+             tp-daemon`, or `kill -HUP {}`); clients then fetch the new card (`vtp tp fetch`)",
+            h.pid.map_or("PID".to_owned(), |p| p.to_string())
+        ),
+        None => "no daemon is serving this data directory now; the next one started uses this \
+                 (a running one picks changes up on SIGHUP); clients then fetch the new card \
+                 (`vtp tp fetch`)"
+            .to_owned(),
+    }
+}
 
 pub fn export(config_path: &Path, out: &Path, command: &str) -> anyhow::Result<()> {
     let (config, token, journal) = open_all(config_path)?;
@@ -89,7 +102,7 @@ pub fn keys_generate(
             k.label
         );
         println!("  uri: {}", operator::key_uri(&token, &k.label, k.id));
-        println!("{RELOAD_HINT}");
+        println!("{}", reload_hint(&config));
     }
     Ok(())
 }
@@ -163,7 +176,7 @@ pub fn keys_rotate(
             &who,
         )?;
         println!("signing key is now {id} ({uri}) in {}", path.display());
-        println!("this is a NEW TP identity; {RELOAD_HINT}");
+        println!("this is a NEW TP identity; {}", reload_hint(&config));
         return Ok(());
     }
     let (new_id, old) = match to {
@@ -198,7 +211,7 @@ pub fn keys_rotate(
         ),
         None => println!("encryption key {new_id} is now current"),
     }
-    println!("{RELOAD_HINT}");
+    println!("{}", reload_hint(&config));
     Ok(())
 }
 
@@ -236,6 +249,6 @@ pub fn keys_retire(config_path: &Path, key: &str, force: bool) -> anyhow::Result
             rfc3339(r.safe_at)
         );
     }
-    println!("{RELOAD_HINT}");
+    println!("{}", reload_hint(&config));
     Ok(())
 }

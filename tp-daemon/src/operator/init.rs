@@ -267,9 +267,10 @@ module = {module}
 label = {label}
 # serial = "0123456789abcdef"
 # Where the token's user PIN comes from: set exactly one of them. A PIN file
-# should be readable by the daemon's user only (chmod 600). A literal PIN in
-# this file is refused, except as `insecure_literal_pin` (throw-away test
-# tokens only; the daemon warns loudly at every start).
+# others can read or write is refused: make it 0600 owned by the daemon's
+# user, or root:GROUP 0640 with the daemon's group. A literal PIN in this
+# file is refused, except as `insecure_literal_pin` (throw-away test tokens
+# only; the daemon warns loudly at every start).
 pin_file = {pin_file}
 # pin_env = "VTP_TP_PIN"
 # SoftHSM2 only: exported as SOFTHSM2_CONF before the module is loaded, so the

@@ -11,8 +11,10 @@
 //! policy) after generation, destroys a key that fails, and self-tests new
 //! encryption keys. Every key event is recorded in the journal's audit log.
 
+pub mod check;
 pub mod commands;
 pub mod init;
+pub mod pin_file;
 pub mod pkcs11_uri;
 pub mod records;
 
@@ -37,6 +39,14 @@ use crate::service::Live;
 /// `insecure_literal_pin`, the variable carrying it) in this process: call
 /// it before any other thread starts.
 pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
+    if !config.module.is_file() {
+        return Err(ModuleNotFound {
+            config: config.path.clone(),
+            written: config.module_written.clone(),
+            tried: config.module.clone(),
+        }
+        .into());
+    }
     for (field, var, conf) in config.module_conf_env() {
         if !conf.is_file() {
             bail!(
@@ -47,6 +57,9 @@ pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
         }
         std::env::set_var(var, conf);
     }
+    if let PinSpec::File(p) = &config.pin {
+        pin_file::check(p)?;
+    }
     if matches!(config.pin, PinSpec::InsecureLiteral(_)) {
         warn!(
             "!!! [token] insecure_literal_pin is set: the token PIN is stored in {} in clear. \
@@ -55,6 +68,26 @@ pub fn open_token(config: &Config) -> anyhow::Result<Arc<Token>> {
         );
     }
     Ok(Arc::new(Token::open(&config.token_config())?))
+}
+
+/// `[token] module` names no file; says which path was tried and, for a
+/// relative one, from where.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "config file {}: [token] module {:?}: no such file {}{}",
+    config.display(),
+    written.display().to_string(),
+    tried.display(),
+    if written.is_relative() {
+        " (a relative module path is resolved from the directory of the config file)"
+    } else {
+        ""
+    }
+)]
+pub struct ModuleNotFound {
+    pub config: PathBuf,
+    pub written: PathBuf,
+    pub tried: PathBuf,
 }
 
 fn key_error(config: &Config, r: &KeyRef, what: &str, msg: String) -> anyhow::Error {
@@ -103,6 +136,9 @@ pub fn resolve_key(
     let Some(uri) = &r.uri else {
         return Ok(r.id.expect("a bare reference is an id"));
     };
+    config
+        .check_key_uri(uri)
+        .map_err(|m| key_error(config, r, what, m))?;
     check_uri_token(uri, token).map_err(|m| key_error(config, r, what, m))?;
     let Some(object) = &uri.object else {
         return Ok(r.id.expect("a URI without object= has an id"));

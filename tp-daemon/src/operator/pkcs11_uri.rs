@@ -14,10 +14,16 @@
 //! - `type` — if given, must be `private` (vtp names key pairs by their
 //!   private half).
 //!
+//! - the query attributes `module-path`, `module-name` and `pin-source`
+//!   (as step-ca, cosign and p11-kit users write them) are kept, and must
+//!   agree with `[token]` `module` and `pin_file`: the token and its PIN are
+//!   configured once, there ([`crate::config::Config::check_key_uri`]).
+//!
 //! Everything else is refused by name: `slot-id` (slot ids are not stable),
-//! `pin-value`/`pin-source`/`module-*` (those belong in `[token]`), the
-//! `library-*`/`slot-*` attributes (nothing to check them against) and any
-//! attribute RFC 7512 does not define. Each attribute may appear once.
+//! `pin-value` (a PIN never goes into a URI), the query attributes written
+//! in the path part, the `library-*`/`slot-*` attributes (nothing to check
+//! them against) and any attribute RFC 7512 does not define. Each attribute
+//! may appear once.
 
 use std::fmt;
 
@@ -35,6 +41,12 @@ pub struct Pkcs11Uri {
     pub id: Option<Vec<u8>>,
     /// `type=`; only `private` is accepted, so this is just "was it given".
     pub type_private: bool,
+    /// Query `module-path=`: the module file, or the directory holding it.
+    pub module_path: Option<String>,
+    /// Query `module-name=`: the module's name without `lib` and `.so`.
+    pub module_name: Option<String>,
+    /// Query `pin-source=`: where the PIN is read from (`file:` URI or path).
+    pub pin_source: Option<String>,
 }
 
 /// Why a string is not a usable PKCS#11 URI.
@@ -56,9 +68,19 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// Percent-decode one attribute value. Characters RFC 7512 allows literally
-/// in a value (`pk11-pchar`: unreserved, `:[]@!$'()*+,=&`) pass through; any
-/// other character (notably `;`, `?`, `/` space) must be percent-encoded.
+/// in a value (`pk11-pchar`: unreserved, `:[]@!$'()*+,=&`; in the query
+/// `pk11-qchar`, also `/?|` but not `&`) pass through; any other character
+/// (notably, in the path, `;`, `?`, `/` and space) must be percent-encoded.
 fn decode_value(name: &str, v: &str) -> Result<Vec<u8>, UriError> {
+    decode(name, v, b"-._~:[]@!$'()*+,=&")
+}
+
+fn decode_query_value(name: &str, v: &str) -> Result<String, UriError> {
+    String::from_utf8(decode(name, v, b"-._~:[]@!$'()*+,=/?|")?)
+        .map_err(|_| err(format!("`{name}` is not UTF-8 text after percent-decoding")))
+}
+
+fn decode(name: &str, v: &str, literal: &[u8]) -> Result<Vec<u8>, UriError> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -77,7 +99,7 @@ fn decode_value(name: &str, v: &str) -> Result<Vec<u8>, UriError> {
                 out.push(h << 4 | l);
                 i += 3;
             }
-            c if c.is_ascii_alphanumeric() || b"-._~:[]@!$'()*+,=&".contains(&c) => {
+            c if c.is_ascii_alphanumeric() || literal.contains(&c) => {
                 out.push(c);
                 i += 1;
             }
@@ -147,10 +169,21 @@ impl std::str::FromStr for Pkcs11Uri {
                          select the token with `token=` (label) or `serial=`",
                     ))
                 }
-                "pin-value" | "pin-source" | "module-name" | "module-path" => {
+                "pin-value" => {
+                    return Err(err(
+                        "`pin-value`: never put a PIN in a key URI; set [token] `pin_file` or \
+                         `pin_env` in tp.toml",
+                    ))
+                }
+                "pin-source" | "module-name" | "module-path" => {
                     return Err(err(format!(
-                        "`{name}` belongs in the query part, and vtp does not take it from a key \
-                         URI at all: set the module and the PIN source in the [token] section"
+                        "`{name}` is a query attribute: write it after `?` (or set it only in \
+                         tp.toml, [token] `{}`)",
+                        if name.eq_ignore_ascii_case("pin-source") {
+                            "pin_file"
+                        } else {
+                            "module"
+                        }
                     )))
                 }
                 "library-manufacturer"
@@ -165,18 +198,34 @@ impl std::str::FromStr for Pkcs11Uri {
                 _ => return Err(err(format!("unknown attribute `{name}`"))),
             }
         }
-        // No query attribute applies to a key reference: refuse the first.
-        if let Some(attr) = query.and_then(|q| q.split('&').find(|a| !a.is_empty())) {
-            let name = attr.split_once('=').map_or(attr, |(n, _)| n);
-            return Err(err(match name {
-                "pin-value" => "`pin-value`: never put a PIN in a key URI; use [token] \
-                                    `pin_file` or `pin_env`"
-                    .to_owned(),
-                "pin-source" | "module-name" | "module-path" => format!(
-                    "query attribute `{name}` is not taken from key URIs: set it in [token]"
-                ),
-                _ => format!("unknown query attribute `{name}`"),
-            }));
+        let mut seen_query: Vec<String> = Vec::new();
+        for attr in query.into_iter().flat_map(|q| q.split('&')) {
+            if attr.is_empty() {
+                continue;
+            }
+            let (name, value) = attr.split_once('=').unwrap_or((attr, ""));
+            let lname = name.to_ascii_lowercase();
+            if seen_query.contains(&lname) {
+                return Err(err(format!("query attribute `{name}` appears twice")));
+            }
+            seen_query.push(lname.clone());
+            let slot = match lname.as_str() {
+                "pin-value" => {
+                    return Err(err(
+                        "`pin-value`: never put a PIN in a key URI; set [token] `pin_file` or \
+                         `pin_env` in tp.toml",
+                    ))
+                }
+                "pin-source" => &mut uri.pin_source,
+                "module-path" => &mut uri.module_path,
+                "module-name" => &mut uri.module_name,
+                _ => return Err(err(format!("unknown query attribute `{name}`"))),
+            };
+            let v = decode_query_value(name, value)?;
+            if v.is_empty() {
+                return Err(err(format!("query attribute `{name}` is empty")));
+            }
+            *slot = Some(v);
         }
         Ok(uri)
     }
@@ -221,6 +270,29 @@ impl fmt::Display for Pkcs11Uri {
             parts.push("type=private".into());
         }
         s.push_str(&parts.join(";"));
+        let query: Vec<String> = [
+            ("module-name", &self.module_name),
+            ("module-path", &self.module_path),
+            ("pin-source", &self.pin_source),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let v = v.as_ref()?;
+            let mut p = format!("{name}=");
+            for &b in v.as_bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
+                    p.push(b as char);
+                } else {
+                    p.push_str(&format!("%{b:02X}"));
+                }
+            }
+            Some(p)
+        })
+        .collect();
+        if !query.is_empty() {
+            s.push('?');
+            s.push_str(&query.join("&"));
+        }
         f.write_str(&s)
     }
 }
@@ -317,9 +389,12 @@ mod tests {
             ("pkcs11:id=%01;id=%02", "appears twice"),
             ("pkcs11:type=public", "type=private"),
             ("pkcs11:slot-id=3", "slot ids change"),
-            ("pkcs11:pin-value=1234", "[token]"),
+            ("pkcs11:pin-value=1234", "never put a PIN"),
             ("pkcs11:id=%01?pin-value=1234", "never put a PIN"),
-            ("pkcs11:id=%01?module-path=/x.so", "set it in [token]"),
+            ("pkcs11:id=%01;module-path=%2Fx.so", "write it after `?`"),
+            ("pkcs11:id=%01;pin-source=x", "[token] `pin_file`"),
+            ("pkcs11:id=%01?pin-source=a&pin-source=b", "appears twice"),
+            ("pkcs11:id=%01?module-path=", "is empty"),
             ("pkcs11:id=%01?x-frob=1", "unknown query attribute `x-frob`"),
             ("pkcs11:library-version=1", "not supported"),
             ("pkcs11:object=%FF%FE", "not UTF-8"),
@@ -329,6 +404,23 @@ mod tests {
             assert!(e.contains(needle), "{uri}: {e}");
             assert!(!e.contains("1234"), "a PIN is never echoed: {e}");
         }
+    }
+
+    #[test]
+    fn query_attributes_as_other_tools_write_them() {
+        let s = "pkcs11:token=vtp-prod;id=%01%02%03%04%05%06%07%08;type=private\
+                 ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/vtp/user.pin";
+        let u = parse(s).unwrap();
+        assert_eq!(
+            u.module_path.as_deref(),
+            Some("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(u.pin_source.as_deref(), Some("file:/etc/vtp/user.pin"));
+        assert_eq!(u.to_string(), s);
+        assert_eq!(parse(&u.to_string()).unwrap(), u);
+        let u = parse("pkcs11:object=k?module-name=softhsm2&pin-source=%2Frun%2Fpin").unwrap();
+        assert_eq!(u.module_name.as_deref(), Some("softhsm2"));
+        assert_eq!(u.pin_source.as_deref(), Some("/run/pin"));
     }
 
     #[test]
