@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -24,16 +24,6 @@ use common::*;
 use vtp_protocol::wire::{ClaimOutcome, ErrorCode, Request, Response, WireError};
 use vtp_protocol::Digest32;
 use vtp_tp_daemon::journal::chain::JournalRecord;
-
-/// One request on a fresh connection; `None` if the daemon is gone or
-/// closed the connection without answering.
-fn try_ask(addr: SocketAddr, r: &Request) -> Option<Response> {
-    let s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    let mut c = Conn(s);
-    c.send_frame(&vtp_protocol::wire::encode_request(r));
-    c.read_response()
-}
 
 fn z_of(x: &Exchange) -> Digest32 {
     x.envelope.header.trustees[0].z_hash
@@ -432,9 +422,7 @@ fn all_at_once(addr: SocketAddr, claims: &[Request]) -> Vec<Response> {
             .map(|c| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let s = TcpStream::connect(addr).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                    let mut conn = Conn(s);
+                    let mut conn = Conn::connect(addr);
                     barrier.wait();
                     conn.request(c)
                 })
