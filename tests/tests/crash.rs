@@ -18,11 +18,7 @@ use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::Digest32;
 
 fn resolved_rows_for(tp: &Tp, z: &Digest32) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn = tp.journal_db();
     conn.query_row(
         "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
         [&z.0[..]],
@@ -32,11 +28,7 @@ fn resolved_rows_for(tp: &Tp, z: &Digest32) -> i64 {
 }
 
 fn integrity_ok(tp: &Tp) {
-    let conn = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn = tp.journal_db();
     let r: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();

@@ -9,14 +9,11 @@
 //!   refused `Unavailable` (with nothing recorded) and succeed on retry, on
 //!   the same daemon process; the journal verifies.
 
-use std::io::Write;
-use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use vtp_e2e::{bin, cheat, read_frame, Tp};
+use vtp_e2e::{cheat, Tp};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::CmHasher;
 use vtp_protocol::envelope;
@@ -24,7 +21,7 @@ use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::message::MessageSealer;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::tp_card::TpCard;
-use vtp_protocol::wire::{self, ClaimOutcome, ErrorCode, Request, Response};
+use vtp_protocol::wire::{ClaimOutcome, ErrorCode, Request, Response};
 use vtp_protocol::Digest32;
 
 /// A claim by a fresh Bob for a fresh Alice's envelope.
@@ -55,44 +52,26 @@ fn new_claim(tp: &TpCard) -> Claim {
 
 /// One claim on a fresh connection; `None` if no answer came.
 fn send(addr: &str, claim: &Claim) -> Option<Response> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    let payload = wire::encode_request(&Request::Claim(claim.clone()));
-    s.write_all(&(payload.len() as u32).to_be_bytes()).ok()?;
-    s.write_all(&payload).ok()?;
-    wire::decode_response(&read_frame(&mut s).ok()?).ok()
+    vtp_testkit::frame::try_ask(addr, &Request::Claim(claim.clone()))
 }
 
 fn records_for(tp: &Tp, z: &Digest32) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(
-        "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
-        [&z.0[..]],
-        |r| r.get(0),
-    )
-    .unwrap()
+    tp.journal_db()
+        .query_row(
+            "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
+            [&z.0[..]],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
 
 #[track_caller]
 fn journal_verifies(tp: &Tp, records: usize) {
-    let out = Command::new(bin("tp-daemon"))
-        .args(["journal", "verify", "--config"])
-        .arg(tp.config())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = tp.cli(&["journal", "verify"]).ok();
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!("journal OK: {records} records")),
-        "{stdout}"
+        r.stdout.contains(&format!("journal OK: {records} records")),
+        "{}",
+        r.stdout
     );
 }
 
