@@ -132,16 +132,6 @@ where
     Cli::new("vtp").current_dir(dir).args(args).run()
 }
 
-/// `tp-daemon ARGS` (no stdin).
-#[track_caller]
-pub fn tp_daemon<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Cli::new("tp-daemon").args(args).run()
-}
-
 /// What one command line did.
 #[derive(Debug)]
 pub struct Run {

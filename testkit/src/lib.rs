@@ -28,7 +28,7 @@ pub mod token;
 pub mod tp;
 
 pub use bins::{bin, bin_dir, try_bin};
-pub use cli::{tp_daemon, vtp, vtp_in, Cli, Run};
+pub use cli::{vtp, vtp_in, Cli, Run};
 pub use daemon::{wait_timeout, Daemon, Serve, StartError};
 pub use frame::{frame, read_frame, write_frame, Conn};
 pub use token::TokenKind;

@@ -230,6 +230,17 @@ impl TestTp {
         .unwrap_or_else(|e| panic!("open {}: {e}", self.journal_path().display()))
     }
 
+    /// The journal's resolution records for `z_hash` (0 or 1).
+    pub fn resolved_rows(&self, z_hash: &vtp_protocol::Digest32) -> i64 {
+        self.journal_db()
+            .query_row(
+                "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
+                [&z_hash.0[..]],
+                |r| r.get(0),
+            )
+            .expect("count resolution records")
+    }
+
     /// Rows of a journal table.
     pub fn journal_rows(&self, table: &str) -> i64 {
         self.journal_db()

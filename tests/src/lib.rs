@@ -161,6 +161,11 @@ impl Tp {
         self.tp.journal_db()
     }
 
+    /// The journal's resolution records for `z_hash` (0 or 1).
+    pub fn resolved_rows(&self, z_hash: &vtp_protocol::Digest32) -> i64 {
+        self.tp.resolved_rows(z_hash)
+    }
+
     /// Read the journal file directly (read-only) and count rows of a table.
     pub fn journal_rows(&self, table: &str) -> i64 {
         self.tp.journal_rows(table)

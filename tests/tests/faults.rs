@@ -55,16 +55,6 @@ fn send(addr: &str, claim: &Claim) -> Option<Response> {
     vtp_testkit::frame::try_ask(addr, &Request::Claim(claim.clone()))
 }
 
-fn records_for(tp: &Tp, z: &Digest32) -> i64 {
-    tp.journal_db()
-        .query_row(
-            "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
-            [&z.0[..]],
-            |r| r.get(0),
-        )
-        .unwrap()
-}
-
 #[track_caller]
 fn journal_verifies(tp: &Tp, records: usize) {
     let r = tp.cli(&["journal", "verify"]).ok();
@@ -103,7 +93,7 @@ fn each_crash_point_then_a_restart_resolves_the_claim_once() {
             std::thread::sleep(Duration::from_millis(20));
         }
         tp.kill();
-        let committed = records_for(&tp, &claim.body.envelope.header.trustees[0].z_hash);
+        let committed = tp.resolved_rows(&claim.body.envelope.header.trustees[0].z_hash);
         assert_eq!(
             committed,
             i64::from(matches!(*point, "after-commit" | "before-reply")),
@@ -117,7 +107,7 @@ fn each_crash_point_then_a_restart_resolves_the_claim_once() {
         assert!(resolved(&first), "{point}: {first:?}");
         assert_eq!(send(&tp.addr, &claim), first, "{point}: repeated");
         assert_eq!(
-            records_for(&tp, &claim.body.envelope.header.trustees[0].z_hash),
+            tp.resolved_rows(&claim.body.envelope.header.trustees[0].z_hash),
             1,
             "{point}"
         );
@@ -161,8 +151,7 @@ fn device_faults_are_survived_without_a_restart() {
                                         if e.code == ErrorCode::Unavailable =>
                                     {
                                         assert_eq!(
-                                            records_for(
-                                                tp,
+                                            tp.resolved_rows(
                                                 &c.body.envelope.header.trustees[0].z_hash
                                             ),
                                             0,
@@ -184,7 +173,7 @@ fn device_faults_are_survived_without_a_restart() {
         assert!(tp.is_running(), "{fault}: the daemon must keep serving");
         for c in &claims {
             assert_eq!(
-                records_for(&tp, &c.body.envelope.header.trustees[0].z_hash),
+                tp.resolved_rows(&c.body.envelope.header.trustees[0].z_hash),
                 1,
                 "{fault}"
             );

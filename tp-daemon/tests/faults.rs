@@ -47,16 +47,6 @@ fn recorded(tp: &TestTp, z: &Digest32) -> Option<ClaimOutcome> {
     }
 }
 
-fn rows_for(tp: &TestTp, z: &Digest32) -> i64 {
-    tp.journal_db()
-        .query_row(
-            "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
-            [&z.0[..]],
-            |r| r.get(0),
-        )
-        .unwrap()
-}
-
 /// SQLite's integrity check and `tp-daemon journal verify` both pass.
 #[track_caller]
 fn journal_is_sound(tp: &TestTp) -> String {
@@ -134,7 +124,7 @@ fn crash_point(point: &str, committed: bool, nth: u32, min_answered: usize) {
         );
     }
     assert_eq!(d.ask(&first.claim()), Response::Claim(answer.clone()));
-    assert_eq!(rows_for(&tp, &z_of(&first)), 1);
+    assert_eq!(tp.resolved_rows(&z_of(&first)), 1);
     drop(d);
 
     // Under load: four clients, the daemon dies the third time the point is
@@ -202,7 +192,7 @@ fn crash_point(point: &str, committed: bool, nth: u32, min_answered: usize) {
         if let Some(before) = a {
             assert_eq!(&r, before, "{point}: the retry changed the answer");
         }
-        assert_eq!(rows_for(&tp, &z_of(x)), 1);
+        assert_eq!(tp.resolved_rows(&z_of(x)), 1);
     }
     drop(d);
     let out = journal_is_sound(&tp);
@@ -249,11 +239,11 @@ fn claims_with_retries(tp: &TestTp, d: &Daemon, xs: &[Exchange]) -> usize {
                 break;
             }
             assert!(is_unavailable(&r), "{r:?}");
-            assert_eq!(rows_for(tp, &z_of(x)), 0, "Unavailable, yet recorded");
+            assert_eq!(tp.resolved_rows(&z_of(x)), 0, "Unavailable, yet recorded");
             unavailable += 1;
             assert!(tries < 20, "the retries never succeed");
         }
-        assert_eq!(rows_for(tp, &z_of(x)), 1);
+        assert_eq!(tp.resolved_rows(&z_of(x)), 1);
     }
     unavailable
 }
@@ -287,7 +277,7 @@ fn concurrent_claims_with_retries(tp: &TestTp, d: &Daemon, xs: &[Exchange]) -> u
         hs.into_iter().map(|h| h.join().unwrap()).sum()
     });
     for x in xs {
-        assert_eq!(rows_for(tp, &z_of(x)), 1);
+        assert_eq!(tp.resolved_rows(&z_of(x)), 1);
     }
     unavailable
 }
