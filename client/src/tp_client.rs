@@ -8,6 +8,11 @@
 //! connection, so the client does not depend on whether the daemon keeps a
 //! connection open for a second request. Responses are signed end to end (the
 //! affidavits, the card), so the transport needs no integrity of its own.
+//!
+//! The framing — [`request_frame`], the response length limit, decoding
+//! into an [`Answer`] — is shared with [`TpConnection`] (feature `async`),
+//! a kept-open tokio connection for programs that send many requests on one
+//! connection (`tp-daemon bench`); the `vtp` command never starts a runtime.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -76,21 +81,7 @@ impl TpClient {
     }
 
     fn io_error(&self, doing: &str, e: io::Error) -> anyhow::Error {
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
-                "the TP at {} did not answer within {} while {doing} (see --timeout)",
-                self.addr,
-                humantime::format_duration(self.timeout)
-            ),
-            io::ErrorKind::UnexpectedEof => anyhow!(
-                "the TP at {} closed the connection while {doing}",
-                self.addr
-            ),
-            _ => anyhow!(
-                "talking to the TP at {} failed while {doing}: {e}",
-                self.addr
-            ),
-        }
+        io_error(&self.addr, Some(self.timeout), doing, e)
     }
 
     fn connect(&self) -> Result<TcpStream> {
@@ -121,13 +112,8 @@ impl TpClient {
     /// One request, one response. `Response::Error` becomes an error.
     pub fn call(&self, req: &Request) -> Result<Response> {
         let mut stream = self.connect()?;
-        let payload = encode_request(req);
-        let len = u32::try_from(payload.len()).map_err(|_| anyhow!("request too large"))?;
-        let mut frame = Vec::with_capacity(4 + payload.len());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&payload);
         stream
-            .write_all(&frame)
+            .write_all(&request_frame(req)?)
             .and_then(|_| stream.flush())
             .map_err(|e| self.io_error("sending the request", e))?;
 
@@ -135,29 +121,15 @@ impl TpClient {
         stream
             .read_exact(&mut head)
             .map_err(|e| self.io_error("waiting for the response", e))?;
-        let n = u32::from_be_bytes(head) as usize;
-        if n > MAX_RESPONSE {
-            bail!(
-                "the TP at {} sent a {n}-byte response, more than the {MAX_RESPONSE}-byte limit; refused",
-                self.addr
-            );
-        }
-        let mut body = vec![0u8; n];
+        let mut body = vec![0u8; response_len(&self.addr, head)?];
         stream
             .read_exact(&mut body)
             .map_err(|e| self.io_error("reading the response", e))?;
-        let resp = decode_response(&body).map_err(|e| match e {
-            ProtocolError::UnsupportedVersion { found, .. } => anyhow!(
-                "the TP at {} speaks wire protocol version {found} and this vtp speaks version \
-                 {WIRE_VERSION}: use a vtp release that matches the TP",
-                self.addr
-            ),
-            e => anyhow!("the TP at {} sent a bad response: {e}", self.addr),
-        })?;
-        if let Response::Error(e) = resp {
-            return Err(TpRefused(e).into());
+        Answer {
+            addr: &self.addr,
+            body: &body,
         }
-        Ok(resp)
+        .decode()
     }
 
     fn unexpected(&self, got: &Response, asked: &str) -> anyhow::Error {
@@ -200,6 +172,83 @@ impl TpClient {
         }
     }
 }
+
+/// One request as it travels: its length (4 bytes, big-endian), then the
+/// encoded request.
+pub fn request_frame(req: &Request) -> Result<Vec<u8>> {
+    let payload = encode_request(req);
+    let len = u32::try_from(payload.len()).map_err(|_| anyhow!("request too large"))?;
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// The body length a response frame's head announces; refused above
+/// [`MAX_RESPONSE`].
+fn response_len(addr: &str, head: [u8; 4]) -> Result<usize> {
+    let n = u32::from_be_bytes(head) as usize;
+    if n > MAX_RESPONSE {
+        bail!(
+            "the TP at {addr} sent a {n}-byte response, more than the {MAX_RESPONSE}-byte limit; refused"
+        );
+    }
+    Ok(n)
+}
+
+/// What went wrong on the socket, in words that name the TP and the step
+/// (`timeout`: the limit a blocking client set, to name it).
+fn io_error(addr: &str, timeout: Option<Duration>, doing: &str, e: io::Error) -> anyhow::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => match timeout {
+            Some(t) => anyhow!(
+                "the TP at {addr} did not answer within {} while {doing} (see --timeout)",
+                humantime::format_duration(t)
+            ),
+            None => anyhow!("the TP at {addr} did not answer while {doing}"),
+        },
+        io::ErrorKind::UnexpectedEof => {
+            anyhow!("the TP at {addr} closed the connection while {doing}")
+        }
+        _ => anyhow!("talking to the TP at {addr} failed while {doing}: {e}"),
+    }
+}
+
+/// A response frame's body as received, not yet decoded (a caller that
+/// times round trips can stop the clock before decoding).
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    addr: &'a str,
+    body: &'a [u8],
+}
+
+impl Answer<'_> {
+    pub fn body(&self) -> &[u8] {
+        self.body
+    }
+
+    /// The response. An error frame becomes a [`TpRefused`]; a TP of
+    /// another wire version is named as such.
+    pub fn decode(&self) -> Result<Response> {
+        let addr = self.addr;
+        let resp = decode_response(self.body).map_err(|e| match e {
+            ProtocolError::UnsupportedVersion { found, .. } => anyhow!(
+                "the TP at {addr} speaks wire protocol version {found} and this vtp speaks version \
+                 {WIRE_VERSION}: use a vtp release that matches the TP"
+            ),
+            e => anyhow!("the TP at {addr} sent a bad response: {e}"),
+        })?;
+        if let Response::Error(e) = resp {
+            return Err(TpRefused(e).into());
+        }
+        Ok(resp)
+    }
+}
+
+#[cfg(feature = "async")]
+mod connection;
+#[cfg(feature = "async")]
+pub use connection::TpConnection;
 
 #[cfg(test)]
 mod tests {

@@ -38,8 +38,8 @@ fn help_works_for_every_command() {
     let r = vtp(dir.path(), &["reveal", "--help"]).ok();
     assert!(r.stdout.contains("master seed"), "{}", r.stdout);
     // Usage errors exit 2 (clap's convention).
-    assert_eq!(vtp(dir.path(), &["send"]).code, 2);
-    assert_eq!(vtp(dir.path(), &["frobnicate"]).code, 2);
+    assert_eq!(vtp(dir.path(), &["send"]).status, 2);
+    assert_eq!(vtp(dir.path(), &["frobnicate"]).status, 2);
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn deadlines_on_the_command_line() {
         ])
     };
     let r = send("next tuesday");
-    assert_eq!(r.code, 2);
+    assert_eq!(r.status, 2);
     assert!(
         r.stderr.contains("RFC 3339") && r.stderr.contains("2h"),
         "{}",
@@ -525,7 +525,7 @@ fn verify_rejects_every_flipped_input() {
                 .map(|a| if *a == file { bad.as_str() } else { *a })
                 .collect();
             let r = w.vtp(&args);
-            assert_ne!(r.code, 0, "{file} with byte {at} flipped was accepted");
+            assert_ne!(r.status, 0, "{file} with byte {at} flipped was accepted");
             r.assert_one_error_line();
         }
     }

@@ -8,13 +8,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
-use common::{now, TestTp, World};
+use common::{now, read_frame, write_frame, TestTp, World};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
 use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
@@ -175,20 +174,14 @@ fn spawn_tp(served_seed: u8) -> String {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let mut s = s.unwrap();
-            let mut head = [0u8; 4];
-            if s.read_exact(&mut head).is_err() {
+            let Ok(body) = read_frame(&mut s) else {
                 continue;
-            }
-            let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-            s.read_exact(&mut body).unwrap();
+            };
             let resp = match decode_request(&body) {
                 Ok(req) => fake.handle(req),
                 Err(e) => refuse(ErrorCode::Malformed, e),
             };
-            let payload = encode_response(&resp);
-            let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-            frame.extend_from_slice(&payload);
-            let _ = s.write_all(&frame);
+            let _ = write_frame(&mut s, &encode_response(&resp));
         }
     });
     addr

@@ -1,139 +1,70 @@
 //! Harness for the end-to-end tests: a TP daemon process on a throwaway
-//! SoftHSM token, and parties that act only through the `vtp` CLI.
+//! token, and parties that act only through the `vtp` CLI.
 //!
-//! The binaries are the ones cargo built for this workspace (found next to
-//! the test executable), so the tests exercise exactly what users run.
+//! The generic jobs (the workspace binaries, the token made by `tp-daemon
+//! init`, the daemon process, frames, CLI runs) are the workspace's test kit,
+//! `vtp-testkit`; this crate adds what only the end-to-end tests do: a [`Tp`]
+//! that is started, killed and restarted in place, parties with identity
+//! files ([`Party`]), cheaters built with the protocol crate ([`cheat`]) and
+//! claims in bulk ([`bulk`]).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// `target/<profile>/` — where cargo puts the workspace binaries.
-pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
-}
+pub use vtp_testkit::{bin, read_frame, vtp, Conn, Run};
+use vtp_testkit::{Daemon, TestTp};
 
-pub fn bin(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo build --workspace --bins` first (the README's test command does)",
-        p.display()
-    );
-    p
-}
-
-/// The result of one CLI run.
-pub struct Run {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn from(o: Output) -> Run {
-        Run {
-            status: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.status, 0,
-            "command failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-    #[track_caller]
-    pub fn fails(self) -> Run {
-        assert_ne!(
-            self.status, 0,
-            "command should have failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        assert!(
-            !self.stderr.trim().is_empty(),
-            "a failure must say why on stderr"
-        );
-        self
-    }
-}
-
-/// Run `vtp` with arguments.
-pub fn vtp<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    Run::from(
-        Command::new(bin("vtp"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vtp"),
-    )
-}
-
-/// A TP: data dir with a SoftHSM token and config, and maybe a running daemon.
+/// A TP: a data directory (`dir/tp`) with a token and config from the kit,
+/// and maybe a running daemon. `dir` is the test's scratch root too.
 pub struct Tp {
     pub dir: tempfile::TempDir,
+    /// Where the running daemon listens (empty before the first start).
     pub addr: String,
-    child: Option<Child>,
+    daemon: Option<Daemon>,
     /// Shifts the daemon's clock (test hook VTP_TEST_CLOCK_OFFSET_SECS).
     pub clock_offset: i64,
     /// Extra environment of the daemon (e.g. the test hooks VTP_TEST_FAULT,
     /// VTP_TEST_DEVICE_FAULT).
     pub env: Vec<(String, String)>,
+    tp: TestTp,
 }
 
 impl Tp {
-    /// `tp-daemon init` of a development token in a fresh directory
-    /// (RSA-2048 for speed). The token is SoftHSM2 unless `VTP_TEST_TOKEN`
-    /// says `kryoptic`: the whole suite runs on either.
+    /// A TP of its own (see `vtp_testkit::token`: made by `tp-daemon init`,
+    /// RSA-2048, keys distinct from every other TP alive in this process).
+    /// The token is SoftHSM2 unless `VTP_TEST_TOKEN` says `kryoptic`: the
+    /// whole suite runs on either.
     pub fn init() -> Tp {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let kind = std::env::var("VTP_TEST_TOKEN")
-            .ok()
-            .filter(|k| !k.trim().is_empty())
-            .unwrap_or_else(|| "softhsm".into());
-        let out = Command::new(bin("tp-daemon"))
-            .args([
-                "init",
-                "--dev-token",
-                &kind,
-                "--rsa-bits",
-                "2048",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("tp"))
-            .output()
-            .expect("run tp-daemon init");
-        let r = Run::from(out);
-        assert_eq!(r.status, 0, "tp-daemon init failed: {}", r.stderr);
+        let dir = vtp_testkit::bins::temp_dir("vtp-e2e-");
+        let tp = TestTp::new_in(dir.path().join("tp"));
         Tp {
             dir,
             addr: String::new(),
-            child: None,
+            daemon: None,
             clock_offset: 0,
             env: Vec::new(),
+            tp,
         }
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("tp")
+        self.tp.path().to_path_buf()
     }
     pub fn config(&self) -> PathBuf {
-        self.data_dir().join("tp.toml")
+        self.tp.config.clone()
     }
     pub fn card(&self) -> PathBuf {
-        self.data_dir().join("tp-card.vtp")
+        self.tp.card()
+    }
+
+    /// `tp-daemon ARGS --config THIS`.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        self.tp.cli(args)
+    }
+
+    /// [`Tp::cli`] with extra environment (e.g. the clock-offset hook).
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.tp.cli_with_env(args, env)
     }
 
     /// For tests that move the TP's clock past a deadline. A client accepts
@@ -145,7 +76,7 @@ impl Tp {
     /// first start): send with [`Tp::SHORT_DEADLINE`], and later
     /// [`Tp::pass_short_deadline`].
     pub fn short_claim_window(&mut self) {
-        assert!(self.child.is_none(), "call before start");
+        assert!(self.daemon.is_none(), "call before start");
         let config = std::fs::read_to_string(self.config()).unwrap();
         let edited = config.replace(
             "min_claim_window_secs = 60\n",
@@ -153,15 +84,8 @@ impl Tp {
         );
         assert_ne!(config, edited, "no default claim window in tp.toml");
         std::fs::write(self.config(), edited).unwrap();
-        let out = Command::new(bin("tp-daemon"))
-            .arg("card")
-            .arg("--config")
-            .arg(self.config())
-            .arg("--out")
-            .arg(self.card())
-            .output()
-            .expect("run tp-daemon card");
-        Run::from(out).ok();
+        let card = self.card();
+        self.cli(&["card", "--out", card.to_str().unwrap()]).ok();
     }
     /// The deadline to send with after [`Tp::short_claim_window`]: the
     /// window and the default skew (300 s), plus 8 s to accept in.
@@ -182,90 +106,40 @@ impl Tp {
 
     /// Start `tp-daemon serve` on an ephemeral port and wait until it listens.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let mut child = self.spawn_serve();
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listen line");
-        if !line.starts_with("listening on ") {
-            let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("daemon did not start: stdout={line:?} stderr={err}");
-        }
-        self.addr = line["listening on ".len()..].trim().to_string();
-        // Drain stderr in the background so the daemon never blocks on it.
-        if let Some(mut e) = child.stderr.take() {
-            let log = self.data_dir().join("daemon.log");
-            std::thread::spawn(move || {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap();
-                let _ = std::io::copy(&mut e, &mut f);
-            });
-        }
-        self.child = Some(child);
-    }
-
-    fn spawn_serve(&self) -> Child {
-        let mut cmd = Command::new(bin("tp-daemon"));
-        cmd.args([
-            "serve",
-            "--allow-root",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(self.config())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        assert!(self.daemon.is_none(), "already running");
+        let offset = self.clock_offset.to_string();
+        let mut env: Vec<(&str, &str)> = Vec::new();
         if self.clock_offset != 0 {
-            cmd.env("VTP_TEST_CLOCK_OFFSET_SECS", self.clock_offset.to_string());
+            env.push(("VTP_TEST_CLOCK_OFFSET_SECS", &offset));
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.spawn().expect("spawn tp-daemon serve")
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let daemon = self.tp.start_with(&["--allow-root"], &env);
+        self.addr = daemon.addr.to_string();
+        self.daemon = Some(daemon);
     }
 
     /// Run `tp-daemon serve` expecting it to fail at start-up.
     pub fn serve_expect_failure(&self) -> Run {
-        let out = Command::new(bin("tp-daemon"))
-            .args([
-                "serve",
-                "--allow-root",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(self.config())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tp-daemon serve");
-        Run::from(out)
+        let (status, stderr) = self.tp.serve_expecting_failure();
+        Run {
+            program: "tp-daemon".into(),
+            status: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr,
+        }
     }
 
     /// SIGKILL the daemon (no chance to clean up).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(d) = self.daemon.take() {
+            d.kill();
         }
     }
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> i32 {
-        let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        c.wait().expect("wait").code().unwrap_or(-1)
+        let d = self.daemon.take().expect("running");
+        d.terminate().code().unwrap_or(-1)
     }
 
     pub fn restart(&mut self) {
@@ -274,29 +148,35 @@ impl Tp {
     }
 
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
+        self.daemon.as_mut().is_some_and(|d| d.is_running())
+    }
+
+    /// The journal file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.tp.journal_path()
+    }
+
+    /// The journal, read-only, with plain SQL.
+    pub fn journal_db(&self) -> rusqlite::Connection {
+        self.tp.journal_db()
+    }
+
+    /// The journal's resolution records for `z_hash` (0 or 1).
+    pub fn resolved_rows(&self, z_hash: &vtp_protocol::Digest32) -> i64 {
+        self.tp.resolved_rows(z_hash)
     }
 
     /// Read the journal file directly (read-only) and count rows of a table.
     pub fn journal_rows(&self, table: &str) -> i64 {
-        let path = journal_path(&self.data_dir());
-        let conn =
-            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .expect("open journal");
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .expect("count rows")
+        self.tp.journal_rows(table)
     }
 
     /// Send raw bytes as one length-prefixed frame and read one frame back.
     pub fn raw_frame(&self, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-        let mut s = TcpStream::connect(&self.addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(&(payload.len() as u32).to_be_bytes())?;
-        s.write_all(payload)?;
-        read_frame(&mut s)
+        let mut c = Conn::try_connect(&self.addr)?;
+        c.0.set_read_timeout(Some(Duration::from_secs(10)))?;
+        vtp_testkit::write_frame(&mut c.0, payload)?;
+        c.read_frame()
     }
 }
 
@@ -304,25 +184,6 @@ impl Drop for Tp {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-/// The journal database inside a TP data directory.
-pub fn journal_path(data_dir: &Path) -> PathBuf {
-    for name in ["journal.sqlite", "journal.db", "journal.sqlite3"] {
-        let p = data_dir.join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("no journal file in {}", data_dir.display());
 }
 
 /// A party with an identity file and a card, acting through the CLI.
@@ -397,12 +258,7 @@ pub mod cheat {
     use vtp_protocol::tp_card::TpCard;
     use vtp_protocol::Digest32;
 
-    pub fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
+    pub use vtp_testkit::now;
 
     /// `t` (Unix seconds) as an RFC 3339 deadline the CLI accepts: for
     /// several envelopes or agreements with exactly one deadline.
@@ -557,8 +413,6 @@ pub mod cheat {
 /// and `claim` would make them (one process each would take minutes for
 /// hundreds), and sent to the real daemon over its socket.
 pub mod bulk {
-    use std::io::Write;
-    use std::net::TcpStream;
     use std::time::Duration;
 
     use rand_core::{OsRng, RngCore};
@@ -572,6 +426,7 @@ pub mod bulk {
     use vtp_protocol::tp_card::TpCard;
     use vtp_protocol::wire::{self, ClaimOutcome, Request, Response};
     use vtp_protocol::Digest32;
+    use vtp_testkit::Conn;
 
     /// `n` claims by one recipient for envelopes from `alice` (deadline in
     /// an hour), each with its own message.
@@ -606,12 +461,11 @@ pub mod bulk {
 
     /// Send one claim; `None` if the connection died before an answer.
     pub fn send_claim(addr: &str, claim: &Claim) -> Option<ClaimOutcome> {
-        let mut s = TcpStream::connect(addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        let mut c = Conn::try_connect(addr).ok()?;
+        c.0.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
         let payload = wire::encode_request(&Request::Claim(claim.clone()));
-        s.write_all(&(payload.len() as u32).to_be_bytes()).ok()?;
-        s.write_all(&payload).ok()?;
-        match wire::decode_response(&super::read_frame(&mut s).ok()?).ok()? {
+        vtp_testkit::write_frame(&mut c.0, &payload).ok()?;
+        match wire::decode_response(&c.read_frame().ok()?).ok()? {
             Response::Claim(o) => Some(o),
             Response::Error(e) => panic!("claim refused: {e}"),
             other => panic!("unexpected answer {other:?}"),

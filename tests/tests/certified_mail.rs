@@ -831,17 +831,14 @@ fn superseded_key_is_refused_at_accept_and_retire_waits_for_live_envelopes() {
     let mut w = world();
     let config = w.tp.config();
     let tp_daemon = |args: &[&str], offset: Option<i64>| {
-        let mut c = std::process::Command::new(vtp_e2e::bin("tp-daemon"));
-        c.args(args).arg("--config").arg(&config);
+        let mut c = vtp_testkit::Cli::new("tp-daemon")
+            .args(args)
+            .arg("--config")
+            .arg(&config);
         if let Some(o) = offset {
-            c.env("VTP_TEST_CLOCK_OFFSET_SECS", o.to_string());
+            c = c.env("VTP_TEST_CLOCK_OFFSET_SECS", o.to_string());
         }
-        let o = c.output().unwrap();
-        vtp_e2e::Run {
-            status: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        c.run()
     };
     let fetch = |w: &World, name: &str| {
         let card = w.bob.path(name);
@@ -899,11 +896,7 @@ fn superseded_key_is_refused_at_accept_and_retire_waits_for_live_envelopes() {
     // Retiring K1 now is refused with one line naming when it is safe: the
     // latest deadline any card offering K1 allowed (recorded when each was
     // signed), and never before superseded + horizon + skew.
-    let db = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&w.tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let db = w.tp.journal_db();
     let (superseded, offered): (i64, i64) = db
         .query_row(
             "SELECT superseded_at, latest_deadline FROM keyring JOIN key_offers USING (key_id) \

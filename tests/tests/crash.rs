@@ -15,28 +15,9 @@ use rand_core::{OsRng, RngCore};
 use vtp_e2e::{bulk, cheat, Tp};
 use vtp_protocol::encoding::canonical;
 use vtp_protocol::identity::IdentitySecret;
-use vtp_protocol::Digest32;
-
-fn resolved_rows_for(tp: &Tp, z: &Digest32) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(
-        "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
-        [&z.0[..]],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
 
 fn integrity_ok(tp: &Tp) {
-    let conn = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let conn = tp.journal_db();
     let r: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -83,7 +64,7 @@ fn kill_minus_nine_under_load_never_loses_an_answer() {
             let answered = answered.lock().unwrap().clone();
             for (&i, bytes) in answered.iter().filter(|(i, _)| *i % 7 == round % 7) {
                 assert_eq!(
-                    resolved_rows_for(&tp, &claims[i].body.envelope.header.trustees[0].z_hash),
+                    tp.resolved_rows(&claims[i].body.envelope.header.trustees[0].z_hash),
                     1,
                     "answered claim {i} not in the journal"
                 );
@@ -142,7 +123,7 @@ fn kill_minus_nine_under_load_never_loses_an_answer() {
             assert_eq!(&canonical(&o), bytes, "claim {i} changed after restarts");
         }
         assert_eq!(
-            resolved_rows_for(&tp, &claims[i].body.envelope.header.trustees[0].z_hash),
+            tp.resolved_rows(&claims[i].body.envelope.header.trustees[0].z_hash),
             1
         );
     }

@@ -9,14 +9,11 @@
 //!   refused `Unavailable` (with nothing recorded) and succeed on retry, on
 //!   the same daemon process; the journal verifies.
 
-use std::io::Write;
-use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use vtp_e2e::{bin, cheat, read_frame, Tp};
+use vtp_e2e::{cheat, Tp};
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::CmHasher;
 use vtp_protocol::envelope;
@@ -24,7 +21,7 @@ use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::message::MessageSealer;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::tp_card::TpCard;
-use vtp_protocol::wire::{self, ClaimOutcome, ErrorCode, Request, Response};
+use vtp_protocol::wire::{ClaimOutcome, ErrorCode, Request, Response};
 use vtp_protocol::Digest32;
 
 /// A claim by a fresh Bob for a fresh Alice's envelope.
@@ -55,44 +52,16 @@ fn new_claim(tp: &TpCard) -> Claim {
 
 /// One claim on a fresh connection; `None` if no answer came.
 fn send(addr: &str, claim: &Claim) -> Option<Response> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    let payload = wire::encode_request(&Request::Claim(claim.clone()));
-    s.write_all(&(payload.len() as u32).to_be_bytes()).ok()?;
-    s.write_all(&payload).ok()?;
-    wire::decode_response(&read_frame(&mut s).ok()?).ok()
-}
-
-fn records_for(tp: &Tp, z: &Digest32) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        vtp_e2e::journal_path(&tp.data_dir()),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(
-        "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
-        [&z.0[..]],
-        |r| r.get(0),
-    )
-    .unwrap()
+    vtp_testkit::frame::try_ask(addr, &Request::Claim(claim.clone()))
 }
 
 #[track_caller]
 fn journal_verifies(tp: &Tp, records: usize) {
-    let out = Command::new(bin("tp-daemon"))
-        .args(["journal", "verify", "--config"])
-        .arg(tp.config())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = tp.cli(&["journal", "verify"]).ok();
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!("journal OK: {records} records")),
-        "{stdout}"
+        r.stdout.contains(&format!("journal OK: {records} records")),
+        "{}",
+        r.stdout
     );
 }
 
@@ -124,7 +93,7 @@ fn each_crash_point_then_a_restart_resolves_the_claim_once() {
             std::thread::sleep(Duration::from_millis(20));
         }
         tp.kill();
-        let committed = records_for(&tp, &claim.body.envelope.header.trustees[0].z_hash);
+        let committed = tp.resolved_rows(&claim.body.envelope.header.trustees[0].z_hash);
         assert_eq!(
             committed,
             i64::from(matches!(*point, "after-commit" | "before-reply")),
@@ -138,7 +107,7 @@ fn each_crash_point_then_a_restart_resolves_the_claim_once() {
         assert!(resolved(&first), "{point}: {first:?}");
         assert_eq!(send(&tp.addr, &claim), first, "{point}: repeated");
         assert_eq!(
-            records_for(&tp, &claim.body.envelope.header.trustees[0].z_hash),
+            tp.resolved_rows(&claim.body.envelope.header.trustees[0].z_hash),
             1,
             "{point}"
         );
@@ -182,8 +151,7 @@ fn device_faults_are_survived_without_a_restart() {
                                         if e.code == ErrorCode::Unavailable =>
                                     {
                                         assert_eq!(
-                                            records_for(
-                                                tp,
+                                            tp.resolved_rows(
                                                 &c.body.envelope.header.trustees[0].z_hash
                                             ),
                                             0,
@@ -205,7 +173,7 @@ fn device_faults_are_survived_without_a_restart() {
         assert!(tp.is_running(), "{fault}: the daemon must keep serving");
         for c in &claims {
             assert_eq!(
-                records_for(&tp, &c.body.envelope.header.trustees[0].z_hash),
+                tp.resolved_rows(&c.body.envelope.header.trustees[0].z_hash),
                 1,
                 "{fault}"
             );

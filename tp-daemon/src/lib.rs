@@ -25,7 +25,7 @@
 //! | [`notify`] | systemd readiness (`READY=1`, `STOPPING=1`) over `NOTIFY_SOCKET` |
 //! | [`faults`] | TEST HOOKS ONLY: labelled crash points and injected token/journal faults |
 //! | [`clock`] | the daemon's clock and its test hook (`VTP_TEST_CLOCK_OFFSET_SECS`) |
-//! | [`bench`] | `tp-daemon bench`: device, optimistic path, claims through a real daemon, memory; JSON lines + a table |
+//! | [`bench`] | `tp-daemon bench`: what the `vtp-bench` crate needs from this daemon (config, token, key ring, a throwaway config for the measured daemon); the measurement is that crate |
 //!
 //! A new role (a bank, a log, a catalog) is a sans-IO core in `protocol/`,
 //! a file in [`service`], its records in [`journal`] and, where it needs the

@@ -381,19 +381,21 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys { command } => keys(command),
         Command::Subscribers { command } => subscribers(command),
         Command::Journal { command } => journal(command),
-        Command::Bench(a) => vtp_tp_daemon::bench::run(vtp_tp_daemon::bench::BenchOptions {
-            config: a.config.config,
-            seconds: a.seconds,
-            concurrency: a.concurrency,
-            paced_load: a.paced_load,
-            exchanges: a.exchanges,
-            cheat_percent: a.cheat_percent,
-            big_mb: a.big_mb,
-            idle_connections: a.idle_connections,
-            identities: a.identities,
-            scratch_dir: a.scratch_dir,
-            allow_root: a.allow_root,
-        }),
+        Command::Bench(a) => vtp_tp_daemon::bench::run(
+            &a.config.config,
+            &vtp_bench::BenchOptions {
+                seconds: a.seconds,
+                concurrency: a.concurrency,
+                paced_load: a.paced_load,
+                exchanges: a.exchanges,
+                cheat_percent: a.cheat_percent,
+                big_mb: a.big_mb,
+                idle_connections: a.idle_connections,
+                identities: a.identities,
+                scratch_dir: a.scratch_dir,
+                allow_root: a.allow_root,
+            },
+        ),
     }
 }
 

@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
 
 #[test]
 fn bench_runs_and_prints_every_figure() {
     let tp = TestTp::new();
-    let out = Command::new(BIN)
+    let out = Cli::new("tp-daemon")
         .args(["bench", "--config"])
         .arg(&tp.config)
         .args([
@@ -31,11 +29,9 @@ fn bench_runs_and_prints_every_figure() {
             "--allow-root",
         ])
         .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        .run();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert_eq!(out.status, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
 
     let figures: Vec<Value> = stdout
         .lines()

@@ -45,12 +45,6 @@ const REOPEN_PAUSE: Duration = Duration::from_millis(500);
 const ROUNDS: usize = 4;
 const ROUND_GAP: Duration = Duration::from_secs(2);
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    f
-}
-
 fn code(r: &Response) -> Option<ErrorCode> {
     match r {
         Response::Error(WireError { code, .. }) => Some(*code),

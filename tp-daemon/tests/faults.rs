@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -24,16 +24,6 @@ use common::*;
 use vtp_protocol::wire::{ClaimOutcome, ErrorCode, Request, Response, WireError};
 use vtp_protocol::Digest32;
 use vtp_tp_daemon::journal::chain::JournalRecord;
-
-/// One request on a fresh connection; `None` if the daemon is gone or
-/// closed the connection without answering.
-fn try_ask(addr: SocketAddr, r: &Request) -> Option<Response> {
-    let s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    let mut c = Conn(s);
-    c.send_frame(&vtp_protocol::wire::encode_request(r));
-    c.read_response()
-}
 
 fn z_of(x: &Exchange) -> Digest32 {
     x.envelope.header.trustees[0].z_hash
@@ -55,16 +45,6 @@ fn recorded(tp: &TestTp, z: &Digest32) -> Option<ClaimOutcome> {
         JournalRecord::Claim { outcome, .. } => Some(outcome),
         other => panic!("not a claim record: {other:?}"),
     }
-}
-
-fn rows_for(tp: &TestTp, z: &Digest32) -> i64 {
-    tp.journal_db()
-        .query_row(
-            "SELECT COUNT(*) FROM resolved WHERE z_hash = ?1",
-            [&z.0[..]],
-            |r| r.get(0),
-        )
-        .unwrap()
 }
 
 /// SQLite's integrity check and `tp-daemon journal verify` both pass.
@@ -144,7 +124,7 @@ fn crash_point(point: &str, committed: bool, nth: u32, min_answered: usize) {
         );
     }
     assert_eq!(d.ask(&first.claim()), Response::Claim(answer.clone()));
-    assert_eq!(rows_for(&tp, &z_of(&first)), 1);
+    assert_eq!(tp.resolved_rows(&z_of(&first)), 1);
     drop(d);
 
     // Under load: four clients, the daemon dies the third time the point is
@@ -212,7 +192,7 @@ fn crash_point(point: &str, committed: bool, nth: u32, min_answered: usize) {
         if let Some(before) = a {
             assert_eq!(&r, before, "{point}: the retry changed the answer");
         }
-        assert_eq!(rows_for(&tp, &z_of(x)), 1);
+        assert_eq!(tp.resolved_rows(&z_of(x)), 1);
     }
     drop(d);
     let out = journal_is_sound(&tp);
@@ -259,11 +239,11 @@ fn claims_with_retries(tp: &TestTp, d: &Daemon, xs: &[Exchange]) -> usize {
                 break;
             }
             assert!(is_unavailable(&r), "{r:?}");
-            assert_eq!(rows_for(tp, &z_of(x)), 0, "Unavailable, yet recorded");
+            assert_eq!(tp.resolved_rows(&z_of(x)), 0, "Unavailable, yet recorded");
             unavailable += 1;
             assert!(tries < 20, "the retries never succeed");
         }
-        assert_eq!(rows_for(tp, &z_of(x)), 1);
+        assert_eq!(tp.resolved_rows(&z_of(x)), 1);
     }
     unavailable
 }
@@ -297,7 +277,7 @@ fn concurrent_claims_with_retries(tp: &TestTp, d: &Daemon, xs: &[Exchange]) -> u
         hs.into_iter().map(|h| h.join().unwrap()).sum()
     });
     for x in xs {
-        assert_eq!(rows_for(tp, &z_of(x)), 1);
+        assert_eq!(tp.resolved_rows(&z_of(x)), 1);
     }
     unavailable
 }
@@ -432,9 +412,7 @@ fn all_at_once(addr: SocketAddr, claims: &[Request]) -> Vec<Response> {
             .map(|c| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let s = TcpStream::connect(addr).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                    let mut conn = Conn(s);
+                    let mut conn = Conn::connect(addr);
                     barrier.wait();
                     conn.request(c)
                 })

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,45 +30,25 @@ use vtp_protocol::wire::{
 use vtp_protocol::Digest32;
 
 /// A connection from a chosen loopback source address.
-fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let s = rt.block_on(async {
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        sock.connect(addr).await.unwrap()
-    });
-    let s = s.into_std().unwrap();
-    s.set_nonblocking(false).unwrap();
-    s
+fn connect_from(source: &str, addr: SocketAddr) -> Conn {
+    Conn::connect_from(source.parse().unwrap(), addr)
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    f
-}
-
-/// The next response frame, or `None` when the daemon closed the connection.
-fn read_response(s: &mut TcpStream) -> Option<Response> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(decode_response(&body).expect("decodable response"))
+/// The next response frame, or `None` when the daemon closed the connection
+/// (even in the middle of a frame).
+fn read_response(c: &mut Conn) -> Option<Response> {
+    Some(decode_response(&c.read_frame().ok()?).expect("decodable response"))
 }
 
 /// Wait (up to `limit`) for the daemon to close `s`, reading and dropping
 /// whatever it still sends. Returns how long that took.
-fn wait_closed(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+fn wait_closed(c: &mut Conn, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
+    c.0.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut buf = [0u8; 4096];
     while start.elapsed() < limit {
-        match s.read(&mut buf) {
+        match c.0.read(&mut buf) {
             Ok(0) => return Some(start.elapsed()),
             Ok(_) => {}
             Err(e)
@@ -127,7 +107,7 @@ fn hostile_connections_do_not_stop_honest_claims() {
 
     // 150 silent connections from one address: 100 are served (and idle),
     // the other 50 are told Busy at once.
-    let mut silent: Vec<TcpStream> = (0..150)
+    let mut silent: Vec<Conn> = (0..150)
         .map(|_| connect_from("127.0.0.2", d.addr))
         .collect();
     // 30 garbage senders: well-framed junk, 20 frames each.
@@ -139,11 +119,11 @@ fn hostile_connections_do_not_stop_honest_claims() {
                 let mut answered = 0;
                 for _ in 0..20 {
                     OsRng.fill_bytes(&mut junk);
-                    if s.write_all(&frame(&junk)).is_err() {
+                    if s.0.write_all(&frame(&junk)).is_err() {
                         break;
                     }
                 }
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 while let Some(r) = read_response(&mut s) {
                     assert_eq!(code(&r), Some(ErrorCode::Malformed));
                     answered += 1;
@@ -158,7 +138,7 @@ fn hostile_connections_do_not_stop_honest_claims() {
             let mut s = connect_from("127.0.0.3", d.addr);
             let mut junk = vec![0u8; 4096];
             OsRng.fill_bytes(&mut junk);
-            let _ = s.write_all(&junk);
+            let _ = s.0.write_all(&junk);
             s
         })
         .collect();
@@ -171,7 +151,7 @@ fn hostile_connections_do_not_stop_honest_claims() {
             thread::spawn(move || {
                 let start = Instant::now();
                 for b in bytes {
-                    if s.write_all(&[b]).is_err() {
+                    if s.0.write_all(&[b]).is_err() {
                         break;
                     }
                     thread::sleep(Duration::from_millis(100));
@@ -191,9 +171,10 @@ fn hostile_connections_do_not_stop_honest_claims() {
         thread::spawn(move || {
             let start = Instant::now();
             let mut answers = 0;
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             while start.elapsed() < Duration::from_secs(15) {
-                if s.write_all(&frame(&encode_request(&Request::GetCard)))
+                if s.0
+                    .write_all(&frame(&encode_request(&Request::GetCard)))
                     .is_err()
                 {
                     break;
@@ -215,7 +196,7 @@ fn hostile_connections_do_not_stop_honest_claims() {
             let addr = d.addr;
             s.spawn(move || {
                 for x in chunk {
-                    let mut c = Conn(connect_from("127.0.0.1", addr));
+                    let mut c = connect_from("127.0.0.1", addr);
                     match c.request(&x.claim()) {
                         Response::Claim(ClaimOutcome::Resolved { .. }) => {}
                         other => panic!("honest claim failed: {other:?}"),
@@ -234,7 +215,7 @@ fn hostile_connections_do_not_stop_honest_claims() {
     let mut busy = 0;
     let mut closed_idle = 0;
     for s in &mut silent {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.0.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         match read_response(s) {
             Some(r) => {
                 assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}");

@@ -153,7 +153,7 @@ fn flip_signature_byte(c: &Connection, seq: i64) {
 #[track_caller]
 fn reports(tp: &TestTp, seq: u64, why: &str) {
     let r = tp.cli(&["journal", "verify"]).fails();
-    assert_eq!(r.code, 1);
+    assert_eq!(r.status, 1);
     let needle = format!("FIRST BAD RECORD #{seq}: ");
     assert!(r.stdout.contains(&needle), "{needle:?} not in {r:?}");
     assert!(r.stdout.contains(why), "{why:?} not in {r:?}");

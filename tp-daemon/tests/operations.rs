@@ -163,18 +163,12 @@ fn sigterm_during_a_load_of_claims_loses_no_answered_claim() {
         for mine in &exchanges {
             let (answered, resolved, stop_seen) = (&answered, &resolved, &stop_seen);
             s.spawn(move || {
-                let Ok(stream) = std::net::TcpStream::connect(addr) else {
+                let Ok(mut conn) = Conn::try_connect(addr) else {
                     return;
                 };
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(60)))
-                    .unwrap();
-                let mut conn = Conn(stream);
                 for x in mine {
-                    let frame = vtp_protocol::wire::encode_request(&x.claim());
-                    let mut buf = (frame.len() as u32).to_be_bytes().to_vec();
-                    buf.extend_from_slice(&frame);
-                    if std::io::Write::write_all(&mut conn.0, &buf).is_err() {
+                    let body = vtp_protocol::wire::encode_request(&x.claim());
+                    if write_frame(&mut conn.0, &body).is_err() {
                         stop_seen.store(true, Ordering::SeqCst);
                         return;
                     }

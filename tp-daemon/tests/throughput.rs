@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -75,10 +74,8 @@ fn daemon_rate_against_the_raw_device_rate() {
             .iter()
             .map(|mine| {
                 s.spawn(move || {
-                    let s = TcpStream::connect(addr).unwrap();
-                    s.set_nodelay(true).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                    let mut conn = Conn(s);
+                    let mut conn = Conn::connect(addr);
+                    conn.0.set_nodelay(true).unwrap();
                     mine.iter()
                         .map(|c| {
                             let t = Instant::now();

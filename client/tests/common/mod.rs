@@ -1,4 +1,5 @@
-//! Test helpers: run the real `vtp` binary, and make a TP card without a token.
+//! Test helpers: run the real `vtp` binary (through the workspace's test
+//! kit, `vtp-testkit`), and make a TP card without a token.
 //!
 //! The TP here is a STAND-IN built from host keys (the RSA key in
 //! `tests/data/test-tp-rsa2048.pem` and a fixed P-256 signing key), exactly as
@@ -6,11 +7,9 @@
 //! paths can be tested without a PKCS#11 token; the real TP (keys in the
 //! token, behind the daemon) is exercised by the end-to-end tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use rsa::pkcs8::DecodePrivateKey;
@@ -18,15 +17,9 @@ use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
 use vtp_protocol::tp_card::{OaepHash, Policy, TpCard, TpCardBody, TpEncKey};
 use vtp_protocol::{Digest32, EcPoint, KeyId, Signature};
+pub use vtp_testkit::{now, read_frame, write_frame, Run};
 
 pub const KEY_ID: KeyId = KeyId([1, 2, 3, 4, 5, 6, 7, 8]);
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A host-key stand-in for the TP: its card and the keys behind it.
 pub struct TestTp {
@@ -54,10 +47,7 @@ impl TestTp {
             policy: Policy::default(),
             // Signed now: senders and recipients accept deadlines only up to
             // the horizon after a card's signing.
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
+            created: now(),
         };
         let sig = sign_digest(&sign, &body.signing_digest());
         TestTp {
@@ -82,64 +72,9 @@ pub fn write_tp_card(path: &Path, sign_seed: u8) {
     std::fs::write(path, TestTp::new(sign_seed).card.to_file()).unwrap();
 }
 
-/// The result of one `vtp` run.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-    /// Failed with exit 1 and exactly one `vtp: error:` line containing `needle`.
-    #[track_caller]
-    pub fn fails_with(self, needle: &str) -> Run {
-        assert_eq!(
-            self.code, 1,
-            "expected exit 1\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self.assert_one_error_line();
-        assert!(
-            self.stderr.contains(needle),
-            "stderr does not mention {needle:?}: {}",
-            self.stderr
-        );
-        self
-    }
-    #[track_caller]
-    pub fn assert_one_error_line(&self) {
-        let lines: Vec<_> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "stderr is not one line: {:?}", self.stderr);
-        assert!(lines[0].starts_with("vtp: error: "), "{:?}", self.stderr);
-    }
-}
-
-fn run_output(o: Output) -> Run {
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// Run `vtp` with `args` in `dir`.
 pub fn vtp(dir: &Path, args: &[&str]) -> Run {
-    run_output(
-        Command::new(env!("CARGO_BIN_EXE_vtp"))
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap(),
-    )
+    vtp_testkit::vtp_in(dir, args)
 }
 
 /// A scratch directory with Alice, Bob, Chris and two TP cards.
