@@ -516,7 +516,7 @@ fn a_relative_module_path_is_resolved_from_the_config_directory_and_named_if_mis
         )
     });
     // From another working directory: the path is the config's, not ours.
-    let run = std::process::Command::new(BIN)
+    let run = std::process::Command::new(vtp_testkit::bin("tp-daemon"))
         .current_dir("/")
         .args(["check", "--config"])
         .arg(&tp.config)
@@ -585,7 +585,7 @@ fn journal_verify_on_a_backup_in_a_read_only_directory_writes_nothing_beside_it(
         )
         .unwrap();
         let run = |args: &[&str]| {
-            let out = std::process::Command::new(BIN)
+            let out = std::process::Command::new(vtp_testkit::bin("tp-daemon"))
                 .args(args)
                 .arg("--config")
                 .arg(&config)
