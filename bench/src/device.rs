@@ -80,6 +80,8 @@ pub struct DeviceFigures {
     pub ops_n: f64,
     /// CPU seconds per device operation (1 thread).
     pub cpu_per_op: f64,
+    /// The claim the device resolves again and again.
+    pub claim: ResolvableClaim,
 }
 
 /// `device_raw` at 1 and N threads (and `VTP_BENCH_DEVICE_THREADS`), then
@@ -159,6 +161,7 @@ pub fn device_phases(
         ops_1,
         ops_n,
         cpu_per_op: cpu1 / ops1.max(1) as f64,
+        claim,
     })
 }
 

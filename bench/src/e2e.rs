@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use serde_json::{json, Value};
 use vtp_client::tp_client::{TpClient, TpConnection};
-use vtp_device::TpKeys;
+use vtp_device::{TpKeys, TrustedParty};
 use vtp_protocol::identity::IdentitySecret;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::wire::{ClaimOutcome, Response};
@@ -22,12 +22,23 @@ use vtp_testkit::{Daemon, Serve};
 
 use crate::claims::claim_frames;
 use crate::device::DeviceFigures;
+use crate::pairs::{run_pairs, PairsSummary};
 use crate::proc_stats::{open_fds, proc_cpu, proc_rss, self_cpu};
 use crate::report::{percentile, round, Report};
 use crate::{BenchOptions, Target};
 
+/// What the daemon phases found, for the headline ratios.
+pub struct E2eFigures {
+    /// The best closed-loop claim rate.
+    pub best: f64,
+    /// The daemon's CPU seconds per claim at it.
+    pub cpu_at_best: f64,
+    /// The alternating pairs (none with `--pairs 0`).
+    pub pairs: Option<PairsSummary>,
+}
+
 /// Most claims made for one concurrency level.
-const MAX_CLAIMS_PER_LEVEL: usize = 200_000;
+pub(crate) const MAX_CLAIMS_PER_LEVEL: usize = 200_000;
 
 /// Start `PROGRAM serve` on `config` (loopback, any port, metrics on too),
 /// logging to `scratch/daemon.log`, and wait until it listens.
@@ -191,16 +202,17 @@ pub fn drive(
 /// `daemon_rss_start`, `claim_e2e` per concurrency level, `claim_e2e_paced`
 /// per load, `daemon_rss_after_claims`, `daemon_rss_idle_1000`: one fresh
 /// daemon on a fresh journal in a scratch directory (removed afterwards,
-/// kept on failure). Returns the best closed-loop claim rate and the
-/// daemon's CPU seconds per claim at it.
+/// kept on failure); between the closed-loop levels and the paced ones,
+/// the alternating pairs ([`crate::pairs`]) at the best level, with `tp`.
 pub fn e2e_phases(
     opts: &BenchOptions,
     target: &dyn Target,
     keys: &TpKeys,
     pool: &[IdentitySecret],
     device: &DeviceFigures,
+    tp: &TrustedParty,
     report: &mut Report,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<E2eFigures> {
     let scratch = match &opts.scratch_dir {
         Some(d) => d.join(format!("vtp-bench-{}", std::process::id())),
         None => std::env::temp_dir().join(format!("vtp-bench-{}", std::process::id())),
@@ -208,7 +220,7 @@ pub fn e2e_phases(
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let result = (|| -> anyhow::Result<(f64, f64)> {
+    let result = (|| -> anyhow::Result<E2eFigures> {
         let max_c = opts.concurrency.iter().copied().max().unwrap_or(1);
         let cfg = target.scratch_config(keys, &scratch, opts.idle_connections + max_c + 64)?;
         let program = target.daemon_program()?;
@@ -228,6 +240,7 @@ pub fn e2e_phases(
         );
         let mut best = 0f64;
         let mut cpu_at_best = 0f64;
+        let mut best_c = 1usize;
         for (li, &c) in opts.concurrency.iter().enumerate() {
             let c = c.max(1);
             let expect = if c == 1 { device.ops_1 } else { device.ops_n };
@@ -253,6 +266,7 @@ pub fn e2e_phases(
             let rate = level.ok as f64 / level.wall;
             if rate > best {
                 best = rate;
+                best_c = c;
                 cpu_at_best = cpu / level.ok.max(1) as f64;
             }
             let p50 = percentile(&level.latencies, 0.50);
@@ -290,6 +304,17 @@ pub fn e2e_phases(
                 ),
             );
         }
+        let pairs = run_pairs(
+            opts,
+            tp,
+            &device.claim,
+            &daemon,
+            &card,
+            pool,
+            best_c,
+            best.max(device.ops_n),
+            report,
+        )?;
         // Open loop: the highest concurrency, offered a fixed rate below
         // saturation, so the latency is the daemon's, not the queue's.
         for (pi, &load) in opts.paced_load.iter().enumerate() {
@@ -355,7 +380,11 @@ pub fn e2e_phases(
         daemon
             .stop(Duration::from_secs(30))
             .context("the benchmark daemon did not stop after SIGTERM")?;
-        Ok((best, cpu_at_best))
+        Ok(E2eFigures {
+            best,
+            cpu_at_best,
+            pairs,
+        })
     })();
     match &result {
         Ok(_) => {

@@ -27,6 +27,11 @@
 //!    claims made before the clock starts. Per level: ops/s, p50/p99
 //!    latency, the daemon's CPU per claim. Then the daemon's memory with
 //!    `--idle-connections` idle connections open.
+//! 5. **ratio pairs** — between the closed-loop and the paced claims:
+//!    `--pairs` alternating runs of `device_raw` (one thread per CPU) and
+//!    `claim_e2e` (at the best level), `--seconds` each, so that each pair
+//!    sees one load on a shared machine ([`pairs`]); the headline ratios are
+//!    their medians with min-max.
 //!
 //! stdout: one JSON object per figure (`name`, `ops_per_s`, and where they
 //! apply `threads` / `concurrency`, `p50_ms`, `p99_ms`), ending with
@@ -60,6 +65,7 @@ pub mod claims;
 pub mod device;
 pub mod e2e;
 pub mod optimistic;
+pub mod pairs;
 pub mod proc_stats;
 pub mod report;
 
@@ -94,6 +100,9 @@ pub struct BenchOptions {
     pub scratch_dir: Option<PathBuf>,
     /// Pass `--allow-root` to the daemon.
     pub allow_root: bool,
+    /// Alternating device_raw / claim_e2e pairs for the headline ratio
+    /// (0: only the single-shot ratio of phases 1 and 4).
+    pub pairs: usize,
 }
 
 impl BenchOptions {
@@ -183,36 +192,77 @@ pub fn run(opts: &BenchOptions, target: &dyn Target) -> anyhow::Result<()> {
     );
 
     let device = device_phases(opts, &tp, &pool, &mut report)?;
-    drop(tp);
     claim_checks(opts, &card, &pool, &mut report)?;
-    drop(token);
     optimistic_phases(opts, &card, &pool, &mut report)?;
-    let (e2e, daemon_cpu) = e2e_phases(opts, target, &keys, &pool, &device, &mut report)?;
+    // The device stays open beside the daemon for the alternating pairs
+    // (phase 5); the two never run at the same moment.
+    let e2e = e2e_phases(opts, target, &keys, &pool, &device, &tp, &mut report)?;
+    drop(tp);
+    drop(token);
+    let single_ratio = e2e.best / device.ops_n.max(1e-9);
     // The same ratio from CPU time, which other work on the machine does
     // not skew: at saturation the daemon does device_cpu of device work
     // for every daemon_cpu it spends.
-    let cpu_ratio = device.cpu_per_op / daemon_cpu.max(1e-9);
-    report.figure(
-        json!({"name": "ratio_cpu_device_op_to_daemon_claim", "value": round(cpu_ratio, 3),
-               "device_cpu_ms_per_op": round(device.cpu_per_op * 1e3, 3),
-               "daemon_cpu_ms_per_claim": round(daemon_cpu * 1e3, 3), "ops_per_s": Value::Null}),
-        format!(
-            "{cpu_ratio:.2} (device {:.3} ms CPU per op / daemon {:.3} ms CPU per claim at the best level)",
-            device.cpu_per_op * 1e3,
-            daemon_cpu * 1e3
-        ),
-    );
-    let ratio = e2e / device.ops_n.max(1e-9);
-    report.figure(
-        json!({"name": "ratio_claim_e2e_to_device_raw", "value": round(ratio, 3),
-               "rsa_bits": bits, "device_cpu_ms_per_op": round(device.cpu_per_op * 1e3, 3),
-               "loadavg_before": load_before, "loadavg_after": loadavg()}),
-        format!(
-            "{ratio:.2} (best claim_e2e {e2e:.0}/s over device_raw {:.0}/s at {} threads)",
-            device.ops_n,
-            threads()
-        ),
-    );
+    let single_cpu_ratio = device.cpu_per_op / e2e.cpu_at_best.max(1e-9);
+    match &e2e.pairs {
+        Some(p) => {
+            report.figure(
+                json!({"name": "ratio_cpu_device_op_to_daemon_claim",
+                       "value": round(p.cpu_ratio.median, 3),
+                       "min": round(p.cpu_ratio.min, 3), "max": round(p.cpu_ratio.max, 3),
+                       "pairs": p.pairs, "single_run_value": round(single_cpu_ratio, 3),
+                       "device_cpu_ms_per_op": round(device.cpu_per_op * 1e3, 3),
+                       "daemon_cpu_ms_per_claim": round(e2e.cpu_at_best * 1e3, 3),
+                       "ops_per_s": Value::Null}),
+                format!(
+                    "{:.2} median of {} pairs (min {:.2}, max {:.2}): device CPU per op / daemon \
+                     CPU per claim",
+                    p.cpu_ratio.median, p.pairs, p.cpu_ratio.min, p.cpu_ratio.max
+                ),
+            );
+            report.figure(
+                json!({"name": "ratio_claim_e2e_to_device_raw", "value": round(p.ratio.median, 3),
+                       "min": round(p.ratio.min, 3), "max": round(p.ratio.max, 3),
+                       "pairs": p.pairs, "concurrency": p.concurrency,
+                       "single_run_value": round(single_ratio, 3),
+                       "rsa_bits": bits, "device_cpu_ms_per_op": round(device.cpu_per_op * 1e3, 3),
+                       "loadavg_before": load_before, "loadavg_after": loadavg()}),
+                format!(
+                    "{:.2} median of {} alternating pairs (min {:.2}, max {:.2}; claim_e2e at \
+                     concurrency {} over device_raw at {} threads; phases 1 and 4 alone: {single_ratio:.2})",
+                    p.ratio.median,
+                    p.pairs,
+                    p.ratio.min,
+                    p.ratio.max,
+                    p.concurrency,
+                    threads()
+                ),
+            );
+        }
+        None => {
+            report.figure(
+                json!({"name": "ratio_cpu_device_op_to_daemon_claim", "value": round(single_cpu_ratio, 3),
+                       "device_cpu_ms_per_op": round(device.cpu_per_op * 1e3, 3),
+                       "daemon_cpu_ms_per_claim": round(e2e.cpu_at_best * 1e3, 3), "ops_per_s": Value::Null}),
+                format!(
+                    "{single_cpu_ratio:.2} (device {:.3} ms CPU per op / daemon {:.3} ms CPU per claim at the best level)",
+                    device.cpu_per_op * 1e3,
+                    e2e.cpu_at_best * 1e3
+                ),
+            );
+            report.figure(
+                json!({"name": "ratio_claim_e2e_to_device_raw", "value": round(single_ratio, 3),
+                       "rsa_bits": bits, "device_cpu_ms_per_op": round(device.cpu_per_op * 1e3, 3),
+                       "loadavg_before": load_before, "loadavg_after": loadavg()}),
+                format!(
+                    "{single_ratio:.2} (best claim_e2e {:.0}/s over device_raw {:.0}/s at {} threads)",
+                    e2e.best,
+                    device.ops_n,
+                    threads()
+                ),
+            );
+        }
+    }
     report.table();
     Ok(())
 }

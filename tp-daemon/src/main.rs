@@ -183,6 +183,11 @@ struct BenchArgs {
     /// temporary directory); put it on the journal's disk to measure that disk.
     #[arg(long, value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
+    /// Alternating device_raw / claim_e2e pairs (--seconds each) for the
+    /// headline ratio, reported as their median and range; 0: the single
+    /// run of the earlier phases only
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pairs: usize,
     /// Run the benchmark daemon even as root. Also: VTP_ALLOW_ROOT=1.
     #[arg(long, env = "VTP_ALLOW_ROOT", value_parser = clap::builder::BoolishValueParser::new())]
     allow_root: bool,
@@ -394,6 +399,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 identities: a.identities,
                 scratch_dir: a.scratch_dir,
                 allow_root: a.allow_root,
+                pairs: a.pairs,
             },
         ),
     }

@@ -24,6 +24,8 @@ fn bench_runs_and_prints_every_figure() {
             "4",
             "--idle-connections",
             "50",
+            "--pairs",
+            "3",
             "--identities",
             "20",
             "--allow-root",
@@ -89,10 +91,28 @@ fn bench_runs_and_prints_every_figure() {
     assert_eq!(idle.len(), 1, "{stdout}");
     assert_eq!(idle[0]["idle_connections"], 50);
     assert!(idle[0]["rss_kib"].as_u64().unwrap() > 0);
-    // The ratio comes last.
+    // Three alternating device_raw / claim_e2e pairs, at the best level.
+    let pairs = named("ratio_pair");
+    assert_eq!(pairs.len(), 3, "{stdout}");
+    for (k, f) in pairs.iter().enumerate() {
+        assert_eq!(f["pair"], k + 1, "{f}");
+        assert!(f["ratio"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["cpu_ratio"].as_f64().unwrap() > 0.0, "{f}");
+        assert_eq!(f["errors"], 0, "{f}");
+    }
+    // The ratio comes last: the median of the pairs, with its range.
     let last = figures.last().unwrap();
     assert_eq!(last["name"], "ratio_claim_e2e_to_device_raw", "{stdout}");
-    assert!(last["value"].as_f64().unwrap() > 0.0, "{last}");
+    assert_eq!(last["pairs"], 3, "{last}");
+    let mut ratios: Vec<f64> = pairs.iter().map(|f| f["ratio"].as_f64().unwrap()).collect();
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(
+        last["value"].as_f64().unwrap(),
+        ratios[1],
+        "the median pair: {last}"
+    );
+    assert_eq!(last["min"].as_f64().unwrap(), ratios[0], "{last}");
+    assert_eq!(last["max"].as_f64().unwrap(), ratios[2], "{last}");
     // The readable table is on stderr, and the throwaway daemon is gone
     // (the operator's journal was not touched: no claims in it).
     assert!(stderr.contains("figure"), "{stderr}");
