@@ -171,6 +171,9 @@ pub mod domain {
     pub const IDENTITY_CARD: &str = "vtp/v1/identity-card";
     pub const IDENTITY_ID: &str = "vtp/v1/identity-id";
     pub const TP_CARD: &str = "vtp/v1/tp-card";
+    /// A TP card that also signs the TP's addresses (layout 2, see
+    /// `crate::tp_card`).
+    pub const TP_CARD_ADDRESSED: &str = "vtp/v2/tp-card";
     pub const TP_ID: &str = "vtp/v1/tp-id";
     pub const ENVELOPE: &str = "vtp/v1/envelope";
     pub const ENVELOPE_ID: &str = "vtp/v1/envelope-id";
