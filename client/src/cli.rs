@@ -28,14 +28,38 @@ TP completes the exchange; Alice then gets her receipt with `vtp receipts`.
 After the deadline, `vtp unclaimed` certifies that the TP never resolved an
 envelope. `vtp verify` lets anyone check the evidence offline.
 
-Exit status: 0 on success, 1 when something is invalid or refused, 2 on a
-usage error.";
+Conventions (docs/cli.md): `-` is stdin or stdout wherever a file goes;
+--json prints one JSON object (or {\"error\":{...}}) on stdout; the exit
+status says what kind of failure it was (below).";
 
 #[derive(Parser, Debug)]
-#[command(name = "vtp", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(
+    name = "vtp",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = crate::error::exit_status_help()
+)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Print the result as one JSON object on stdout (on failure:
+    /// {"error":{"class":...,"code":...,"message":...}}); see docs/cli.md
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors and warnings
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more about what is being done (on stderr)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -306,9 +330,6 @@ pub struct ContractVerifyArgs {
     /// The contract bundle
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
-    /// Print the verdict as one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -608,9 +629,6 @@ pub struct VerifyArgs {
     /// The message as shown to you: valid only if it is the one delivered
     #[arg(long, value_name = "FILE")]
     pub message: Option<PathBuf>,
-    /// Print the verdict as one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 use rand_core::{OsRng, RngCore};
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::contract::{Agreement, ContractBundle, Proposal};
@@ -31,24 +31,45 @@ use vtp_protocol::wrap_proof::VoidEvidence;
 use vtp_protocol::ProtocolError;
 use zeroize::Zeroizing;
 
+use crate::error;
+
 /// Largest small file (anything but an envelope) we read: cards, receipts,
 /// openings and affidavits are a few KiB, so a bigger file is a mistake.
 pub const MAX_SMALL_FILE: u64 = 1 << 20;
 
-/// `path: problem` — the one shape of every file error.
-pub fn path_error(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{}: {problem}", path.display())
+/// How a path is named in messages.
+pub fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `path: problem` — the one shape of every file error; this one of class
+/// [`ErrorClass::Io`](crate::error::ErrorClass::Io): the file cannot be
+/// opened, read or written.
+pub fn io_error(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
+    error::io(format!("{}: {problem}", shown(path)))
+}
+
+/// `path: problem`, the file is not what it should be (class
+/// [`ErrorClass::BadInput`](crate::error::ErrorClass::BadInput)).
+pub fn input_error(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
+    error::bad_input(format!("{}: {problem}", shown(path)))
+}
+
+/// `path: refused: problem`, the file parsed but failed a check (class
+/// [`ErrorClass::Invalid`](crate::error::ErrorClass::Invalid)).
+pub fn refused(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
+    error::invalid(format!("{}: refused: {problem}", shown(path)))
 }
 
 /// Read a whole small file, refusing anything larger than [`MAX_SMALL_FILE`].
 fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let file = File::open(path).map_err(|e| path_error(path, format!("cannot open: {e}")))?;
+    let file = File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_SMALL_FILE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| path_error(path, format!("cannot read: {e}")))?;
+        .map_err(|e| io_error(path, format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_SMALL_FILE {
-        return Err(path_error(
+        return Err(input_error(
             path,
             "too large to be a vtp card, receipt, opening or affidavit",
         ));
@@ -58,7 +79,7 @@ fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 
 fn parse<T>(path: &Path, f: impl FnOnce(&[u8]) -> Result<T, ProtocolError>) -> Result<T> {
     let bytes = read_small(path)?;
-    f(&bytes).map_err(|e| path_error(path, e))
+    f(&bytes).map_err(|e| input_error(path, e))
 }
 
 /// The kind byte of a vtp file, if the file starts like one (used by
@@ -77,8 +98,8 @@ pub fn read_secret_identity(path: &Path) -> Result<IdentitySecret> {
     if let Ok(meta) = fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            eprintln!(
-                "vtp: warning: {} holds secret keys but is readable by others (mode {mode:03o}); run `chmod 600 {}`",
+            crate::warn!(
+                "{} holds secret keys but is readable by others (mode {mode:03o}); run `chmod 600 {}`",
                 path.display(),
                 path.display()
             );
@@ -146,10 +167,7 @@ impl WriteMode {
 /// replaced. [`AtomicFile::commit`] checks again, race-free.
 pub fn check_writable(path: &Path, mode: WriteMode) -> Result<()> {
     if !mode.force && fs::symlink_metadata(path).is_ok() {
-        return Err(path_error(
-            path,
-            "already exists (use --force to replace it)",
-        ));
+        return Err(io_error(path, "already exists (use --force to replace it)"));
     }
     Ok(())
 }
@@ -158,7 +176,7 @@ pub fn check_writable(path: &Path, mode: WriteMode) -> Result<()> {
 pub fn write_file(path: &Path, bytes: &[u8], mode: WriteMode) -> Result<()> {
     let mut f = AtomicFile::create(path, mode)?;
     f.write_all(bytes)
-        .map_err(|e| path_error(path, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(path, format!("cannot write: {e}")))?;
     f.commit()
 }
 
@@ -176,7 +194,7 @@ impl AtomicFile {
         check_writable(dest, mode)?;
         let name = dest
             .file_name()
-            .ok_or_else(|| path_error(dest, "not a file name"))?;
+            .ok_or_else(|| error::usage(format!("{}: not a file name", shown(dest))))?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -205,7 +223,7 @@ impl AtomicFile {
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
                 Err(e) => {
-                    return Err(path_error(
+                    return Err(io_error(
                         dest,
                         format!("cannot create a temporary file in {}: {e}", dir.display()),
                     ))
@@ -222,11 +240,11 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("present until commit");
         file.sync_all()
-            .map_err(|e| path_error(&self.dest, format!("cannot write: {e}")))?;
+            .map_err(|e| io_error(&self.dest, format!("cannot write: {e}")))?;
         drop(file);
         if self.mode.force {
             fs::rename(&self.tmp, &self.dest)
-                .map_err(|e| path_error(&self.dest, format!("cannot move into place: {e}")))?;
+                .map_err(|e| io_error(&self.dest, format!("cannot move into place: {e}")))?;
         } else {
             // link(2) fails if the destination exists: no-clobber, atomically.
             match fs::hard_link(&self.tmp, &self.dest) {
@@ -234,7 +252,7 @@ impl AtomicFile {
                     let _ = fs::remove_file(&self.tmp);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(path_error(
+                    return Err(io_error(
                         &self.dest,
                         "already exists (use --force to replace it)",
                     ));
@@ -243,7 +261,7 @@ impl AtomicFile {
                 Err(_) => {
                     check_writable(&self.dest, self.mode)?;
                     fs::rename(&self.tmp, &self.dest).map_err(|e| {
-                        path_error(&self.dest, format!("cannot move into place: {e}"))
+                        io_error(&self.dest, format!("cannot move into place: {e}"))
                     })?;
                 }
             }
@@ -252,6 +270,7 @@ impl AtomicFile {
             // Best effort: make the rename itself durable.
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
+        crate::report::wrote(&self.dest);
         Ok(())
     }
 }
@@ -276,18 +295,18 @@ impl Drop for AtomicFile {
 
 /// Create a directory (and its parents) for outputs, naming it on error.
 pub fn ensure_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).with_context(|| format!("{}: cannot create directory", path.display()))
+    fs::create_dir_all(path).map_err(|e| io_error(path, format!("cannot create directory: {e}")))
 }
 
 /// Refuse a path that is not an existing regular file (used for inputs that
 /// are read twice, which a pipe cannot be).
 pub fn require_regular_file(path: &Path) -> Result<u64> {
-    let meta = fs::metadata(path).map_err(|e| path_error(path, format!("cannot open: {e}")))?;
+    let meta = fs::metadata(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?;
     if !meta.is_file() {
-        bail!(
-            "{}: not a regular file (vtp reads the message twice, so it cannot come from a pipe)",
-            path.display()
-        );
+        return Err(io_error(
+            path,
+            "not a regular file (vtp reads the message twice, so it cannot come from a pipe)",
+        ));
     }
     Ok(meta.len())
 }

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::WIRE_VERSION;
@@ -23,6 +23,8 @@ use vtp_protocol::wire::{
     Response, UnclaimedRequest, WireError, DEFAULT_MAX_FRAME,
 };
 use vtp_protocol::ProtocolError;
+
+use crate::error;
 
 /// Connect, read and write timeout unless `--timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,19 +79,19 @@ impl TpClient {
 
     fn io_error(&self, doing: &str, e: io::Error) -> anyhow::Error {
         match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => anyhow!(
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => error::tp_unreachable(format!(
                 "the TP at {} did not answer within {} while {doing} (see --timeout)",
                 self.addr,
                 humantime::format_duration(self.timeout)
-            ),
-            io::ErrorKind::UnexpectedEof => anyhow!(
+            )),
+            io::ErrorKind::UnexpectedEof => error::tp_unreachable(format!(
                 "the TP at {} closed the connection while {doing}",
                 self.addr
-            ),
-            _ => anyhow!(
+            )),
+            _ => error::tp_unreachable(format!(
                 "talking to the TP at {} failed while {doing}: {e}",
                 self.addr
-            ),
+            )),
         }
     }
 
@@ -97,7 +99,9 @@ impl TpClient {
         let addrs: Vec<_> = self
             .addr
             .to_socket_addrs()
-            .map_err(|e| anyhow!("cannot resolve the TP address {}: {e}", self.addr))?
+            .map_err(|e| {
+                error::tp_unreachable(format!("cannot resolve the TP address {}: {e}", self.addr))
+            })?
             .collect();
         let mut last = None;
         for a in &addrs {
@@ -113,8 +117,14 @@ impl TpClient {
             }
         }
         match last {
-            Some(e) => Err(anyhow!("cannot reach the TP at {}: {e}", self.addr)),
-            None => bail!("the TP address {} resolves to nothing", self.addr),
+            Some(e) => Err(error::tp_unreachable(format!(
+                "cannot reach the TP at {}: {e}",
+                self.addr
+            ))),
+            None => Err(error::tp_unreachable(format!(
+                "the TP address {} resolves to nothing",
+                self.addr
+            ))),
         }
     }
 
@@ -122,7 +132,7 @@ impl TpClient {
     pub fn call(&self, req: &Request) -> Result<Response> {
         let mut stream = self.connect()?;
         let payload = encode_request(req);
-        let len = u32::try_from(payload.len()).map_err(|_| anyhow!("request too large"))?;
+        let len = u32::try_from(payload.len()).map_err(|_| anyhow::anyhow!("request too large"))?;
         let mut frame = Vec::with_capacity(4 + payload.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(&payload);
@@ -137,22 +147,22 @@ impl TpClient {
             .map_err(|e| self.io_error("waiting for the response", e))?;
         let n = u32::from_be_bytes(head) as usize;
         if n > MAX_RESPONSE {
-            bail!(
+            return Err(error::tp_unreachable(format!(
                 "the TP at {} sent a {n}-byte response, more than the {MAX_RESPONSE}-byte limit; refused",
                 self.addr
-            );
+            )));
         }
         let mut body = vec![0u8; n];
         stream
             .read_exact(&mut body)
             .map_err(|e| self.io_error("reading the response", e))?;
         let resp = decode_response(&body).map_err(|e| match e {
-            ProtocolError::UnsupportedVersion { found, .. } => anyhow!(
+            ProtocolError::UnsupportedVersion { found, .. } => error::tp_unreachable(format!(
                 "the TP at {} speaks wire protocol version {found} and this vtp speaks version \
                  {WIRE_VERSION}: use a vtp release that matches the TP",
                 self.addr
-            ),
-            e => anyhow!("the TP at {} sent a bad response: {e}", self.addr),
+            )),
+            e => error::tp_unreachable(format!("the TP at {} sent a bad response: {e}", self.addr)),
         })?;
         if let Response::Error(e) = resp {
             return Err(TpRefused(e).into());
@@ -161,11 +171,11 @@ impl TpClient {
     }
 
     fn unexpected(&self, got: &Response, asked: &str) -> anyhow::Error {
-        anyhow!(
+        error::tp_unreachable(format!(
             "the TP at {} answered {asked} with {}",
             self.addr,
             response_name(got)
-        )
+        ))
     }
 
     /// `GetCard`: the TP's self-signed card (checked on decode). Whether it

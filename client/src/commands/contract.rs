@@ -12,7 +12,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use vtp_protocol::answer::VerifiedOutcome;
@@ -39,13 +39,14 @@ use crate::cli::{
     ContractVerifyArgs,
 };
 use crate::files::{
-    check_writable, path_error, read_agreement, read_card, read_contract_bundle, read_opening,
-    read_proposal, read_receipt, read_secret_identity, read_tp_card, write_file, AtomicFile,
-    WriteMode,
+    check_writable, input_error, io_error, read_agreement, read_card, read_contract_bundle,
+    read_opening, read_proposal, read_receipt, read_secret_identity, read_tp_card, write_file,
+    AtomicFile, WriteMode,
 };
 use crate::stream::{seal_pass, sha256_file, EnvelopeFile};
 use crate::timeparse::{format_timestamp, now};
 use crate::tp_client::TpClient;
+use crate::{error, fail, report, say};
 
 pub fn run(c: ContractCommand) -> Result<()> {
     match c {
@@ -62,8 +63,10 @@ pub fn run(c: ContractCommand) -> Result<()> {
 
 fn deadline_error(deadline: u64, e: ProtocolError) -> anyhow::Error {
     match e {
-        ProtocolError::Deadline(_) => anyhow!("--deadline {}: {e}", format_timestamp(deadline)),
-        e => anyhow!("cannot make the proposal: {e}"),
+        ProtocolError::Deadline(_) => {
+            error::usage(format!("--deadline {}: {e}", format_timestamp(deadline)))
+        }
+        e => error::invalid(format!("cannot make the proposal: {e}")),
     }
 }
 
@@ -82,19 +85,19 @@ fn propose(a: ContractProposeArgs) -> Result<()> {
     let p = Proposal::new(&me, &with, &tp, contract, deadline, now, nonce)
         .map_err(|e| deadline_error(deadline, e))?;
     write_file(&a.out, &p.to_file(), mode)?;
-    println!(
+    say!(
         "proposal for agreement {} written to {}",
         p.body.id(),
         a.out.display()
     );
-    println!("contract:     SHA-256 {contract}");
-    println!("counterparty: {}", who(&with));
-    println!(
+    say!("contract:     SHA-256 {contract}");
+    say!("counterparty: {}", who(&with));
+    say!(
         "deadline:     {} ({})",
         format_timestamp(deadline),
         time_left(deadline, now)
     );
-    println!("send it to the counterparty; when the agreement comes back, run `vtp contract sign`");
+    say!("send it to the counterparty; when the agreement comes back, run `vtp contract sign`");
     Ok(())
 }
 
@@ -120,21 +123,19 @@ fn accept(a: ContractAcceptArgs) -> Result<()> {
         .map_err(|e| refused(&a.proposal, e))?;
     write_file(&a.out, &agreement.to_file(), mode)?;
     let b = &agreement.body;
-    println!(
+    say!(
         "agreement {} written to {}",
         agreement.id(),
         a.out.display()
     );
-    println!("contract: SHA-256 {}", b.contract_sha256);
-    println!("proposer: {}", who(&agreement.proposer_card));
-    println!(
+    say!("contract: SHA-256 {}", b.contract_sha256);
+    say!("proposer: {}", who(&agreement.proposer_card));
+    say!(
         "deadline: {} ({})",
         format_timestamp(b.deadline),
         time_left(b.deadline, now)
     );
-    println!(
-        "send it to the proposer; nobody is bound to the contract until the exchange completes"
-    );
+    say!("send it to the proposer; nobody is bound to the contract until the exchange completes");
     Ok(())
 }
 
@@ -155,14 +156,16 @@ fn sign(a: ContractSignArgs) -> Result<()> {
     check_writable(&a.out, mode)?;
     let b = va.body().clone();
     if b.proposer != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not the proposer of this agreement; only the proposer signs the contract in the exchange",
             a.agreement.display(),
             who(me.card())
         );
     }
     if b.contract_sha256 != contract {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: the agreement is for another contract (SHA-256 {}), not {} (SHA-256 {contract})",
             a.agreement.display(),
             b.contract_sha256,
@@ -182,18 +185,18 @@ fn sign(a: ContractSignArgs) -> Result<()> {
     )
     .map_err(|e| refused(&a.agreement, e))?;
     let env = seal_message(prep, &me, &sig.to_file(), &a.out, mode)?;
-    println!(
+    say!(
         "contract signed; envelope {} written to {}",
         env.envelope_id(),
         a.out.display()
     );
-    println!("to:       {}", who(&va.agreement().counterparty_card));
-    println!(
+    say!("to:       {}", who(&va.agreement().counterparty_card));
+    say!(
         "deadline: {} ({})",
         format_timestamp(b.deadline),
         time_left(b.deadline, now)
     );
-    println!("send the envelope to the counterparty; when their receipt comes back, run `vtp contract complete`");
+    say!("send the envelope to the counterparty; when their receipt comes back, run `vtp contract complete`");
     Ok(())
 }
 
@@ -214,11 +217,11 @@ fn seal_message(
         .map_err(|e| anyhow!("cannot make the envelope: {e}"))?;
     let mut dest = AtomicFile::create(out, mode)?;
     dest.write_all(&env.to_file_prefix())
-        .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     let mut w = io::BufWriter::new(&mut dest);
     seal_pass(&km, &mut &message[..], out, len, Some(&mut w), out)?;
     w.flush()
-        .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     drop(w);
     dest.commit()?;
     Ok(env)
@@ -237,8 +240,8 @@ fn open_exchange(path: &Path, tp: &TpCard, va: &VerifiedAgreement) -> Result<Exc
         .map_err(|e| refused(path, e))?;
     ef.check_cm()?;
     // check_envelope bounded c_m to the size of a contract signature.
-    let bytes = std::fs::read(path).map_err(|e| path_error(path, format!("cannot read: {e}")))?;
-    let n = Envelope::file_prefix_len(&bytes).map_err(|e| path_error(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, format!("cannot read: {e}")))?;
+    let n = Envelope::file_prefix_len(&bytes).map_err(|e| input_error(path, e))?;
     let cm = bytes[n..].to_vec();
     Ok(Exchange { venv, cm })
 }
@@ -251,7 +254,8 @@ fn commit(a: ContractCommitArgs) -> Result<()> {
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     if va.body().counterparty != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not the counterparty of this agreement",
             a.agreement.display(),
             who(me.card())
@@ -276,12 +280,12 @@ fn commit(a: ContractCommitArgs) -> Result<()> {
     let receipt = Receipt::issue(&me, &venv, now);
     write_file(&a.out, &receipt.to_file(), mode)?;
     let d = venv.header().deadline;
-    println!(
+    say!(
         "committed to contract SHA-256 {} under agreement {}",
         va.body().contract_sha256,
         va.id()
     );
-    println!(
+    say!(
         "receipt written to {}: send it to the proposer, then `vtp contract complete` their opening, or `vtp contract claim` from the TP before {} ({})",
         a.out.display(),
         format_timestamp(d),
@@ -299,10 +303,10 @@ fn contract_signature(
     what: &Path,
 ) -> Result<ContractSignature> {
     let not = |why: String| {
-        anyhow!(
+        error::invalid(format!(
             "{}: the contract is NOT executed: {why}; the receipt does not bind the counterparty (keep the agreement, envelope, receipt and opening as evidence)",
             what.display()
-        )
+        ))
     };
     let m = decrypt_small(km, cm)?
         .ok_or_else(|| not("the message key does not decrypt the envelope's message".into()))?;
@@ -322,7 +326,8 @@ fn write_bundle(
 ) -> Result<ContractVerdict> {
     let v = judge_bundle(tp, va.body().contract_sha256, bundle);
     if !v.valid {
-        bail!(
+        fail!(
+            invalid,
             "the evidence does not verify ({}); nothing was written",
             v.reason.as_deref().unwrap_or("no reason given")
         );
@@ -357,7 +362,8 @@ fn complete(a: ContractCompleteArgs) -> Result<()> {
     check_writable(&a.out, mode)?;
     let proposer = va.body().proposer == me.id();
     if !proposer && va.body().counterparty != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not a party to this agreement",
             a.agreement.display(),
             who(me.card())
@@ -366,8 +372,8 @@ fn complete(a: ContractCompleteArgs) -> Result<()> {
     match (proposer, &a.opening, &a.opening_out) {
         (true, None, Some(p)) => check_writable(p, mode)?,
         (false, Some(_), None) => {}
-        (true, ..) => bail!("the proposer completes with --opening-out FILE (the opening to send to the counterparty)"),
-        (false, ..) => bail!("the counterparty completes with --opening FILE (the proposer's opening)"),
+        (true, ..) => fail!(usage, "the proposer completes with --opening-out FILE (the opening to send to the counterparty)"),
+        (false, ..) => fail!(usage, "the counterparty completes with --opening FILE (the proposer's opening)"),
     }
     let x = open_exchange(&a.envelope, &tp, &va)?;
     let receipt = read_receipt(&a.receipt)?;
@@ -396,14 +402,14 @@ fn complete(a: ContractCompleteArgs) -> Result<()> {
     } else {
         x.venv.sender_card()
     };
-    println!(
+    say!(
         "contract SHA-256 {} EXECUTED directly with {}",
         va.body().contract_sha256,
         who(other)
     );
-    println!("executed-contract bundle written to {}", a.out.display());
+    say!("executed-contract bundle written to {}", a.out.display());
     if let Some(p) = &a.opening_out {
-        println!(
+        say!(
             "opening written to {}: send it to the counterparty",
             p.display()
         );
@@ -419,7 +425,8 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
     check_writable(&a.out, mode)?;
     let agreement = read_agreement(&a.agreement)?;
     if agreement.body.counterparty != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not the counterparty of this agreement",
             a.agreement.display(),
             who(me.card())
@@ -449,25 +456,26 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
             ..
         } => {
             let km = unwrap_released_key(&me, &x.venv, &wrapped_km).map_err(|e| {
-                anyhow!("the key the TP released does not open the message ({e}): the proposer's envelope was bad; claim again to get the affidavit (claims are idempotent)")
+                error::invalid(format!("the key the TP released does not open the message ({e}): the proposer's envelope was bad; claim again to get the affidavit (claims are idempotent)"))
             })?;
             let sig = contract_signature(&va, &km, &x.cm, &a.envelope)?;
             b.affidavit = Some(affidavit.clone());
             b.contract_signature = Some(sig);
             write_bundle(&card, &va, &b, &a.out, mode)?;
-            println!(
+            say!(
                 "the TP completed the exchange at {}: contract SHA-256 {} EXECUTED through the TP with {}",
                 format_timestamp(affidavit.body.at),
                 va.body().contract_sha256,
                 who(x.venv.sender_card())
             );
-            println!("executed-contract bundle written to {}", a.out.display());
+            say!("executed-contract bundle written to {}", a.out.display());
             Ok(())
         }
         VerifiedOutcome::Invalid { affidavit, .. } => {
             b.affidavit = Some(affidavit);
             write_bundle(&card, &va, &b, &a.out, mode)?;
-            bail!(
+            fail!(
+                invalid,
                 "the TP found the proposer's envelope invalid: the contract is NOT executed and your receipt is void (evidence saved to {})",
                 a.out.display()
             )
@@ -483,7 +491,8 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
     let agreement = read_agreement(&a.agreement)?;
     let body = &agreement.body;
     if me.id() != body.proposer && me.id() != body.counterparty {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not a party to this agreement",
             a.agreement.display(),
             who(me.card())
@@ -503,12 +512,12 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
     let mut b = bundle(&va, &x, None);
     b.affidavit = Some(aff);
     write_bundle(&card, &va, &b, &a.out, mode)?;
-    println!(
+    say!(
         "the TP certifies that it never completed the exchange of agreement {} (deadline {}): the contract was not executed through the TP",
         va.id(),
         format_timestamp(va.body().deadline)
     );
-    println!("never-completed bundle written to {}", a.out.display());
+    say!("never-completed bundle written to {}", a.out.display());
     Ok(())
 }
 
@@ -526,65 +535,61 @@ fn verify(a: ContractVerifyArgs) -> Result<()> {
     let contract: Digest32 = sha256_file(&a.contract)?;
     let b = read_contract_bundle(&a.bundle)?;
     let v = judge_bundle(&tp, contract, &b);
-    if a.json {
-        let j = JsonVerdict {
-            verdict: &v,
-            executed: v.executed(),
-            deadline_rfc3339: format_timestamp(v.deadline),
-        };
-        println!("{}", serde_json::to_string(&j)?);
-    } else {
-        print_human(&v);
-    }
+    report::json(&JsonVerdict {
+        verdict: &v,
+        executed: v.executed(),
+        deadline_rfc3339: format_timestamp(v.deadline),
+    });
+    print_human(&v);
     let reason = v.reason.as_deref().unwrap_or("no reason given");
     match (v.valid, v.outcome) {
         (true, Some(Outcome::Executed)) => Ok(()),
-        (true, _) => bail!("the contract was not executed: {reason}"),
-        (false, _) => bail!("the evidence is invalid: {reason}"),
+        (true, _) => fail!(invalid, "the contract was not executed: {reason}"),
+        (false, _) => fail!(invalid, "the evidence is invalid: {reason}"),
     }
 }
 
 fn print_human(v: &ContractVerdict) {
     match (v.valid, v.outcome) {
-        (true, Some(Outcome::Executed)) => println!(
+        (true, Some(Outcome::Executed)) => say!(
             "EXECUTED: both parties signed the contract ({})",
             match v.completed_via {
                 Some(DeliveredVia::TrustedParty) => "completed through the TP",
                 _ => "completed directly, without the TP",
             }
         ),
-        (true, Some(Outcome::NeverCompleted)) => println!("NOT EXECUTED: never completed"),
+        (true, Some(Outcome::NeverCompleted)) => say!("NOT EXECUTED: never completed"),
         (true, Some(Outcome::ReceiptVoid)) => {
-            println!("NOT EXECUTED: the counterparty's receipt is void")
+            say!("NOT EXECUTED: the counterparty's receipt is void")
         }
-        _ => println!(
+        _ => say!(
             "INVALID: {}",
             v.reason.as_deref().unwrap_or("no reason given")
         ),
     }
     if v.valid && v.outcome != Some(Outcome::Executed) {
         if let Some(r) = &v.reason {
-            println!("why:          {r}");
+            say!("why:          {r}");
         }
     }
-    println!("contract:     SHA-256 {}", v.contract_sha256);
-    println!(
+    say!("contract:     SHA-256 {}", v.contract_sha256);
+    say!(
         "proposer:     {} ({})",
         display_name(&v.proposer_name),
         v.proposer
     );
-    println!(
+    say!(
         "counterparty: {} ({})",
         display_name(&v.counterparty_name),
         v.counterparty
     );
-    println!("agreement:    {}", v.agreement_id);
-    println!("agreed at:    {}", format_timestamp(v.agreed_at));
-    println!("deadline:     {}", format_timestamp(v.deadline));
+    say!("agreement:    {}", v.agreement_id);
+    say!("agreed at:    {}", format_timestamp(v.agreed_at));
+    say!("deadline:     {}", format_timestamp(v.deadline));
     if let Some(t) = v.committed_at {
-        println!("receipt at:   {}", format_timestamp(t));
+        say!("receipt at:   {}", format_timestamp(t));
     }
     if let Some(t) = v.tp_statement_at {
-        println!("TP statement: {}", format_timestamp(t));
+        say!("TP statement: {}", format_timestamp(t));
     }
 }

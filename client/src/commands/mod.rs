@@ -18,11 +18,16 @@ pub mod tp_path;
 pub mod verify;
 
 use anyhow::Result;
+use serde_json::{json, Value};
 use vtp_protocol::identity::IdentityCard;
+use vtp_protocol::tp_card::TpCard;
+use vtp_protocol::Timestamp;
 
 use crate::cli::{Cli, Command};
+use crate::timeparse::format_timestamp;
 
-/// Run a parsed command line.
+/// Run a parsed command line (the global options are the caller's:
+/// `report::init`).
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Id(c) => identity::id(c),
@@ -56,6 +61,51 @@ pub fn display_name(name: &str) -> String {
 /// `name (id)` for messages.
 pub fn who(card: &IdentityCard) -> String {
     format!("{} ({})", display_name(card.name()), card.id())
+}
+
+/// A party in JSON: `{"name": …, "id": …}` (the name as the card has it:
+/// JSON escapes what a terminal would not).
+pub fn party_json(card: &IdentityCard) -> Value {
+    json!({ "name": card.name(), "id": card.id().to_string() })
+}
+
+/// An instant in JSON: the two fields `<key>` (Unix seconds) and
+/// `<key>_rfc3339`, as `vtp verify --json` has always printed them.
+pub fn put_time(v: &mut Value, key: &str, t: Timestamp) {
+    v[key] = json!(t);
+    v[format!("{key}_rfc3339")] = json!(format_timestamp(t));
+}
+
+/// A TP card in JSON.
+pub fn tp_card_json(card: &TpCard) -> Value {
+    let b = card.body();
+    let p = card.policy();
+    let mut v = json!({
+        "kind": "TP card",
+        "name": b.name,
+        "id": card.id().to_string(),
+        "addresses": card.addresses(),
+        "keys": b.enc_keys.iter().map(|k| json!({
+            "id": k.id.to_string(),
+            "bits": k.bits(),
+            "oaep": k.oaep.to_string(),
+            "current": k.id == b.current_key,
+        })).collect::<Vec<_>>(),
+        "policy": {
+            "max_deadline_secs": p.max_deadline_secs,
+            "min_claim_window_secs": p.min_claim_window_secs,
+            "clock_skew_secs": p.clock_skew_secs,
+            "min_threshold": p.min_threshold,
+            "max_trustees": p.max_trustees,
+        },
+    });
+    put_time(&mut v, "created", b.created);
+    v
+}
+
+/// A TP in JSON: `{"name": …, "id": …}`.
+pub fn tp_json(card: &TpCard) -> Value {
+    json!({ "name": card.name(), "id": card.id().to_string() })
 }
 
 #[cfg(test)]

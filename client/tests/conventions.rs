@@ -1,0 +1,219 @@
+//! The conventions every `vtp` command follows (docs/cli.md), through the
+//! real binary: exit statuses by class, `--json` on success and failure,
+//! one-line usage errors, pipes, armor, `inspect`, messages.
+
+mod common;
+mod exits;
+
+use common::World;
+use exits::*;
+use serde_json::Value;
+
+fn json_of(stdout: &str) -> Value {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "not one JSON line: {stdout:?}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+/// The JSON error object of a failed `--json` run.
+#[track_caller]
+fn json_error(r: &common::Run, class: &str, code: i32) -> Value {
+    assert_eq!(r.code, code, "{} / {}", r.stdout, r.stderr);
+    r.assert_one_error_line();
+    let v = json_of(&r.stdout);
+    assert_eq!(v["error"]["class"], class, "{v}");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(r.stderr.contains(msg), "{msg} / {}", r.stderr);
+    v
+}
+
+#[test]
+fn usage_errors_are_one_line_and_exit_2() {
+    let w = World::new();
+    for args in [
+        &["send", "--as", "alice.id"][..],
+        &["frobnicate"],
+        &["accept", "--bogus"],
+        &[
+            "send",
+            "--as",
+            "alice.id",
+            "--to",
+            "bob.card",
+            "--tp",
+            "tp.card",
+            "--deadline",
+            "next tuesday",
+            "--in",
+            "m",
+            "--out",
+            "e",
+        ],
+    ] {
+        let r = w.vtp(args);
+        assert_eq!(r.code, USAGE, "{args:?}: {}", r.stderr);
+        r.assert_one_error_line();
+        assert!(r.stderr.contains("--help"), "{}", r.stderr);
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        json_error(&w.vtp(&with_json), "usage", USAGE);
+    }
+    // Help and version are not errors.
+    assert_eq!(w.vtp(&["--version"]).code, 0);
+    let help = w.vtp(&["--help"]).ok().stdout;
+    for (code, what) in [
+        (3, "invalid"),
+        (5, "TP unreachable"),
+        (6, "bad input"),
+        (7, "local I/O"),
+    ] {
+        assert!(help.contains(&format!("  {code}  {what}")), "{help}");
+    }
+}
+
+#[test]
+fn every_class_has_its_exit_status_and_json_error() {
+    let w = World::new();
+    // 7: local I/O.
+    let r = w.vtp(&["id", "show", "missing.id", "--json"]);
+    json_error(&r, "io", IO);
+    // 6: not the kind of file expected.
+    let r = w.vtp(&["tp", "show", "bob.card", "--json"]);
+    let v = json_error(&r, "bad-input", BAD_INPUT);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("bob.card"),
+        "{v}"
+    );
+    // 3: parses, fails a check.
+    w.send("a", b"hello", "1h");
+    let r = w.vtp(&[
+        "accept", "--as", "chris.id", "--tp", "tp.card", "a.env", "--out", "c.rc", "--json",
+    ]);
+    json_error(&r, "invalid", INVALID);
+    // 5: no TP there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = w.vtp(&[
+        "tp",
+        "fetch",
+        "--tp",
+        &format!("127.0.0.1:{port}"),
+        "--out",
+        "t.card",
+        "--json",
+    ]);
+    json_error(&r, "tp-unreachable", TP_UNREACHABLE);
+    // 2: usage, raised by the command rather than by the parser.
+    let r = w.vtp(&[
+        "send",
+        "--as",
+        "alice.id",
+        "--to",
+        "bob.card",
+        "--tp",
+        "tp.card",
+        "--tp",
+        "other-tp.card",
+        "--deadline",
+        "1h",
+        "--in",
+        "a.msg",
+        "--out",
+        "g.env",
+        "--json",
+    ]);
+    json_error(&r, "usage", USAGE);
+}
+
+#[test]
+fn json_reports() {
+    let w = World::new();
+    let alice = json_of(&w.vtp(&["id", "show", "alice.card", "--json"]).ok().stdout);
+    assert_eq!(alice["name"], "alice");
+    assert_eq!(alice["kind"], "identity card");
+    let secret = json_of(&w.vtp(&["id", "show", "alice.id", "--json"]).ok().stdout);
+    assert_eq!(secret["id"], alice["id"]);
+    assert_eq!(secret["kind"], "secret identity");
+    assert!(secret.get("created_rfc3339").is_some(), "{secret}");
+
+    let tp = json_of(&w.vtp(&["tp", "show", "tp.card", "--json"]).ok().stdout);
+    assert_eq!(tp["name"], "test TP 66");
+    assert_eq!(tp["keys"][0]["current"], true);
+    assert_eq!(tp["policy"]["clock_skew_secs"], 300);
+    assert_eq!(tp["addresses"], serde_json::json!([]));
+
+    w.write("m", b"a message");
+    let sent = json_of(
+        &w.vtp(&[
+            "send",
+            "--as",
+            "alice.id",
+            "--to",
+            "bob.card",
+            "--tp",
+            "tp.card",
+            "--deadline",
+            "2h",
+            "--in",
+            "m",
+            "--out",
+            "m.env",
+            "--json",
+        ])
+        .ok()
+        .stdout,
+    );
+    assert_eq!(sent["sender"]["id"], alice["id"]);
+    assert_eq!(sent["recipient"]["name"], "bob");
+    assert_eq!(sent["envelope_file"], "m.env");
+    assert_eq!(sent["trustees"][0]["id"], tp["id"]);
+    let id = sent["envelope_id"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+
+    let acc = json_of(
+        &w.vtp(&[
+            "accept", "--as", "bob.id", "--tp", "tp.card", "m.env", "--out", "m.rc", "--json",
+        ])
+        .ok()
+        .stdout,
+    );
+    assert_eq!(acc["envelope_id"], id);
+    assert_eq!(acc["deadline"], sent["deadline"]);
+    assert_eq!(acc["receipt_file"], "m.rc");
+
+    // A command with nothing particular to report still prints one object.
+    let rev = json_of(
+        &w.vtp(&[
+            "reveal", "--as", "alice.id", "m.env", "m.rc", "--out", "m.op", "--json",
+        ])
+        .ok()
+        .stdout,
+    );
+    assert_eq!(rev["opening_file"], "m.op");
+    let card = json_of(
+        &w.vtp(&["id", "card", "bob.id", "--out", "bob2.card", "--json"])
+            .ok()
+            .stdout,
+    );
+    assert_eq!(card["card_file"], "bob2.card");
+
+    // verify's verdict is the one object even when the evidence is invalid.
+    let r = w.vtp(&["verify", "--tp", "tp.card", "m.env", "m.rc", "--json"]);
+    assert_eq!(r.code, INVALID);
+    let v = json_of(&r.stdout);
+    assert_eq!(v["valid"], false);
+    assert!(v.get("error").is_none(), "{v}");
+}
+
+#[test]
+fn quiet_prints_nothing_but_errors() {
+    let w = World::new();
+    let r = w.vtp(&["-q", "id", "show", "alice.card"]).ok();
+    assert_eq!(r.stdout, "");
+    let r = w.vtp(&["id", "show", "nothere", "--quiet"]);
+    assert_eq!(r.code, IO);
+    r.assert_one_error_line();
+}
