@@ -450,10 +450,12 @@ pub struct SendArgs {
     /// before it
     #[arg(long, value_name = "DURATION|RFC3339", value_parser = parse_deadline)]
     pub deadline: DeadlineSpec,
-    /// The message to send (a regular file: it is read twice, never held in memory)
+    /// The message to send, read twice and never held in memory (`-`:
+    /// standard input, first copied to a private temporary file)
     #[arg(long = "in", value_name = "MSGFILE")]
     pub input: PathBuf,
-    /// Where to write the envelope (header and encrypted message) for the recipient
+    /// Where to write the envelope (header and encrypted message) for the
+    /// recipient (`-`: standard output)
     #[arg(long, value_name = "ENVELOPE")]
     pub out: PathBuf,
     /// Replace an existing output file (by default vtp never overwrites)

@@ -14,9 +14,10 @@
 //! readable by others).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use rand_core::{OsRng, RngCore};
@@ -37,9 +38,85 @@ use crate::error;
 /// openings and affidavits are a few KiB, so a bigger file is a mistake.
 pub const MAX_SMALL_FILE: u64 = 1 << 20;
 
-/// How a path is named in messages.
+/// `-` stands for standard input where a file is read and standard output
+/// where one is written (a file named `-` is `./-`).
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// How an input path is named in messages.
 pub fn shown(path: &Path) -> String {
-    path.display().to_string()
+    if is_stdio(path) {
+        "standard input".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// How an output path is named in messages.
+pub fn shown_out(path: &Path) -> String {
+    if is_stdio(path) {
+        "standard output".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+static STDIN_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Standard input, for the one input given as `-` (stdin can be read once:
+/// a second input `-` is a usage error, never an empty file).
+pub fn take_stdin() -> Result<io::Stdin> {
+    if STDIN_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(error::usage(
+            "only one input can come from standard input (-)".to_string(),
+        ));
+    }
+    Ok(io::stdin())
+}
+
+/// A private temporary file: mode 0600 and already unlinked, so nothing is
+/// left behind however vtp ends.
+pub fn private_tempfile(what: &str) -> Result<File> {
+    tempfile::tempfile().map_err(|e| {
+        error::io(format!(
+            "cannot create a temporary file for {what} in {}: {e}",
+            std::env::temp_dir().display()
+        ))
+    })
+}
+
+/// Copy standard input into a [`private_tempfile`] and return it rewound:
+/// for inputs vtp reads more than once (a message to send, an envelope).
+pub fn spool_stdin() -> Result<File> {
+    let stdin = take_stdin()?;
+    let mut f = private_tempfile("standard input")?;
+    io::copy(&mut stdin.lock(), &mut f)
+        .map_err(|e| error::io(format!("standard input: cannot read: {e}")))?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| error::io(format!("standard input: cannot read back: {e}")))?;
+    Ok(f)
+}
+
+/// Open an input that may be read twice or sought in: the file itself, or
+/// standard input spooled ([`spool_stdin`]).
+pub fn open_seekable(path: &Path) -> Result<File> {
+    if is_stdio(path) {
+        spool_stdin()
+    } else {
+        File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))
+    }
+}
+
+/// Open an input read once, front to back (a file or standard input).
+pub fn open_stream(path: &Path) -> Result<Box<dyn Read>> {
+    if is_stdio(path) {
+        Ok(Box::new(take_stdin()?))
+    } else {
+        Ok(Box::new(File::open(path).map_err(|e| {
+            io_error(path, format!("cannot open: {e}"))
+        })?))
+    }
 }
 
 /// `path: problem` — the one shape of every file error; this one of class
@@ -61,9 +138,10 @@ pub fn refused(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
     error::invalid(format!("{}: refused: {problem}", shown(path)))
 }
 
-/// Read a whole small file, refusing anything larger than [`MAX_SMALL_FILE`].
-fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let file = File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?;
+/// Read a whole small file (or standard input), refusing anything larger
+/// than [`MAX_SMALL_FILE`].
+pub fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let file = open_stream(path)?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_SMALL_FILE + 1)
         .read_to_end(&mut bytes)
@@ -82,11 +160,10 @@ fn parse<T>(path: &Path, f: impl FnOnce(&[u8]) -> Result<T, ProtocolError>) -> R
     f(&bytes).map_err(|e| input_error(path, e))
 }
 
-/// The kind byte of a vtp file, if the file starts like one (used by
-/// commands that accept more than one kind, such as `vtp id show`).
-pub fn peek_kind(path: &Path) -> Result<Option<u8>> {
-    let bytes = read_small(path)?;
-    Ok((bytes.len() >= PREFIX_LEN && &bytes[..3] == b"VTP").then(|| bytes[3]))
+/// The kind byte of a vtp file read with [`read_small`], if it starts like
+/// one (for commands that accept more than one kind, such as `vtp id show`).
+pub fn kind_of(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() >= PREFIX_LEN && &bytes[..3] == b"VTP").then(|| bytes[3])
 }
 
 /// Read a secret identity. Warns on stderr (but goes on) if the file is
@@ -94,8 +171,14 @@ pub fn peek_kind(path: &Path) -> Result<Option<u8>> {
 /// (Only once it parsed as a secret identity: a card passed by mistake is
 /// public and gets the wrong-kind error alone.)
 pub fn read_secret_identity(path: &Path) -> Result<IdentitySecret> {
-    let id = parse(path, IdentitySecret::from_file)?;
-    if let Ok(meta) = fs::metadata(path) {
+    parse_secret_identity(path, &read_small(path)?)
+}
+
+/// [`read_secret_identity`] of bytes already read from `path`.
+pub fn parse_secret_identity(path: &Path, bytes: &[u8]) -> Result<IdentitySecret> {
+    let id = IdentitySecret::from_file(bytes).map_err(|e| input_error(path, e))?;
+    let meta = (!is_stdio(path)).then(|| fs::metadata(path).ok()).flatten();
+    if let Some(meta) = meta {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             crate::warn!(
@@ -164,9 +247,10 @@ impl WriteMode {
 }
 
 /// Refuse early (before any expensive work) if `path` exists and may not be
-/// replaced. [`AtomicFile::commit`] checks again, race-free.
+/// replaced. [`AtomicFile::commit`] checks again, race-free. (Standard
+/// output can always be written.)
 pub fn check_writable(path: &Path, mode: WriteMode) -> Result<()> {
-    if !mode.force && fs::symlink_metadata(path).is_ok() {
+    if !mode.force && !is_stdio(path) && fs::symlink_metadata(path).is_ok() {
         return Err(io_error(path, "already exists (use --force to replace it)"));
     }
     Ok(())
@@ -182,15 +266,31 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: WriteMode) -> Result<()> {
 
 /// A file being written under a temporary name next to its destination.
 /// Dropped without [`Self::commit`], the temporary file is deleted.
+///
+/// For standard output (`-`), the file is written to a [`private_tempfile`]
+/// and copied to stdout on commit: as with a file, nothing appears unless
+/// the whole of it was made and checked (a decrypted message only once its
+/// hash matched).
 pub struct AtomicFile {
     dest: PathBuf,
     tmp: PathBuf,
     file: Option<File>,
     mode: WriteMode,
+    stdout: bool,
 }
 
 impl AtomicFile {
     pub fn create(dest: &Path, mode: WriteMode) -> Result<Self> {
+        if is_stdio(dest) {
+            crate::report::claim_stdout("a file")?;
+            return Ok(AtomicFile {
+                dest: dest.to_path_buf(),
+                tmp: PathBuf::new(),
+                file: Some(private_tempfile("standard output")?),
+                mode,
+                stdout: true,
+            });
+        }
         check_writable(dest, mode)?;
         let name = dest
             .file_name()
@@ -219,6 +319,7 @@ impl AtomicFile {
                         tmp,
                         file: Some(file),
                         mode,
+                        stdout: false,
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
@@ -236,9 +337,25 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Sync the data and move the file into place.
+    /// Sync the data and move the file into place (or copy it to stdout).
     pub fn commit(mut self) -> Result<()> {
-        let file = self.file.take().expect("present until commit");
+        let mut file = self.file.take().expect("present until commit");
+        if self.stdout {
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| error::io(format!("cannot read back the output: {e}")))?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| error::io(format!("cannot read back the output: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                crate::report::write_data(&buf[..n])?;
+            }
+            crate::report::wrote(&self.dest);
+            return Ok(());
+        }
         file.sync_all()
             .map_err(|e| io_error(&self.dest, format!("cannot write: {e}")))?;
         drop(file);
@@ -286,6 +403,9 @@ impl Write for AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
+        if self.stdout {
+            return;
+        }
         if self.file.is_some() || fs::symlink_metadata(&self.tmp).is_ok() {
             self.file = None;
             let _ = fs::remove_file(&self.tmp);
@@ -299,13 +419,13 @@ pub fn ensure_dir(path: &Path) -> Result<()> {
 }
 
 /// Refuse a path that is not an existing regular file (used for inputs that
-/// are read twice, which a pipe cannot be).
+/// are read twice, which a pipe cannot be: give `-` to have vtp spool it).
 pub fn require_regular_file(path: &Path) -> Result<u64> {
     let meta = fs::metadata(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?;
     if !meta.is_file() {
         return Err(io_error(
             path,
-            "not a regular file (vtp reads the message twice, so it cannot come from a pipe)",
+            "not a regular file (vtp reads the message twice; to send from a pipe, give `-` and the input is copied to a private temporary file first)",
         ));
     }
     Ok(meta.len())

@@ -29,7 +29,10 @@ use vtp_protocol::message::{MessageOpener, MessageSealer, CHUNK, TAG};
 use vtp_protocol::Digest32;
 use zeroize::Zeroizing;
 
-use crate::files::{input_error, io_error, require_regular_file, AtomicFile, WriteMode};
+use crate::files::{
+    input_error, io_error, is_stdio, open_seekable, open_stream, require_regular_file, spool_stdin,
+    AtomicFile, WriteMode,
+};
 
 /// What the envelope header needs to know about an encrypted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +103,16 @@ pub fn seal_envelope_file(
     out: &Path,
     mode: WriteMode,
 ) -> Result<Envelope> {
-    let plain_len = require_regular_file(input)?;
-    let mut file = File::open(input).map_err(|e| io_error(input, format!("cannot open: {e}")))?;
+    let mut file = if is_stdio(input) {
+        spool_stdin()?
+    } else {
+        require_regular_file(input)?;
+        File::open(input).map_err(|e| io_error(input, format!("cannot open: {e}")))?
+    };
+    let plain_len = file
+        .metadata()
+        .map_err(|e| io_error(input, format!("cannot read: {e}")))?
+        .len();
     let km = Zeroizing::new(*prep.message_key());
 
     let first = seal_pass(&km, &mut file, input, plain_len, None, out)?;
@@ -152,7 +163,7 @@ pub struct EnvelopeFile {
 impl EnvelopeFile {
     /// Read and parse the prefix; check the body has the signed length.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?;
+        let mut file = open_seekable(path)?;
         let file_len = file
             .metadata()
             .map_err(|e| io_error(path, format!("cannot read: {e}")))?
@@ -212,6 +223,18 @@ impl EnvelopeFile {
             crate::files::shown(&self.path),
             "the message ciphertext does not hash to the value in the signed header: the file was altered",
         ))
+    }
+
+    /// `c_m` in memory (for envelopes whose header bounds it to a few KiB,
+    /// such as a contract signature's).
+    pub fn read_cm(&mut self) -> Result<Vec<u8>> {
+        self.rewind_body()?;
+        let mut cm = Vec::new();
+        (&mut self.file)
+            .take(self.envelope.header.cm_len)
+            .read_to_end(&mut cm)
+            .map_err(|e| read_error(&self.path, e))?;
+        Ok(cm)
     }
 
     /// Stream `c_m` and check its length and `H(c_m)` against the header.
@@ -349,7 +372,7 @@ impl Ciphertext for FileCiphertext<'_> {
 
 /// SHA-256 of a file, streamed (for `vtp verify --message`).
 pub fn sha256_file(path: &Path) -> Result<Digest32> {
-    let mut f = File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?;
+    let mut f = open_stream(path)?;
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {

@@ -217,3 +217,163 @@ fn quiet_prints_nothing_but_errors() {
     assert_eq!(r.code, IO);
     r.assert_one_error_line();
 }
+
+/// Run `vtp` in `dir` with `input` on stdin (and an empty TMPDIR of its
+/// own); raw stdout.
+fn vtp_piped(dir: &std::path::Path, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let tmp = dir.join("tmpdir");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vtp"))
+        .current_dir(dir)
+        .env("TMPDIR", &tmp)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dash_is_stdin_and_stdout() {
+    let w = World::new();
+    let d = w.dir.path();
+    let msg = b"piped message, read twice by send".repeat(1000);
+    // A file called `-` must not be mistaken for the pipe, either way.
+    w.send("decoy", b"another message", "1h");
+    std::fs::copy(w.path("decoy.env"), w.path("-")).unwrap();
+
+    let (code, env, err) = vtp_piped(
+        d,
+        &[
+            "send",
+            "--as",
+            "alice.id",
+            "--to",
+            "bob.card",
+            "--tp",
+            "tp.card",
+            "--deadline",
+            "1h",
+            "--in",
+            "-",
+            "--out",
+            "-",
+        ],
+        &msg,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(env.starts_with(b"VTP\x04"), "not an envelope on stdout");
+    // The report moved to stderr; the file `-` is untouched.
+    assert!(err.contains("written to standard output"), "{err}");
+    assert_eq!(w.read("-"), w.read("decoy.env"));
+
+    let (code, receipt, err) = vtp_piped(
+        d,
+        &[
+            "accept", "--as", "bob.id", "--tp", "tp.card", "-", "--out", "-",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    w.write("p.env", &env);
+    w.write("p.rc", &receipt);
+    // The receipt is for the piped envelope, not for the file `-`.
+    w.vtp(&[
+        "reveal", "--as", "alice.id", "p.env", "p.rc", "--out", "p.op",
+    ])
+    .ok();
+    w.vtp(&[
+        "reveal",
+        "--as",
+        "alice.id",
+        "decoy.env",
+        "p.rc",
+        "--out",
+        "d.op",
+    ])
+    .fails_as(INVALID, "for another envelope");
+
+    let (code, opened, err) = vtp_piped(
+        d,
+        &["open", "--as", "bob.id", "-", "p.op", "--out", "-"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(opened, msg);
+
+    // Small inputs from stdin too; stdin is read once.
+    let (code, out, err) = vtp_piped(d, &["id", "show", "-"], &w.read("bob.card"));
+    assert_eq!(code, 0, "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("name:    bob"));
+    let (code, _, err) = vtp_piped(
+        d,
+        &["verify", "--tp", "tp.card", "-", "-", "--opening", "p.op"],
+        &env,
+    );
+    assert_eq!(code, USAGE, "{err}");
+    assert!(
+        err.contains("only one input can come from standard input"),
+        "{err}"
+    );
+    // stdout cannot carry both a file and JSON.
+    let (code, out, err) = vtp_piped(d, &["id", "card", "bob.id", "--out", "-", "--json"], b"");
+    assert_eq!(code, USAGE, "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("\"usage\""));
+}
+
+/// `vtp ARGS > closed pipe`: the reader is gone before vtp writes.
+fn run_into_closed_pipe(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let write_end = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    let out = Command::new(env!("CARGO_BIN_EXE_vtp"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_is_a_quiet_exit() {
+    let w = World::new();
+    for _ in 0..10 {
+        let (code, err) = run_into_closed_pipe(w.dir.path(), &["tp", "show", "tp.card"]);
+        assert_eq!((code, err.as_str()), (0, ""), "report into a closed pipe");
+        let (code, err) = run_into_closed_pipe(w.dir.path(), &["id", "show", "bob.card", "--json"]);
+        assert_eq!((code, err.as_str()), (0, ""), "JSON into a closed pipe");
+    }
+    // A file that cannot be delivered is an error, in one line, not a panic.
+    let (code, err) = run_into_closed_pipe(w.dir.path(), &["id", "card", "bob.id", "--out", "-"]);
+    assert_eq!(code, IO, "{err}");
+    assert!(
+        err.starts_with("vtp: error: standard output was closed"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -39,9 +39,9 @@ use crate::cli::{
     ContractVerifyArgs,
 };
 use crate::files::{
-    check_writable, input_error, io_error, read_agreement, read_card, read_contract_bundle,
-    read_opening, read_proposal, read_receipt, read_secret_identity, read_tp_card, write_file,
-    AtomicFile, WriteMode,
+    check_writable, io_error, read_agreement, read_card, read_contract_bundle, read_opening,
+    read_proposal, read_receipt, read_secret_identity, read_tp_card, write_file, AtomicFile,
+    WriteMode,
 };
 use crate::stream::{seal_pass, sha256_file, EnvelopeFile};
 use crate::timeparse::{format_timestamp, now};
@@ -240,9 +240,7 @@ fn open_exchange(path: &Path, tp: &TpCard, va: &VerifiedAgreement) -> Result<Exc
         .map_err(|e| refused(path, e))?;
     ef.check_cm()?;
     // check_envelope bounded c_m to the size of a contract signature.
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, format!("cannot read: {e}")))?;
-    let n = Envelope::file_prefix_len(&bytes).map_err(|e| input_error(path, e))?;
-    let cm = bytes[n..].to_vec();
+    let cm = ef.read_cm()?;
     Ok(Exchange { venv, cm })
 }
 

@@ -14,7 +14,7 @@ use crate::cli::{AcceptArgs, OpenArgs, RevealArgs, SendArgs};
 pub(crate) use crate::files::refused;
 use crate::files::{
     check_writable, read_card, read_opening, read_receipt, read_secret_identity, read_tp_card,
-    shown, write_file, WriteMode,
+    shown, shown_out, write_file, WriteMode,
 };
 use crate::stream::{seal_envelope_file, DecryptError, EnvelopeFile};
 use crate::timeparse::{format_span, format_timestamp, now};
@@ -66,7 +66,11 @@ pub fn send(a: SendArgs) -> Result<()> {
         })?;
     let env = seal_envelope_file(prep, &me, &a.input, &a.out, mode)?;
     let h = &env.header;
-    say!("envelope {} written to {}", h.envelope_id(), shown(&a.out));
+    say!(
+        "envelope {} written to {}",
+        h.envelope_id(),
+        shown_out(&a.out)
+    );
     say!("from:     {}", who(me.card()));
     say!("to:       {}", who(&to));
     if h.is_group() {
@@ -88,7 +92,7 @@ pub fn send(a: SendArgs) -> Result<()> {
     say!("send the envelope to the recipient; when their receipt comes back, run `vtp reveal`");
     let mut j = json!({
         "envelope_id": h.envelope_id().to_hex(),
-        "envelope_file": shown(&a.out),
+        "envelope_file": shown_out(&a.out),
         "sender": party_json(me.card()),
         "recipient": party_json(&to),
         "trustees": tps.iter().map(tp_json).collect::<Vec<_>>(),
@@ -134,11 +138,11 @@ pub fn accept(a: AcceptArgs) -> Result<()> {
     );
     say!(
         "receipt written to {}: send it to the sender, then `vtp open` their opening, or `vtp claim` from the TP before the deadline",
-        shown(&a.out)
+        shown_out(&a.out)
     );
     let mut j = json!({
         "envelope_id": h.envelope_id().to_hex(),
-        "receipt_file": shown(&a.out),
+        "receipt_file": shown_out(&a.out),
         "sender": party_json(venv.sender_card()),
         "recipient": party_json(me.card()),
         "trustees": venv.tp_cards().iter().map(tp_json).collect::<Vec<_>>(),
@@ -184,11 +188,11 @@ pub fn reveal(a: RevealArgs) -> Result<()> {
     );
     say!(
         "opening written to {}: send it to the recipient",
-        shown(&a.out)
+        shown_out(&a.out)
     );
     report::json(&json!({
         "envelope_id": venv.header().envelope_id().to_hex(),
-        "opening_file": shown(&a.out),
+        "opening_file": shown_out(&a.out),
         "recipient": party_json(&receipt.recipient_card),
     }));
     Ok(())
@@ -236,12 +240,12 @@ pub fn open(a: OpenArgs) -> Result<()> {
     say!(
         "message from {} written to {} (SHA-256 {})",
         who(venv.sender_card()),
-        shown(&a.out),
+        shown_out(&a.out),
         opened.inside.message_sha256
     );
     report::json(&json!({
         "envelope_id": venv.header().envelope_id().to_hex(),
-        "message_file": shown(&a.out),
+        "message_file": shown_out(&a.out),
         "message_sha256": opened.inside.message_sha256.to_string(),
         "sender": party_json(venv.sender_card()),
     }));

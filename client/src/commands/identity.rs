@@ -6,14 +6,14 @@ use anyhow::Result;
 use rand_core::OsRng;
 use serde_json::json;
 use vtp_protocol::encoding::Kind;
-use vtp_protocol::identity::IdentitySecret;
+use vtp_protocol::identity::{IdentityCard, IdentitySecret};
 use vtp_protocol::tp_card::TpCard;
 
 use super::{display_name, party_json, tp_card_json, who};
 use crate::cli::{IdCommand, TpCommand};
 use crate::files::{
-    check_writable, peek_kind, read_card, read_secret_identity, read_tp_card, shown, write_file,
-    WriteMode,
+    check_writable, input_error, kind_of, parse_secret_identity, read_secret_identity, read_small,
+    read_tp_card, shown_out, write_file, WriteMode,
 };
 use crate::timeparse::{format_span, format_timestamp, now};
 use crate::tp_client::TpClient;
@@ -33,15 +33,15 @@ pub fn id(cmd: IdCommand) -> Result<()> {
             say!("created identity {}", who(me.card()));
             say!(
                 "secret keys in {} (mode 0600): keep it private and backed up, it cannot be recreated",
-                shown(&a.out)
+                shown_out(&a.out)
             );
             say!(
                 "give others your public card: vtp id card {} --out CARD",
-                shown(&a.out)
+                shown_out(&a.out)
             );
             report::json(&json!({
                 "identity": party_json(me.card()),
-                "secret_file": shown(&a.out),
+                "secret_file": shown_out(&a.out),
             }));
             Ok(())
         }
@@ -51,17 +51,18 @@ pub fn id(cmd: IdCommand) -> Result<()> {
             say!(
                 "wrote the public card of {} to {}",
                 who(me.card()),
-                shown(&a.out)
+                shown_out(&a.out)
             );
             report::json(&json!({
                 "identity": party_json(me.card()),
-                "card_file": shown(&a.out),
+                "card_file": shown_out(&a.out),
             }));
             Ok(())
         }
         IdCommand::Show(a) => {
-            let (card, what, kind) = if peek_kind(&a.file)? == Some(Kind::IdentitySecret as u8) {
-                let me = read_secret_identity(&a.file)?;
+            let bytes = read_small(&a.file)?;
+            let (card, what, kind) = if kind_of(&bytes) == Some(Kind::IdentitySecret as u8) {
+                let me = parse_secret_identity(&a.file, &bytes)?;
                 (
                     me.card().clone(),
                     "secret identity (keep it private)",
@@ -69,7 +70,7 @@ pub fn id(cmd: IdCommand) -> Result<()> {
                 )
             } else {
                 (
-                    read_card(&a.file)?,
+                    IdentityCard::from_file(&bytes).map_err(|e| input_error(&a.file, e))?,
                     "public identity card",
                     Kind::IdentityCard,
                 )
@@ -133,10 +134,10 @@ pub fn tp(cmd: TpCommand) -> Result<()> {
             print_tp_card(&card);
             say!(
                 "saved to {}. Compare the id above with the one the TP's operator published before you trust this card.",
-                shown(&a.out)
+                shown_out(&a.out)
             );
             let mut j = tp_card_json(&card);
-            j["card_file"] = json!(shown(&a.out));
+            j["card_file"] = json!(shown_out(&a.out));
             report::json(&j);
             Ok(())
         }

@@ -32,7 +32,7 @@ use super::exchange::refused;
 use super::{display_name, party_json, put_time, tp_json, who};
 use crate::cli::{ClaimArgs, ReceiptsArgs, UnclaimedArgs};
 use crate::files::{
-    check_writable, ensure_dir, read_receipt, read_secret_identity, read_tp_card, shown,
+    check_writable, ensure_dir, read_receipt, read_secret_identity, read_tp_card, shown, shown_out,
     write_file, WriteMode,
 };
 use crate::stream::{DecryptError, EnvelopeFile, FileCiphertext};
@@ -340,7 +340,7 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     say!(
         "message from {} written to {} (SHA-256 {message_sha256})",
         who(venv.sender_card()),
-        shown(&a.out)
+        shown_out(&a.out)
     );
     if a.affidavit_out.is_some() || group {
         say!("{saved}");
@@ -349,13 +349,13 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
         Some(p) => resolutions
             .iter()
             .filter_map(|r| h.slot_of(&r.body.tp))
-            .map(|slot| shown(&trustee_path(p, &venv, slot)))
+            .map(|slot| shown_out(&trustee_path(p, &venv, slot)))
             .collect(),
         None => Vec::new(),
     };
     let mut j = json!({
         "envelope_id": h.envelope_id().to_hex(),
-        "message_file": shown(&a.out),
+        "message_file": shown_out(&a.out),
         "message_sha256": message_sha256.to_string(),
         "sender": party_json(venv.sender_card()),
         "resolved_by": resolutions.iter().map(|r| r.body.tp.to_string()).collect::<Vec<_>>(),
@@ -427,7 +427,7 @@ fn void_evidence(
     }
     error::invalid(format!(
         "the sender cheated: {reason}; void evidence saved to {} (give it to `vtp verify --void-evidence` with the affidavits); {saved}",
-        shown(&path)
+        shown_out(&path)
     ))
 }
 
@@ -436,7 +436,7 @@ fn save_affidavit(aff: &Affidavit, path: Option<&Path>, mode: WriteMode) -> Resu
     match path {
         Some(p) => {
             write_file(p, &aff.to_file(), mode)?;
-            Ok(format!("affidavit saved to {}", shown(p)))
+            Ok(format!("affidavit saved to {}", shown_out(p)))
         }
         None => Ok(
             "claim again with --affidavit-out FILE to save the TP's affidavit: claims are idempotent"
@@ -535,7 +535,7 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
                     &e,
                     format!(
                         "{e:#} (after {saved} receipts saved to {}: `--since {after}` resumes there)",
-                        shown(&a.out_dir)
+                        shown_out(&a.out_dir)
                     ),
                 )
             }
@@ -563,7 +563,7 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
     say!(
         "{saved} receipt{} saved to {}",
         if saved == 1 { "" } else { "s" },
-        shown(&a.out_dir)
+        shown_out(&a.out_dir)
     );
     if after > a.since {
         say!("next time, `--since {after}` fetches only the receipts recorded after these");
@@ -577,7 +577,7 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
     }
     report::json(&json!({
         "tp": tp_json(&card),
-        "out_dir": shown(&a.out_dir),
+        "out_dir": shown_out(&a.out_dir),
         "receipts": listed,
         "next_since": after,
     }));
@@ -615,8 +615,8 @@ fn save_resolved(dir: &Path, card: &TpCard, item: &ResolvedReceipt) -> Result<Va
         "envelope_id": id,
         "recipient": party_json(&item.receipt.recipient_card),
         "seq": item.seq(),
-        "receipt_file": shown(&rpath),
-        "affidavit_file": shown(&apath),
+        "receipt_file": shown_out(&rpath),
+        "affidavit_file": shown_out(&apath),
     });
     put_time(&mut j, "resolved_at", item.affidavit.body.at);
     Ok(j)
@@ -680,12 +680,12 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
                     "{addr}: trustee {} certified it at {} (saved to {})",
                     slot + 1,
                     format_timestamp(at),
-                    shown(&path)
+                    shown_out(&path)
                 ));
                 let mut c = json!({
                     "trustee": slot + 1,
                     "tp": h.trustees[slot].tp.to_string(),
-                    "affidavit_file": shown(&path),
+                    "affidavit_file": shown_out(&path),
                 });
                 put_time(&mut c, "at", at);
                 certs.push(c);
@@ -696,7 +696,7 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
                         format_timestamp(venv.header().deadline),
                         format_timestamp(at)
                     );
-                    say!("affidavit saved to {}", shown(&a.out));
+                    say!("affidavit saved to {}", shown_out(&a.out));
                     unclaimed_json(&h, certs, true);
                     return Ok(());
                 }
