@@ -279,7 +279,7 @@ pub struct ContractClaimArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// The agreement
     #[arg(value_name = "AGREEMENT")]
     pub agreement: PathBuf,
@@ -304,7 +304,7 @@ pub struct ContractUnclaimedArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// The agreement
     #[arg(value_name = "AGREEMENT")]
     pub agreement: PathBuf,
@@ -384,24 +384,37 @@ pub enum TpCommand {
     Show(TpShowArgs),
 }
 
-/// How to reach the TP daemon.
+/// Which TP to talk to: its card (vtp connects to the addresses the card
+/// publishes, and refuses a TP with another id) or an address.
 #[derive(Args, Debug, Clone)]
-pub struct TpAddr {
-    /// Address of the TP daemon
-    #[arg(long = "tp", value_name = "HOST:PORT")]
-    pub addr: String,
+pub struct TpTarget {
+    /// The TP card: vtp connects to the addresses it publishes (signed by
+    /// the TP) and talks only to a TP with this card's id
+    #[arg(long = "tp", value_name = "TPCARD")]
+    pub card: Option<PathBuf>,
+    /// Connect to this address instead of the card's (HOST[:PORT], default
+    /// port 7400)
+    #[arg(long = "tp-addr", value_name = "HOST[:PORT]")]
+    pub addr: Option<String>,
     /// Give up if connecting, sending or receiving takes longer than this
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
 /// How to reach the trustees of an envelope: its one TP, or several
-/// trustees of a group.
+/// trustees of a group. Without --tp or --tp-addr, the addresses published
+/// by the TP cards the envelope carries.
 #[derive(Args, Debug, Clone)]
-pub struct TrusteeAddrs {
-    /// Address of a TP daemon; repeat for each trustee of a group envelope
-    /// (they are tried in the order given until enough have answered)
-    #[arg(long = "tp", value_name = "HOST:PORT", required = true)]
+pub struct TrusteeTargets {
+    /// A TP card; repeat for each trustee of a group envelope (they are
+    /// tried in the order given until enough have answered). vtp connects
+    /// to the addresses each card publishes. Default: the cards in the
+    /// envelope
+    #[arg(long = "tp", value_name = "TPCARD", conflicts_with = "addrs")]
+    pub cards: Vec<PathBuf>,
+    /// Connect to this address instead (HOST[:PORT], default port 7400);
+    /// repeat for each trustee of a group envelope
+    #[arg(long = "tp-addr", value_name = "HOST[:PORT]")]
     pub addrs: Vec<String>,
     /// Give up on a TP if connecting, sending or receiving takes longer than this
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -411,7 +424,7 @@ pub struct TrusteeAddrs {
 #[derive(Args, Debug)]
 pub struct TpFetchArgs {
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// Where to write the TP card
     #[arg(long, value_name = "CARD")]
     pub out: PathBuf,
@@ -541,7 +554,7 @@ pub struct ClaimArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TrusteeAddrs,
+    pub tp: TrusteeTargets,
     /// The envelope
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
@@ -568,13 +581,13 @@ pub struct ReceiptsArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// Directory for <envelope id>.receipt.vtp and <envelope id>.affidavit.vtp
     /// (created if missing; files already there for the same envelope are replaced)
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
-    /// Refuse unless the TP at HOST:PORT has the id of this TP card (without
-    /// it, the fetched card's id is printed for you to compare)
+    /// With --tp-addr: refuse unless the TP there has the id of this TP
+    /// card (without it, the fetched card's id is printed for you to compare)
     #[arg(long, value_name = "TPCARD")]
     pub expect_tp: Option<PathBuf>,
     /// Only receipts the TP recorded after its journal record SEQ (each run
@@ -589,7 +602,7 @@ pub struct UnclaimedArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TrusteeAddrs,
+    pub tp: TrusteeTargets,
     /// The envelope
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,

@@ -99,7 +99,7 @@ fn every_class_has_its_exit_status_and_json_error() {
     let r = w.vtp(&[
         "tp",
         "fetch",
-        "--tp",
+        "--tp-addr",
         &format!("127.0.0.1:{port}"),
         "--out",
         "t.card",
@@ -376,4 +376,95 @@ fn a_closed_pipe_is_a_quiet_exit() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn tp_takes_a_card_and_tp_addr_an_address() {
+    let w = World::new();
+    w.exchange("a", b"hi");
+    // An address given to --tp: a usage error that names --tp-addr.
+    let r = w.vtp(&[
+        "claim",
+        "--as",
+        "bob.id",
+        "--tp",
+        "tp.example:7400",
+        "a.env",
+        "a.receipt",
+        "--out",
+        "m",
+    ]);
+    r.fails_as(USAGE, "use --tp-addr tp.example:7400");
+    let r = w.vtp(&[
+        "receipts",
+        "--as",
+        "alice.id",
+        "--tp",
+        "tp.example:7400",
+        "--out-dir",
+        "r",
+    ]);
+    r.fails_as(USAGE, "use --tp-addr tp.example:7400");
+    // A card given to --tp-addr: a usage error that names --tp.
+    let r = w.vtp(&["tp", "fetch", "--tp-addr", "tp.card", "--out", "t.card"]);
+    r.fails_as(USAGE, "give a TP card with --tp tp.card");
+    // A card without addresses (as every card made before them): say so.
+    let r = w.vtp(&[
+        "receipts",
+        "--as",
+        "alice.id",
+        "--tp",
+        "tp.card",
+        "--out-dir",
+        "r",
+    ]);
+    r.fails_as(USAGE, "publishes no address");
+    let r = w.vtp(&[
+        "claim",
+        "--as",
+        "bob.id",
+        "a.env",
+        "a.receipt",
+        "--out",
+        "m",
+    ]);
+    r.fails_as(
+        USAGE,
+        "the envelope's TP card publishes no address: give --tp-addr",
+    );
+    // No port: the default one, and the error says it was used.
+    let r = w.vtp(&[
+        "tp",
+        "fetch",
+        "--tp-addr",
+        "127.0.0.1",
+        "--out",
+        "t.card",
+        "--timeout",
+        "2s",
+    ]);
+    if r.code == TP_UNREACHABLE {
+        r.fails_as(TP_UNREACHABLE, "the default port 7400 was used");
+    }
+}
+
+#[test]
+fn a_service_that_is_not_a_tp_is_named_as_such() {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        // As sshd does: the banner first, whatever the client says.
+        let (mut s, _) = l.accept().unwrap();
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    });
+    let w = World::new();
+    let r = w.vtp(&["tp", "fetch", "--tp-addr", &addr, "--out", "t.card"]);
+    let r = r.fails_as(
+        TP_UNREACHABLE,
+        "is not a vtp TP (it answered \"SSH-2.0-OpenSSH_9.6\")",
+    );
+    assert!(!r.stderr.contains("byte response"), "{}", r.stderr);
+    server.join().unwrap();
 }

@@ -40,12 +40,10 @@ use crate::cli::{
 };
 use crate::files::{
     check_writable, io_error, read_agreement, read_card, read_contract_bundle, read_opening,
-    read_proposal, read_receipt, read_secret_identity, read_tp_card, write_file, AtomicFile,
-    WriteMode,
+    read_proposal, read_receipt, read_secret_identity, write_file, AtomicFile, WriteMode,
 };
 use crate::stream::{seal_pass, sha256_file, EnvelopeFile};
 use crate::timeparse::{format_timestamp, now};
-use crate::tp_client::TpClient;
 use crate::{error, fail, report, say};
 
 pub fn run(c: ContractCommand) -> Result<()> {
@@ -74,7 +72,7 @@ fn deadline_error(deadline: u64, e: ProtocolError) -> anyhow::Error {
 fn propose(a: ContractProposeArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let with = read_card(&a.with)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract = sha256_file(&a.contract)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
@@ -105,7 +103,7 @@ fn propose(a: ContractProposeArgs) -> Result<()> {
 fn accept(a: ContractAcceptArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let with = read_card(&a.with)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract = sha256_file(&a.contract)?;
     let p = read_proposal(&a.proposal)?;
     let mode = WriteMode::public(a.force);
@@ -149,7 +147,7 @@ fn checked_agreement(path: &Path, tp: &TpCard) -> Result<VerifiedAgreement> {
 /// Proposer: her contract signature, in the agreement's envelope (A1).
 fn sign(a: ContractSignArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract = sha256_file(&a.contract)?;
     let va = checked_agreement(&a.agreement, &tp)?;
     let mode = WriteMode::public(a.force);
@@ -247,7 +245,7 @@ fn open_exchange(path: &Path, tp: &TpCard, va: &VerifiedAgreement) -> Result<Exc
 /// Counterparty: the receipt that is his commitment (B1).
 fn commit(a: ContractCommitArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let va = checked_agreement(&a.agreement, &tp)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
@@ -354,7 +352,7 @@ fn bundle(
 /// counterparty) and write the executed bundle.
 fn complete(a: ContractCompleteArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let va = checked_agreement(&a.agreement, &tp)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
@@ -431,8 +429,10 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
         );
     }
     let ef0 = EnvelopeFile::open(&a.envelope)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
-    let (card, _) = envelope_tp(&client, &ef0)?;
+    let target = a.tp.resolve(ef0.envelope.tp_cards.first())?;
+    let client = &target.client;
+    let (card, _) = envelope_tp(client, &ef0)?;
+    target.check(&card)?;
     drop(ef0);
     let va = agreement
         .verify(&card)
@@ -445,7 +445,7 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
     let outcome = client
         .claim(Claim::new(&me, &x.venv, &vr, now()))?
         .verify(&card, &x.venv, vr.receipt())
-        .map_err(|e| bad_affidavit(&client, e))?;
+        .map_err(|e| bad_affidavit(client, e))?;
     let mut b = bundle(&va, &x, Some(&vr));
     match outcome {
         VerifiedOutcome::Resolved {
@@ -497,8 +497,10 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
         );
     }
     let ef0 = EnvelopeFile::open(&a.envelope)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
-    let (card, _) = envelope_tp(&client, &ef0)?;
+    let target = a.tp.resolve(ef0.envelope.tp_cards.first())?;
+    let client = &target.client;
+    let (card, _) = envelope_tp(client, &ef0)?;
+    target.check(&card)?;
     drop(ef0);
     let va = agreement
         .verify(&card)
@@ -506,7 +508,7 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
     let x = open_exchange(&a.envelope, &card, &va)?;
     let aff = client.unclaimed(UnclaimedRequest::new(&me, &x.venv, card.id(), now()))?;
     aff.verify_unclaimed(&card, &x.venv)
-        .map_err(|e| bad_affidavit(&client, e))?;
+        .map_err(|e| bad_affidavit(client, e))?;
     let mut b = bundle(&va, &x, None);
     b.affidavit = Some(aff);
     write_bundle(&card, &va, &b, &a.out, mode)?;
@@ -529,7 +531,7 @@ struct JsonVerdict<'a> {
 
 /// Judge: exit 0 only if the bundle proves the contract executed.
 fn verify(a: ContractVerifyArgs) -> Result<()> {
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract: Digest32 = sha256_file(&a.contract)?;
     let b = read_contract_bundle(&a.bundle)?;
     let v = judge_bundle(&tp, contract, &b);

@@ -13,8 +13,8 @@ use super::{display_name, party_json, put_time, tp_json, who};
 use crate::cli::{AcceptArgs, OpenArgs, RevealArgs, SendArgs};
 pub(crate) use crate::files::refused;
 use crate::files::{
-    check_writable, read_card, read_opening, read_receipt, read_secret_identity, read_tp_card,
-    shown, shown_out, write_file, WriteMode,
+    check_writable, read_card, read_opening, read_receipt, read_secret_identity, shown, shown_out,
+    write_file, WriteMode,
 };
 use crate::stream::{seal_envelope_file, DecryptError, EnvelopeFile};
 use crate::timeparse::{format_span, format_timestamp, now};
@@ -24,7 +24,10 @@ use crate::{error, fail, report, say};
 pub(crate) fn read_tp_cards(
     paths: &[std::path::PathBuf],
 ) -> Result<Vec<vtp_protocol::tp_card::TpCard>> {
-    paths.iter().map(|p| read_tp_card(p)).collect()
+    paths
+        .iter()
+        .map(|p| super::target::read_tp_card_arg(p))
+        .collect()
 }
 
 /// "in 1h 59m 58s" / "passed".

@@ -13,10 +13,9 @@ use super::{display_name, party_json, tp_card_json, who};
 use crate::cli::{IdCommand, TpCommand};
 use crate::files::{
     check_writable, input_error, kind_of, parse_secret_identity, read_secret_identity, read_small,
-    read_tp_card, shown_out, write_file, WriteMode,
+    shown_out, write_file, WriteMode,
 };
 use crate::timeparse::{format_span, format_timestamp, now};
-use crate::tp_client::TpClient;
 use crate::{report, say};
 
 pub fn id(cmd: IdCommand) -> Result<()> {
@@ -129,7 +128,9 @@ pub fn tp(cmd: TpCommand) -> Result<()> {
         TpCommand::Fetch(a) => {
             let mode = WriteMode::public(a.force);
             check_writable(&a.out, mode)?;
-            let card = TpClient::new(&a.tp.addr, a.tp.timeout).get_card()?;
+            let target = a.tp.resolve(None)?;
+            let card = target.client.get_card()?;
+            target.check(&card)?;
             write_file(&a.out, &card.to_file(), mode)?;
             print_tp_card(&card);
             say!(
@@ -142,7 +143,7 @@ pub fn tp(cmd: TpCommand) -> Result<()> {
             Ok(())
         }
         TpCommand::Show(a) => {
-            let card = read_tp_card(&a.card)?;
+            let card = super::target::read_tp_card_arg(&a.card)?;
             print_tp_card(&card);
             report::json(&tp_card_json(&card));
             Ok(())

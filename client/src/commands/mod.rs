@@ -6,6 +6,7 @@
 //! | [`identity`] | `id new`, `id card`, `id show`, `tp fetch`, `tp show` |
 //! | [`exchange`] | the honest exchange: `send` (A1), `accept` (B1), `reveal` (A2), `open` (B2) |
 //! | [`tp_path`] | everything that talks to the TP: `claim`, `receipts`, `unclaimed` |
+//! | [`target`] | which TP to talk to: `--tp CARD` (its addresses), `--tp-addr`, the envelope's cards |
 //! | [`verify`] | the judge: `verify` |
 //! | [`contract`] | contract signing over the exchange: `contract propose/accept/sign/commit/complete/claim/unclaimed/verify` |
 //!
@@ -14,6 +15,7 @@
 pub mod contract;
 pub mod exchange;
 pub mod identity;
+pub mod target;
 pub mod tp_path;
 pub mod verify;
 

@@ -184,10 +184,11 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     }
     let receipt = read_receipt(&a.receipt)?;
     let group = ef.envelope.header.is_group();
-    if !group && a.tp.addrs.len() != 1 {
+    let targets = a.tp.resolve(&ef.envelope.tp_cards)?;
+    if !group && targets.len() != 1 {
         fail!(
             usage,
-            "this envelope has one TP: give its address once (--tp HOST:PORT)"
+            "this envelope has one TP: give its card (--tp) or address (--tp-addr) once"
         );
     }
     // The envelope is checked against the cards it carries; each TP that
@@ -217,12 +218,14 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     let mut invalid = false;
     let mut asked = vec![false; n];
     let mut first_class = None;
-    for addr in &a.tp.addrs {
+    for target in &targets {
         if shares.len() >= t {
             break;
         }
-        let client = TpClient::new(addr, a.tp.timeout);
-        let answer = envelope_tp(&client, &ef).and_then(|(card, _)| {
+        let client = &target.client;
+        let addr = client.addr();
+        let answer = envelope_tp(client, &ef).and_then(|(card, _)| {
+            target.check(&card)?;
             let slot = h.slot_of(&card.id()).expect("envelope_tp checked");
             if asked[slot] {
                 fail!(usage, "trustee {} was already asked", card.id());
@@ -230,7 +233,7 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
             asked[slot] = true;
             claim_from(
                 &me,
-                &client,
+                client,
                 &card,
                 &venv,
                 &claim,
@@ -504,8 +507,10 @@ fn fetch_page(
 /// the next: an interrupted run keeps what it saved and says how to resume.
 pub fn receipts(a: ReceiptsArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
+    let target = a.tp.resolve(None)?;
+    let client = &target.client;
     let card = client.get_card()?;
+    target.check(&card)?;
     if let Some(p) = &a.expect_tp {
         let want = read_tp_card(p)?;
         if want.id() != card.id() {
@@ -527,7 +532,7 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
     let mut bad = Vec::new();
     let mut listed: Vec<Value> = Vec::new();
     loop {
-        let (page, cursor) = fetch_page(&client, &me, &card, after).map_err(|e| {
+        let (page, cursor) = fetch_page(client, &me, &card, after).map_err(|e| {
             if fetched == 0 {
                 e
             } else {
@@ -641,10 +646,11 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
         ));
     }
     let group = h.is_group();
-    if !group && a.tp.addrs.len() != 1 {
+    let targets = a.tp.resolve(&ef.envelope.tp_cards)?;
+    if !group && targets.len() != 1 {
         fail!(
             usage,
-            "this envelope has one TP: give its address once (--tp HOST:PORT)"
+            "this envelope has one TP: give its card (--tp) or address (--tp-addr) once"
         );
     }
     let (n, t) = (h.trustees.len(), h.threshold());
@@ -657,17 +663,19 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
     let mut venv_seen = None;
     let mut certs: Vec<Value> = Vec::new();
     let mut first_class = None;
-    for addr in &a.tp.addrs {
+    for target in &targets {
         if certified.iter().filter(|c| **c).count() >= needed {
             break;
         }
-        let client = TpClient::new(addr, a.tp.timeout);
+        let client = &target.client;
+        let addr = client.addr();
         let got = (|| -> Result<(usize, VerifiedEnvelope, u64)> {
-            let (card, venv) = envelope_tp(&client, &ef)?;
+            let (card, venv) = envelope_tp(client, &ef)?;
+            target.check(&card)?;
             let aff = client.unclaimed(UnclaimedRequest::new(&me, &venv, card.id(), now()))?;
             let slot = aff
                 .verify_unclaimed(&card, &venv)
-                .map_err(|e| bad_affidavit(&client, e))?;
+                .map_err(|e| bad_affidavit(client, e))?;
             let path = trustee_path(&a.out, &venv, slot);
             write_file(&path, &aff.to_file(), mode)?;
             Ok((slot, venv, aff.body.at))
