@@ -98,11 +98,11 @@ fn identities() {
     w.vtp(&["id", "card", "bob.card", "--out", "x.card"])
         .fails_as(
             BAD_INPUT,
-            "bob.card: this is a identity card file, expected a secret identity",
+            "bob.card: this is an identity card file, expected a secret identity",
         );
     w.vtp(&["tp", "show", "bob.card"]).fails_as(
         BAD_INPUT,
-        "bob.card: this is a identity card file, expected a TP card",
+        "bob.card: this is an identity card file, expected a TP card",
     );
     let r = w.vtp(&["tp", "show", "tp.card"]).ok();
     assert!(
@@ -307,7 +307,7 @@ fn accept_refuses_bad_envelopes() {
     ])
     .fails_as(
         BAD_INPUT,
-        "bob.card: this is a identity card file, expected a envelope",
+        "bob.card: this is an identity card file, expected an envelope",
     );
     assert!(!w.path("r").exists(), "no receipt for a refused envelope");
     // And the good one is accepted.
@@ -347,7 +347,7 @@ fn reveal_and_open_refuse_what_does_not_fit() {
     w.vtp(&["reveal", "--as", "alice.id", "a.env", "a.env", "--out", "o"])
         .fails_as(
             BAD_INPUT,
-            "a.env: this is a envelope file, expected a receipt",
+            "a.env: this is an envelope file, expected a receipt",
         );
 
     // A tampered opening (a byte of the secret, at the end of the file).

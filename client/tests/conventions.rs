@@ -468,3 +468,104 @@ fn a_service_that_is_not_a_tp_is_named_as_such() {
     assert!(!r.stderr.contains("byte response"), "{}", r.stderr);
     server.join().unwrap();
 }
+
+#[test]
+fn messages_name_the_file_kind_in_words() {
+    let w = World::new();
+    w.exchange("a", b"hi");
+    // A cut-off receipt is "truncated receipt", not the decoder's words.
+    let rc = w.read("a.receipt");
+    w.write("half.receipt", &rc[..rc.len() / 2]);
+    let r = w.vtp(&[
+        "reveal",
+        "--as",
+        "alice.id",
+        "a.env",
+        "half.receipt",
+        "--out",
+        "x.op",
+    ]);
+    let r = r.fails_as(BAD_INPUT, "half.receipt: truncated receipt");
+    assert!(
+        !r.stderr.to_lowercase().contains("end of buffer"),
+        "{}",
+        r.stderr
+    );
+    w.write("tiny.receipt", b"VT");
+    w.vtp(&[
+        "reveal",
+        "--as",
+        "alice.id",
+        "a.env",
+        "tiny.receipt",
+        "--out",
+        "x.op",
+    ])
+    .fails_as(BAD_INPUT, "truncated receipt");
+    // "an envelope", "an opening".
+    w.vtp(&[
+        "accept", "--as", "bob.id", "--tp", "tp.card", "bob.card", "--out", "x.rc",
+    ])
+    .fails_as(
+        BAD_INPUT,
+        "this is an identity card file, expected an envelope",
+    );
+    w.vtp(&[
+        "reveal",
+        "--as",
+        "alice.id",
+        "a.env",
+        "a.opening",
+        "--out",
+        "x.op",
+    ])
+    .fails_as(BAD_INPUT, "this is an opening file, expected a receipt");
+}
+
+#[test]
+fn deadlines_are_in_human_units_and_min_time_left_is_named() {
+    let w = World::new();
+    w.write("m", b"x");
+    let r = w.vtp(&[
+        "send",
+        "--as",
+        "alice.id",
+        "--to",
+        "bob.card",
+        "--tp",
+        "tp.card",
+        "--deadline",
+        "1000days",
+        "--in",
+        "m",
+        "--out",
+        "e",
+    ]);
+    let r = r.fails_as(USAGE, "the TP accepts at most 90days");
+    assert!(!r.stderr.contains(" s "), "{}", r.stderr);
+    w.send("a", b"hi", "1h");
+    let r = w.vtp(&[
+        "accept",
+        "--as",
+        "bob.id",
+        "--tp",
+        "tp.card",
+        "a.env",
+        "--out",
+        "a.rc",
+        "--min-time-left",
+        "2h",
+    ]);
+    let r = r.fails_as(INVALID, "--min-time-left 2h");
+    assert!(r.stderr.contains("at least 2h are needed"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("at least 6m, the TP's own minimum"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("only 1h left") || r.stderr.contains("only 59m"),
+        "{}",
+        r.stderr
+    );
+}

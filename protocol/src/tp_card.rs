@@ -298,15 +298,17 @@ impl<'de> Visitor<'de> for CardVisitor {
         let (body, addresses) = if first == LAYOUT_MARKER {
             let layout: u8 = next(&mut seq)?;
             if layout != LAYOUT_ADDRESSED {
-                return Err(de::Error::custom(format!(
-                    "unknown TP card layout {layout}"
+                return Err(de::Error::custom(crate::encoding::failed_check(
+                    ProtocolError::malformed("TP card", format!("unknown layout {layout}")),
                 )));
             }
             let body: TpCardBody = next(&mut seq)?;
             let addresses: Vec<String> = next(&mut seq)?;
             if addresses.is_empty() {
                 // One card, one encoding: without addresses it is layout 1.
-                return Err(de::Error::custom("a layout-2 TP card without addresses"));
+                return Err(de::Error::custom(crate::encoding::failed_check(
+                    ProtocolError::malformed("TP card", "layout 2 without addresses"),
+                )));
             }
             (body, addresses)
         } else {
@@ -330,7 +332,8 @@ impl<'de> Visitor<'de> for CardVisitor {
             (body, Vec::new())
         };
         let signature: Signature = next(&mut seq)?;
-        TpCard::check(body, addresses, signature).map_err(de::Error::custom)
+        TpCard::check(body, addresses, signature)
+            .map_err(|e| de::Error::custom(crate::encoding::failed_check(e)))
     }
 }
 
@@ -510,7 +513,7 @@ mod tests {
         let at = forged.windows(4).position(|w| w == b"7400").unwrap();
         forged[at] = b'8';
         let e = TpCard::from_file(&forged).unwrap_err();
-        assert!(e.to_string().contains("cannot decode"), "{e}");
+        assert!(e.to_string().contains("bad signature on TP card"), "{e}");
         // So is a layout-1 signature presented with addresses.
         let b = body();
         let sig = sign(b.signing_digest());

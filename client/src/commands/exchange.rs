@@ -120,7 +120,31 @@ pub fn accept(a: AcceptArgs) -> Result<()> {
         .map_err(|e| refused(&a.envelope, e))?;
     let now = now();
     venv.check_for_recipient(me.id(), &trusted, now, a.min_time_left.as_secs())
-        .map_err(|e| refused(&a.envelope, e))?;
+        .map_err(|e| {
+            // Bob's own margin, not the TP's, is what refuses it: name the flag.
+            let left = venv.header().deadline.saturating_sub(now);
+            let tp_need = venv
+                .tp_cards()
+                .iter()
+                .map(envelope::min_time_to_deadline)
+                .max()
+                .unwrap_or(0);
+            match e {
+                ProtocolError::Deadline(_)
+                    if left < a.min_time_left.as_secs() && left >= tp_need =>
+                {
+                    refused(
+                        &a.envelope,
+                        format!(
+                            "{e}; that minimum is --min-time-left {}: give a smaller one (at least {}, the TP's own minimum) to accept it anyway",
+                            format_span(a.min_time_left.as_secs()),
+                            format_span(tp_need)
+                        ),
+                    )
+                }
+                e => refused(&a.envelope, e),
+            }
+        })?;
     ef.check_cm()?;
     let receipt = Receipt::issue(&me, &venv, now);
     write_file(&a.out, &receipt.to_file(), mode)?;
