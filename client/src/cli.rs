@@ -97,6 +97,15 @@ pub enum Command {
     /// that one. Exit 0 only if valid. A file that cannot be read or parsed
     /// is an error (exit 1, no verdict printed).
     Verify(VerifyArgs),
+    /// Show what any vtp file is and says (kind, parties, deadline, ids,
+    /// hashes) without signing or sending anything
+    ///
+    /// Look before you sign: `vtp inspect report.env` shows who sent the
+    /// envelope, to whom, through which TP and until when. Works on every
+    /// kind (identities show only their public part, openings not their
+    /// secret). An envelope's signature is checked against the cards it
+    /// carries; whether you trust its TP is for `vtp accept` to check.
+    Inspect(InspectArgs),
     /// Contract signing: both sign a preliminary agreement, then Alice's
     /// signature of the contract is exchanged for Bob's receipt
     ///
@@ -330,6 +339,13 @@ pub struct ContractVerifyArgs {
     /// The contract bundle
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Any vtp file (`-`: standard input)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

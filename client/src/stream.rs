@@ -163,7 +163,13 @@ pub struct EnvelopeFile {
 impl EnvelopeFile {
     /// Read and parse the prefix; check the body has the signed length.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = open_seekable(path)?;
+        Self::from_file(open_seekable(path)?, path)
+    }
+
+    /// [`Self::open`] of a file already open (at any position), named `path`.
+    pub fn from_file(mut file: File, path: &Path) -> Result<Self> {
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| read_error(path, e))?;
         let file_len = file
             .metadata()
             .map_err(|e| io_error(path, format!("cannot read: {e}")))?

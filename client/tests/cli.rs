@@ -30,6 +30,7 @@ fn help_works_for_every_command() {
         &["receipts"],
         &["unclaimed"],
         &["verify"],
+        &["inspect"],
     ];
     for c in commands {
         let mut args = c.to_vec();

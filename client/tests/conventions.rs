@@ -569,3 +569,93 @@ fn deadlines_are_in_human_units_and_min_time_left_is_named() {
         r.stderr
     );
 }
+
+#[test]
+fn inspect_shows_any_file_without_acting_on_it() {
+    let w = World::new();
+    w.exchange("a", b"look before you sign");
+    let before: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let alice = json_of(&w.vtp(&["id", "show", "alice.card", "--json"]).ok().stdout);
+    let bob = json_of(&w.vtp(&["id", "show", "bob.card", "--json"]).ok().stdout);
+    let tp = json_of(&w.vtp(&["tp", "show", "tp.card", "--json"]).ok().stdout);
+
+    let env = json_of(&w.vtp(&["inspect", "a.env", "--json"]).ok().stdout);
+    assert_eq!(env["kind"], "envelope");
+    assert_eq!(
+        env["sender"],
+        alice
+            .get("id")
+            .map(|id| serde_json::json!({"id": id, "name": "alice"}))
+            .unwrap()
+    );
+    assert_eq!(env["recipient"]["id"], bob["id"]);
+    assert_eq!(env["trustees"][0]["id"], tp["id"]);
+    assert_eq!(env["signature_valid"], true);
+    assert!(
+        env["deadline_rfc3339"].as_str().unwrap().ends_with('Z'),
+        "{env}"
+    );
+    let id = env["envelope_id"].as_str().unwrap().to_string();
+    let human = w.vtp(&["inspect", "a.env"]).ok().stdout;
+    assert!(
+        human.contains("kind:") && human.contains("envelope") && human.contains(&id),
+        "{human}"
+    );
+    assert!(
+        human.contains("from:") && human.contains("alice"),
+        "{human}"
+    );
+
+    let rc = json_of(&w.vtp(&["inspect", "a.receipt", "--json"]).ok().stdout);
+    assert_eq!(rc["kind"], "receipt");
+    assert_eq!(rc["envelope_id"], id.as_str());
+    assert_eq!(rc["recipient"]["name"], "bob");
+    let op = json_of(&w.vtp(&["inspect", "a.opening", "--json"]).ok().stdout);
+    assert_eq!(op["kind"], "opening");
+    assert_eq!(op["envelope_id"], id.as_str());
+    assert_eq!(
+        op.as_object().unwrap().len(),
+        2,
+        "an opening shows no secret: {op}"
+    );
+    let card = json_of(&w.vtp(&["inspect", "tp.card", "--json"]).ok().stdout);
+    assert_eq!(card["id"], tp["id"]);
+    let secret = w.vtp(&["inspect", "alice.id"]).ok().stdout;
+    assert!(
+        secret.contains("secret identity") && secret.contains("not shown"),
+        "{secret}"
+    );
+    // From a pipe too.
+    let (code, out, err) = vtp_piped(w.dir.path(), &["inspect", "-", "--json"], &w.read("a.env"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        json_of(&String::from_utf8(out).unwrap())["envelope_id"],
+        id.as_str()
+    );
+
+    // A forged envelope says so; a non-vtp file is bad input.
+    let mut forged = w.read("a.env");
+    let at = forged.windows(5).position(|x| x == b"alice").unwrap();
+    forged[at] = b'A';
+    w.write("forged.env", &forged);
+    let f = w.vtp(&["inspect", "forged.env", "--json"]);
+    if f.code == 0 {
+        assert_eq!(json_of(&f.stdout)["signature_valid"], false);
+    } else {
+        assert_eq!(f.code, BAD_INPUT, "{}", f.stderr);
+    }
+    w.write("notes.txt", b"hello");
+    w.vtp(&["inspect", "notes.txt"])
+        .fails_as(BAD_INPUT, "not a vtp file");
+
+    // Nothing was written.
+    let after: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !["forged.env", "notes.txt", "tmpdir"].contains(&n.to_str().unwrap()))
+        .collect();
+    assert_eq!(before.len(), after.len(), "{before:?} / {after:?}");
+}

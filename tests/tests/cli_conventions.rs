@@ -155,7 +155,25 @@ fn tp_card_is_enough_to_reach_the_tp() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&msg).unwrap());
     // With neither: the card the envelope carries (claims are idempotent).
     let again = p(&bob.path("m.again"));
-    vtp(["claim", "--as", &p(&bob.id), &env, &rc, "--out", &again]).ok();
+    let aff = p(&bob.path("m.aff"));
+    vtp([
+        "claim",
+        "--as",
+        &p(&bob.id),
+        &env,
+        &rc,
+        "--out",
+        &again,
+        "--affidavit-out",
+        &aff,
+    ])
+    .ok();
+    // inspect reads the TP's affidavit without acting on it.
+    let r = vtp(["inspect", &aff, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["kind"], "TP affidavit");
+    assert_eq!(v["statement"], "resolved");
+    assert!(v["journal_seq"].as_u64().unwrap() > 0, "{v}");
     // --tp-addr overrides.
     let third = p(&bob.path("m.third"));
     vtp([

@@ -8,6 +8,7 @@
 //! | [`tp_path`] | everything that talks to the TP: `claim`, `receipts`, `unclaimed` |
 //! | [`target`] | which TP to talk to: `--tp CARD` (its addresses), `--tp-addr`, the envelope's cards |
 //! | [`verify`] | the judge: `verify` |
+//! | [`inspect`] | `inspect`: what any vtp file says, without acting on it |
 //! | [`contract`] | contract signing over the exchange: `contract propose/accept/sign/commit/complete/claim/unclaimed/verify` |
 //!
 //! Nothing secret is ever printed: no keys, no opening secrets, no message.
@@ -15,6 +16,7 @@
 pub mod contract;
 pub mod exchange;
 pub mod identity;
+pub mod inspect;
 pub mod target;
 pub mod tp_path;
 pub mod verify;
@@ -42,6 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Receipts(a) => tp_path::receipts(a),
         Command::Unclaimed(a) => tp_path::unclaimed(a),
         Command::Verify(a) => verify::verify(a),
+        Command::Inspect(a) => inspect::inspect(a),
         Command::Contract(c) => contract::run(c),
     }
 }
