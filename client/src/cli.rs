@@ -60,6 +60,10 @@ pub struct GlobalArgs {
     /// Say more about what is being done (on stderr)
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Write vtp files (envelopes, receipts, cards, ...) as ASCII armor for
+    /// e-mail: -----BEGIN VTP ENVELOPE----- ... Input is read either way
+    #[arg(long, global = true)]
+    pub armor: bool,
 }
 
 #[derive(Subcommand, Debug)]

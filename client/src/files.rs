@@ -32,6 +32,7 @@ use vtp_protocol::wrap_proof::VoidEvidence;
 use vtp_protocol::ProtocolError;
 use zeroize::Zeroizing;
 
+use crate::armor::{self, ArmorWriter};
 use crate::error;
 
 /// Largest small file (anything but an envelope) we read: cards, receipts,
@@ -99,13 +100,41 @@ pub fn spool_stdin() -> Result<File> {
 }
 
 /// Open an input that may be read twice or sought in: the file itself, or
-/// standard input spooled ([`spool_stdin`]).
+/// standard input spooled ([`spool_stdin`]); armor is decoded (streaming)
+/// into a [`private_tempfile`]. Returned at its start.
 pub fn open_seekable(path: &Path) -> Result<File> {
-    if is_stdio(path) {
-        spool_stdin()
+    let mut file = if is_stdio(path) {
+        spool_stdin()?
     } else {
-        File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))
+        File::open(path).map_err(|e| io_error(path, format!("cannot open: {e}")))?
+    };
+    let mut head = [0u8; armor::ARMOR_START.len()];
+    let n = read_up_to(&mut file, &mut head)
+        .map_err(|e| io_error(path, format!("cannot read: {e}")))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_error(path, format!("cannot read: {e}")))?;
+    if !armor::is_armored(&head[..n]) {
+        return Ok(file);
     }
+    let mut plain = private_tempfile("the decoded armor")?;
+    armor::dearmor_to(&mut io::BufReader::new(file), &mut plain)
+        .map_err(|e| input_error(path, e))?;
+    plain
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| io_error(path, format!("cannot read back the decoded armor: {e}")))?;
+    Ok(plain)
+}
+
+/// Fill `buf` as far as the file goes.
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Open an input read once, front to back (a file or standard input).
@@ -143,9 +172,13 @@ pub fn refused(path: &Path, problem: impl std::fmt::Display) -> anyhow::Error {
 pub fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     let file = open_stream(path)?;
     let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_SMALL_FILE + 1)
+    // Armor takes 4/3 of the room, and some for its lines.
+    file.take(2 * MAX_SMALL_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| io_error(path, format!("cannot read: {e}")))?;
+    if armor::is_armored(&bytes) {
+        bytes = Zeroizing::new(armor::dearmor(&bytes).map_err(|e| input_error(path, e))?);
+    }
     if bytes.len() as u64 > MAX_SMALL_FILE {
         return Err(input_error(
             path,
@@ -256,9 +289,9 @@ pub fn check_writable(path: &Path, mode: WriteMode) -> Result<()> {
     Ok(())
 }
 
-/// Write a small file atomically.
+/// Write a small vtp file atomically (armored with `--armor`).
 pub fn write_file(path: &Path, bytes: &[u8], mode: WriteMode) -> Result<()> {
-    let mut f = AtomicFile::create(path, mode)?;
+    let mut f = AtomicFile::create_vtp(path, mode)?;
     f.write_all(bytes)
         .map_err(|e| io_error(path, format!("cannot write: {e}")))?;
     f.commit()
@@ -275,11 +308,24 @@ pub struct AtomicFile {
     dest: PathBuf,
     tmp: PathBuf,
     file: Option<File>,
+    /// With `--armor`, a vtp file goes through this encoder into `file`.
+    armor: Option<ArmorWriter<io::BufWriter<File>>>,
     mode: WriteMode,
     stdout: bool,
 }
 
 impl AtomicFile {
+    /// [`Self::create`] for a vtp file: armored if `--armor` was given.
+    pub fn create_vtp(dest: &Path, mode: WriteMode) -> Result<Self> {
+        let mut f = Self::create(dest, mode)?;
+        if crate::report::ui().armor {
+            let file = f.file.take().expect("just created");
+            f.armor = Some(ArmorWriter::new(io::BufWriter::new(file)));
+        }
+        Ok(f)
+    }
+
+    /// A file written as given (messages, and vtp files via [`Self::create_vtp`]).
     pub fn create(dest: &Path, mode: WriteMode) -> Result<Self> {
         if is_stdio(dest) {
             crate::report::claim_stdout("a file")?;
@@ -287,6 +333,7 @@ impl AtomicFile {
                 dest: dest.to_path_buf(),
                 tmp: PathBuf::new(),
                 file: Some(private_tempfile("standard output")?),
+                armor: None,
                 mode,
                 stdout: true,
             });
@@ -318,6 +365,7 @@ impl AtomicFile {
                         dest: dest.to_path_buf(),
                         tmp,
                         file: Some(file),
+                        armor: None,
                         mode,
                         stdout: false,
                     })
@@ -339,6 +387,13 @@ impl AtomicFile {
 
     /// Sync the data and move the file into place (or copy it to stdout).
     pub fn commit(mut self) -> Result<()> {
+        if let Some(a) = self.armor.take() {
+            let file = a
+                .finish()
+                .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+                .map_err(|e| io_error(&self.dest, format!("cannot write: {e}")))?;
+            self.file = Some(file);
+        }
         let mut file = self.file.take().expect("present until commit");
         if self.stdout {
             file.seek(SeekFrom::Start(0))
@@ -394,10 +449,16 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.as_mut().expect("present until commit").write(buf)
+        match &mut self.armor {
+            Some(a) => a.write(buf),
+            None => self.file.as_mut().expect("present until commit").write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().expect("present until commit").flush()
+        match &mut self.armor {
+            Some(a) => a.flush(),
+            None => self.file.as_mut().expect("present until commit").flush(),
+        }
     }
 }
 
@@ -406,8 +467,9 @@ impl Drop for AtomicFile {
         if self.stdout {
             return;
         }
-        if self.file.is_some() || fs::symlink_metadata(&self.tmp).is_ok() {
+        if self.file.is_some() || self.armor.is_some() || fs::symlink_metadata(&self.tmp).is_ok() {
             self.file = None;
+            self.armor = None;
             let _ = fs::remove_file(&self.tmp);
         }
     }

@@ -9,6 +9,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
+//! | [`armor`] | ASCII armor (`--armor`): `-----BEGIN VTP ENVELOPE-----`, streaming for envelopes |
 //! | [`files`] | reading every file kind with errors that name the path; atomic, no-clobber writes; `0600` secret identities |
 //! | [`timeparse`] | `--deadline` / duration parsing (humantime or RFC 3339), the system clock, timestamp display |
 //! | [`stream`] | bounded-memory message encryption (two passes for `send`) and envelope-file reading / decryption |
@@ -22,6 +23,7 @@
 //! an error into the single line `vtp: error: …` with its class's exit
 //! status ([`error::ErrorClass`]).
 
+pub mod armor;
 pub mod cli;
 pub mod commands;
 pub mod error;

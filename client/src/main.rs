@@ -62,11 +62,10 @@ fn main() -> ExitCode {
             _ => return fail(ErrorClass::Usage, &usage_line(&e), json),
         },
     };
-    report::set(Ui::detect(
-        cli.global.json,
-        cli.global.quiet,
-        cli.global.verbose,
-    ));
+    report::set(Ui {
+        armor: cli.global.armor,
+        ..Ui::detect(cli.global.json, cli.global.quiet, cli.global.verbose)
+    });
     match vtp_client::commands::run(cli) {
         Ok(()) => {
             report::finish();

@@ -31,6 +31,8 @@ pub struct Ui {
     pub color: bool,
     /// stderr is a terminal (progress bars).
     pub stderr_tty: bool,
+    /// `--armor`: vtp files are written as ASCII armor.
+    pub armor: bool,
 }
 
 impl Ui {
@@ -46,6 +48,7 @@ impl Ui {
                 && !no_color
                 && !matches!(std::env::var_os("TERM"), Some(t) if t == "dumb"),
             stderr_tty,
+            armor: false,
         }
     }
 }

@@ -659,3 +659,109 @@ fn inspect_shows_any_file_without_acting_on_it() {
         .collect();
     assert_eq!(before.len(), after.len(), "{before:?} / {after:?}");
 }
+
+#[test]
+fn armor_for_e_mail_and_either_form_is_read() {
+    let w = World::new();
+    let msg = b"an armored exchange".repeat(5000);
+    w.write("m", &msg);
+    w.vtp(&[
+        "send",
+        "--armor",
+        "--as",
+        "alice.id",
+        "--to",
+        "bob.card",
+        "--tp",
+        "tp.card",
+        "--deadline",
+        "1h",
+        "--in",
+        "m",
+        "--out",
+        "m.env",
+    ])
+    .ok();
+    let env = String::from_utf8(w.read("m.env")).expect("armor is text");
+    assert!(
+        env.starts_with("-----BEGIN VTP ENVELOPE-----\n"),
+        "{}",
+        &env[..60]
+    );
+    assert!(env.trim_end().ends_with("-----END VTP ENVELOPE-----"));
+    assert!(env.lines().all(|l| l.len() <= 64 && l.is_ascii()));
+    // Read without being told; the receipt armored too, the opening binary.
+    w.vtp(&[
+        "accept", "--armor", "--as", "bob.id", "--tp", "tp.card", "m.env", "--out", "m.rc",
+    ])
+    .ok();
+    assert!(w.read("m.rc").starts_with(b"-----BEGIN VTP RECEIPT-----\n"));
+    w.vtp(&[
+        "reveal", "--as", "alice.id", "m.env", "m.rc", "--out", "m.op",
+    ])
+    .ok();
+    assert!(w.read("m.op").starts_with(b"VTP"));
+    w.vtp(&["open", "--as", "bob.id", "m.env", "m.op", "--out", "m.out"])
+        .ok();
+    assert_eq!(w.read("m.out"), msg, "the message itself is never armored");
+    w.vtp(&[
+        "verify",
+        "--tp",
+        "tp.card",
+        "m.env",
+        "m.rc",
+        "--opening",
+        "m.op",
+        "--message",
+        "m",
+    ])
+    .ok();
+    // Every kind has its label.
+    for (args, label) in [
+        (
+            &["id", "card", "bob.id", "--out", "b.card"][..],
+            "VTP IDENTITY CARD",
+        ),
+        (
+            &["id", "new", "--name", "z", "--out", "z.id"],
+            "VTP SECRET IDENTITY",
+        ),
+    ] {
+        let mut a = args.to_vec();
+        a.push("--armor");
+        w.vtp(&a).ok();
+        let out = args[args.iter().position(|x| *x == "--out").unwrap() + 1];
+        let text = String::from_utf8(w.read(out)).unwrap();
+        assert!(
+            text.starts_with(&format!("-----BEGIN {label}-----\n")),
+            "{text}"
+        );
+    }
+    w.vtp(&["id", "show", "z.id"]).ok();
+    // A mail client's CRLF and rewrapping do not matter.
+    let crlf = env.replace('\n', "\r\n");
+    w.write("crlf.env", crlf.as_bytes());
+    w.vtp(&["inspect", "crlf.env"]).ok();
+    // Armor that lies about its kind, or was cut off, is bad input.
+    let rc = String::from_utf8(w.read("m.rc")).unwrap();
+    w.write(
+        "lying.rc",
+        rc.replace("VTP RECEIPT", "VTP OPENING").as_bytes(),
+    );
+    w.vtp(&[
+        "reveal", "--as", "alice.id", "m.env", "lying.rc", "--out", "x.op",
+    ])
+    .fails_as(BAD_INPUT, "the armor says VTP OPENING but holds receipt");
+    w.write("cut.env", &env.as_bytes()[..env.len() / 2]);
+    w.vtp(&[
+        "accept", "--as", "bob.id", "--tp", "tp.card", "cut.env", "--out", "x.rc",
+    ])
+    .fails_as(BAD_INPUT, "truncated armor");
+    // Through a pipe as well.
+    let (code, out, err) = vtp_piped(w.dir.path(), &["inspect", "-", "--json"], env.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        json_of(&String::from_utf8(out).unwrap())["kind"],
+        "envelope"
+    );
+}

@@ -71,7 +71,8 @@ impl Kind {
             Kind::VoidEvidence => "void evidence",
         }
     }
-    fn from_byte(b: u8) -> Option<Kind> {
+    /// The kind a file's fourth byte names.
+    pub fn from_byte(b: u8) -> Option<Kind> {
         use Kind::*;
         [
             IdentitySecret,

@@ -213,7 +213,7 @@ fn seal_message(
     let env = prep
         .finish(me, first.cm_hash, first.cm_len, first.message_sha256)
         .map_err(|e| anyhow!("cannot make the envelope: {e}"))?;
-    let mut dest = AtomicFile::create(out, mode)?;
+    let mut dest = AtomicFile::create_vtp(out, mode)?;
     dest.write_all(&env.to_file_prefix())
         .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     let mut w = io::BufWriter::new(&mut dest);
