@@ -69,28 +69,55 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create and inspect identities (your secret keys and public card)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vtp id new --name Alice --out alice.id\n  vtp id card alice.id --out alice.card\n  vtp id show alice.card --json"
+    )]
     Id(IdCommand),
     /// Fetch and inspect the trusted party's public card
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vtp tp fetch --tp-addr tp.example:7400 --out tp.card\n  vtp tp fetch --tp tp.card --out tp-new.card\n  vtp tp show tp.card"
+    )]
     Tp(TpCommand),
     /// A1 (sender): encrypt a message into an envelope for a recipient
+    #[command(
+        after_help = "Examples:\n  vtp send --as alice.id --to bob.card --tp tp.card --deadline 2h --in report.pdf --out report.env\n  tar c docs | vtp send --as alice.id --to bob.card --tp tp.card --deadline 1day --in - --out - --armor | mail bob"
+    )]
     Send(SendArgs),
     /// B1 (recipient): check an envelope and sign a receipt for it
+    #[command(
+        after_help = "Examples:\n  vtp inspect report.env      # look first: who, to whom, which TP, until when\n  vtp accept --as bob.id --tp tp.card report.env --out report.receipt\n  vtp accept --as bob.id --tp tp.card - --out - --armor < report.env > report.receipt"
+    )]
     Accept(AcceptArgs),
     /// A2 (sender): check the recipient's receipt and release the opening
     ///
     /// The opening secret is stored nowhere: it is re-derived from your
     /// identity's master seed and the envelope's nonce, so all you keep after
     /// `vtp send` is your identity and the envelope.
+    #[command(
+        after_help = "Examples:\n  vtp reveal --as alice.id report.env report.receipt --out report.opening"
+    )]
     Reveal(RevealArgs),
     /// B2 (recipient): check the sender's opening and decrypt the message
+    #[command(
+        after_help = "Examples:\n  vtp open --as bob.id report.env report.opening --out report.pdf\n  vtp open --as bob.id report.env report.opening --out - | less"
+    )]
     Open(OpenArgs),
     /// Recipient: have the TP release the message key (no valid opening came)
+    #[command(
+        after_help = "Examples:\n  vtp claim --as bob.id --tp tp.card report.env report.receipt --out report.pdf --affidavit-out report.aff\n  vtp claim --as bob.id --tp-addr tp.example:7400 report.env report.receipt --out report.pdf"
+    )]
     Claim(ClaimArgs),
     /// Sender: fetch the receipts (and affidavits) the TP holds for you
+    #[command(
+        after_help = "Examples:\n  vtp receipts --as alice.id --tp tp.card --out-dir receipts/\n  vtp receipts --as alice.id --tp tp.card --out-dir receipts/ --since 42 --json"
+    )]
     Receipts(ReceiptsArgs),
     /// After the deadline: get the TP's statement that it never resolved an envelope
+    #[command(
+        after_help = "Examples:\n  vtp unclaimed --as alice.id --tp tp.card report.env --out report.unclaimed"
+    )]
     Unclaimed(UnclaimedArgs),
     /// Judge: check delivery evidence offline and give a verdict
     ///
@@ -100,6 +127,9 @@ pub enum Command {
     /// proves which message the recipient got; with --message, it must be
     /// that one. Exit 0 only if valid. A file that cannot be read or parsed
     /// is an error (exit 1, no verdict printed).
+    #[command(
+        after_help = "Examples:\n  vtp verify --tp tp.card report.env report.receipt --opening report.opening --message report.pdf\n  vtp verify --tp tp.card report.env report.receipt --affidavit report.aff --json"
+    )]
     Verify(VerifyArgs),
     /// Show what any vtp file is and says (kind, parties, deadline, ids,
     /// hashes) without signing or sending anything
@@ -109,6 +139,9 @@ pub enum Command {
     /// kind (identities show only their public part, openings not their
     /// secret). An envelope's signature is checked against the cards it
     /// carries; whether you trust its TP is for `vtp accept` to check.
+    #[command(
+        after_help = "Examples:\n  vtp inspect report.env\n  vtp inspect report.receipt --json"
+    )]
     Inspect(InspectArgs),
     /// Contract signing: both sign a preliminary agreement, then Alice's
     /// signature of the contract is exchanged for Bob's receipt
@@ -126,6 +159,31 @@ pub enum Command {
     /// See docs/contract.md.
     #[command(subcommand, verbatim_doc_comment)]
     Contract(ContractCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Examples:\n  vtp completions bash > /etc/bash_completion.d/vtp\n  vtp completions zsh > \"${fpath[1]}/_vtp\""
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one per command into a directory
+    #[command(
+        after_help = "Examples:\n  vtp man | man -l -\n  vtp man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write vtp.1 and vtp-COMMAND.1 for every command into this directory
+    /// instead of printing vtp.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -765,3 +765,75 @@ fn armor_for_e_mail_and_either_form_is_read() {
         "envelope"
     );
 }
+
+#[test]
+fn help_has_examples_and_completions_and_man_pages_come_from_it() {
+    let w = World::new();
+    for c in [
+        "send",
+        "accept",
+        "reveal",
+        "open",
+        "claim",
+        "receipts",
+        "unclaimed",
+        "verify",
+        "inspect",
+        "id",
+        "tp",
+    ] {
+        let help = w.vtp(&[c, "--help"]).ok().stdout;
+        assert!(
+            help.contains("Examples:\n  vtp "),
+            "{c} --help has no examples: {help}"
+        );
+    }
+    let bash = w.vtp(&["completions", "bash"]).ok().stdout;
+    assert!(
+        bash.contains("complete -F _vtp") && bash.contains("--tp-addr"),
+        "{bash}"
+    );
+    let zsh = w.vtp(&["completions", "zsh"]).ok().stdout;
+    assert!(zsh.starts_with("#compdef vtp"), "{zsh}");
+    w.vtp(&["completions", "tcsh"]).fails_as(USAGE, "tcsh");
+    let man = w.vtp(&["man"]).ok().stdout;
+    assert!(
+        man.contains(".TH vtp 1") && man.contains("inspect"),
+        "{man}"
+    );
+    w.vtp(&["man", "--dir", "man1"]).ok();
+    let page = String::from_utf8(w.read("man1/vtp-send.1")).unwrap();
+    assert!(page.contains("\\-\\-deadline"), "{page}");
+}
+
+/// `vtp ARGS` on a pseudo-terminal (util-linux `script`): what a person sees.
+fn on_a_terminal(dir: &std::path::Path, args: &str, no_color: bool) -> String {
+    let mut cmd = std::process::Command::new("script");
+    cmd.current_dir(dir)
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_vtp")),
+            "/dev/null",
+        ])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let out = cmd.output().expect("script(1) from util-linux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let w = World::new();
+    let tty = on_a_terminal(w.dir.path(), "id show nothere", false);
+    assert!(tty.contains("\x1b[31mvtp: error:\x1b[0m"), "{tty:?}");
+    let plain = on_a_terminal(w.dir.path(), "id show nothere", true);
+    assert!(
+        plain.contains("vtp: error:") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    let piped = w.vtp(&["id", "show", "nothere"]);
+    assert!(!piped.stderr.contains('\x1b'), "{:?}", piped.stderr);
+}

@@ -27,6 +27,8 @@ use vtp_protocol::identity::IdentityCard;
 use vtp_protocol::tp_card::TpCard;
 use vtp_protocol::Timestamp;
 
+use clap::CommandFactory;
+
 use crate::cli::{Cli, Command};
 use crate::timeparse::format_timestamp;
 
@@ -46,6 +48,34 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => verify::verify(a),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Contract(c) => contract::run(c),
+        Command::Completions(a) => {
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "vtp", &mut out);
+            crate::report::write_data(&out)
+        }
+        Command::Man(a) => man(a),
+    }
+}
+
+/// `vtp man`: the manual page(s), from the same definitions as `--help`.
+fn man(a: crate::cli::ManArgs) -> Result<()> {
+    let cmd = Cli::command();
+    match a.dir {
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| crate::error::io(format!("cannot render the manual page: {e}")))?;
+            crate::report::write_data(&out)
+        }
+        Some(dir) => {
+            crate::files::ensure_dir(&dir)?;
+            clap_mangen::generate_to(cmd, &dir).map_err(|e| {
+                crate::files::io_error(&dir, format!("cannot write the manual pages: {e}"))
+            })?;
+            crate::say!("manual pages written to {}", dir.display());
+            Ok(())
+        }
     }
 }
 
