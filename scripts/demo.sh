@@ -38,7 +38,7 @@ show "$VTP" id new --name Alice --out "$WORK/alice/id.vtp"
 show "$VTP" id new --name Bob --out "$WORK/bob/id.vtp"
 "$VTP" id card "$WORK/alice/id.vtp" --out "$WORK/alice/card.vtp"
 "$VTP" id card "$WORK/bob/id.vtp" --out "$WORK/bob/card.vtp"
-show "$VTP" tp fetch --tp "$ADDR" --out "$WORK/tp-card.vtp"
+show "$VTP" tp fetch --tp-addr "$ADDR" --out "$WORK/tp-card.vtp"
 printf 'Bob, the signed lease is attached. Keys under the mat. -- Alice\n' >"$WORK/alice/lease.txt"
 
 say "Scene 1: an honest exchange (the TP never hears of it)"
@@ -57,11 +57,11 @@ show "$VTP" send --as "$WORK/alice/id.vtp" --to "$WORK/bob/card.vtp" --tp "$WORK
   --deadline 1h --in "$WORK/alice/lease.txt" --out "$WORK/env2.vtp"
 show "$VTP" accept --as "$WORK/bob/id.vtp" --tp "$WORK/tp-card.vtp" "$WORK/env2.vtp" --out "$WORK/bob/receipt2.vtp"
 echo "   ... no opening arrives. Bob goes to the TP:"
-show "$VTP" claim --as "$WORK/bob/id.vtp" --tp "$ADDR" "$WORK/env2.vtp" "$WORK/bob/receipt2.vtp" \
+show "$VTP" claim --as "$WORK/bob/id.vtp" --tp-addr "$ADDR" "$WORK/env2.vtp" "$WORK/bob/receipt2.vtp" \
   --out "$WORK/bob/lease2.txt" --affidavit-out "$WORK/bob/affidavit2.vtp"
 echo "   Bob reads: $(cat "$WORK/bob/lease2.txt")"
 echo "   Alice collects the receipt the TP holds for her:"
-show "$VTP" receipts --as "$WORK/alice/id.vtp" --tp "$ADDR" --out-dir "$WORK/alice/from-tp"
+show "$VTP" receipts --as "$WORK/alice/id.vtp" --tp-addr "$ADDR" --out-dir "$WORK/alice/from-tp"
 REC="$(ls "$WORK"/alice/from-tp/*.receipt.vtp | head -1)"
 AFF="$(ls "$WORK"/alice/from-tp/*.affidavit.vtp | head -1)"
 echo "   A judge checks the TP-resolved evidence:"
@@ -72,8 +72,8 @@ say "Scene 3: Bob cheats — he keeps the receipt to himself and claims"
 show "$VTP" send --as "$WORK/alice/id.vtp" --to "$WORK/bob/card.vtp" --tp "$WORK/tp-card.vtp" \
   --deadline 1h --in "$WORK/alice/lease.txt" --out "$WORK/env3.vtp"
 show "$VTP" accept --as "$WORK/bob/id.vtp" --tp "$WORK/tp-card.vtp" "$WORK/env3.vtp" --out "$WORK/bob/receipt3.vtp"
-show "$VTP" claim --as "$WORK/bob/id.vtp" --tp "$ADDR" "$WORK/env3.vtp" "$WORK/bob/receipt3.vtp" --out "$WORK/bob/lease3.txt"
-show "$VTP" receipts --as "$WORK/alice/id.vtp" --tp "$ADDR" --out-dir "$WORK/alice/from-tp"
+show "$VTP" claim --as "$WORK/bob/id.vtp" --tp-addr "$ADDR" "$WORK/env3.vtp" "$WORK/bob/receipt3.vtp" --out "$WORK/bob/lease3.txt"
+show "$VTP" receipts --as "$WORK/alice/id.vtp" --tp-addr "$ADDR" --out-dir "$WORK/alice/from-tp"
 
 say "What everyone ends up with"
 echo "   Bob:   3 messages ($(ls "$WORK"/bob/lease*.txt | wc -l) files), each byte-identical to Alice's: $(for f in "$WORK"/bob/lease*.txt; do cmp -s "$f" "$WORK/alice/lease.txt" && printf ok' '; done)"

@@ -28,41 +28,96 @@ TP completes the exchange; Alice then gets her receipt with `vtp receipts`.
 After the deadline, `vtp unclaimed` certifies that the TP never resolved an
 envelope. `vtp verify` lets anyone check the evidence offline.
 
-Exit status: 0 on success, 1 when something is invalid or refused, 2 on a
-usage error.";
+Conventions (docs/cli.md): `-` is stdin or stdout wherever a file goes;
+--json prints one JSON object (or {\"error\":{...}}) on stdout; the exit
+status says what kind of failure it was (below).";
 
 #[derive(Parser, Debug)]
-#[command(name = "vtp", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(
+    name = "vtp",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = crate::error::exit_status_help()
+)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Print the result as one JSON object on stdout (on failure:
+    /// {"error":{"class":...,"code":...,"message":...}}); see docs/cli.md
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors and warnings
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more about what is being done (on stderr)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Write vtp files (envelopes, receipts, cards, ...) as ASCII armor for
+    /// e-mail: -----BEGIN VTP ENVELOPE----- ... Input is read either way
+    #[arg(long, global = true)]
+    pub armor: bool,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create and inspect identities (your secret keys and public card)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vtp id new --name Alice --out alice.id\n  vtp id card alice.id --out alice.card\n  vtp id show alice.card --json"
+    )]
     Id(IdCommand),
     /// Fetch and inspect the trusted party's public card
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vtp tp fetch --tp-addr tp.example:7400 --out tp.card\n  vtp tp fetch --tp tp.card --out tp-new.card\n  vtp tp show tp.card"
+    )]
     Tp(TpCommand),
     /// A1 (sender): encrypt a message into an envelope for a recipient
+    #[command(
+        after_help = "Examples:\n  vtp send --as alice.id --to bob.card --tp tp.card --deadline 2h --in report.pdf --out report.env\n  tar c docs | vtp send --as alice.id --to bob.card --tp tp.card --deadline 1day --in - --out - --armor | mail bob"
+    )]
     Send(SendArgs),
     /// B1 (recipient): check an envelope and sign a receipt for it
+    #[command(
+        after_help = "Examples:\n  vtp inspect report.env      # look first: who, to whom, which TP, until when\n  vtp accept --as bob.id --tp tp.card report.env --out report.receipt\n  vtp accept --as bob.id --tp tp.card - --out - --armor < report.env > report.receipt"
+    )]
     Accept(AcceptArgs),
     /// A2 (sender): check the recipient's receipt and release the opening
     ///
     /// The opening secret is stored nowhere: it is re-derived from your
     /// identity's master seed and the envelope's nonce, so all you keep after
     /// `vtp send` is your identity and the envelope.
+    #[command(
+        after_help = "Examples:\n  vtp reveal --as alice.id report.env report.receipt --out report.opening"
+    )]
     Reveal(RevealArgs),
     /// B2 (recipient): check the sender's opening and decrypt the message
+    #[command(
+        after_help = "Examples:\n  vtp open --as bob.id report.env report.opening --out report.pdf\n  vtp open --as bob.id report.env report.opening --out - | less"
+    )]
     Open(OpenArgs),
     /// Recipient: have the TP release the message key (no valid opening came)
+    #[command(
+        after_help = "Examples:\n  vtp claim --as bob.id --tp tp.card report.env report.receipt --out report.pdf --affidavit-out report.aff\n  vtp claim --as bob.id --tp-addr tp.example:7400 report.env report.receipt --out report.pdf"
+    )]
     Claim(ClaimArgs),
     /// Sender: fetch the receipts (and affidavits) the TP holds for you
+    #[command(
+        after_help = "Examples:\n  vtp receipts --as alice.id --tp tp.card --out-dir receipts/\n  vtp receipts --as alice.id --tp tp.card --out-dir receipts/ --since 42 --json"
+    )]
     Receipts(ReceiptsArgs),
     /// After the deadline: get the TP's statement that it never resolved an envelope
+    #[command(
+        after_help = "Examples:\n  vtp unclaimed --as alice.id --tp tp.card report.env --out report.unclaimed"
+    )]
     Unclaimed(UnclaimedArgs),
     /// Judge: check delivery evidence offline and give a verdict
     ///
@@ -72,7 +127,22 @@ pub enum Command {
     /// proves which message the recipient got; with --message, it must be
     /// that one. Exit 0 only if valid. A file that cannot be read or parsed
     /// is an error (exit 1, no verdict printed).
+    #[command(
+        after_help = "Examples:\n  vtp verify --tp tp.card report.env report.receipt --opening report.opening --message report.pdf\n  vtp verify --tp tp.card report.env report.receipt --affidavit report.aff --json"
+    )]
     Verify(VerifyArgs),
+    /// Show what any vtp file is and says (kind, parties, deadline, ids,
+    /// hashes) without signing or sending anything
+    ///
+    /// Look before you sign: `vtp inspect report.env` shows who sent the
+    /// envelope, to whom, through which TP and until when. Works on every
+    /// kind (identities show only their public part, openings not their
+    /// secret). An envelope's signature is checked against the cards it
+    /// carries; whether you trust its TP is for `vtp accept` to check.
+    #[command(
+        after_help = "Examples:\n  vtp inspect report.env\n  vtp inspect report.receipt --json"
+    )]
+    Inspect(InspectArgs),
     /// Contract signing: both sign a preliminary agreement, then Alice's
     /// signature of the contract is exchanged for Bob's receipt
     ///
@@ -89,6 +159,31 @@ pub enum Command {
     /// See docs/contract.md.
     #[command(subcommand, verbatim_doc_comment)]
     Contract(ContractCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Examples:\n  vtp completions bash > /etc/bash_completion.d/vtp\n  vtp completions zsh > \"${fpath[1]}/_vtp\""
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one per command into a directory
+    #[command(
+        after_help = "Examples:\n  vtp man | man -l -\n  vtp man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write vtp.1 and vtp-COMMAND.1 for every command into this directory
+    /// instead of printing vtp.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,7 +350,7 @@ pub struct ContractClaimArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// The agreement
     #[arg(value_name = "AGREEMENT")]
     pub agreement: PathBuf,
@@ -280,7 +375,7 @@ pub struct ContractUnclaimedArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// The agreement
     #[arg(value_name = "AGREEMENT")]
     pub agreement: PathBuf,
@@ -306,9 +401,13 @@ pub struct ContractVerifyArgs {
     /// The contract bundle
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
-    /// Print the verdict as one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Any vtp file (`-`: standard input)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,24 +462,37 @@ pub enum TpCommand {
     Show(TpShowArgs),
 }
 
-/// How to reach the TP daemon.
+/// Which TP to talk to: its card (vtp connects to the addresses the card
+/// publishes, and refuses a TP with another id) or an address.
 #[derive(Args, Debug, Clone)]
-pub struct TpAddr {
-    /// Address of the TP daemon
-    #[arg(long = "tp", value_name = "HOST:PORT")]
-    pub addr: String,
+pub struct TpTarget {
+    /// The TP card: vtp connects to the addresses it publishes (signed by
+    /// the TP) and talks only to a TP with this card's id
+    #[arg(long = "tp", value_name = "TPCARD")]
+    pub card: Option<PathBuf>,
+    /// Connect to this address instead of the card's (HOST[:PORT], default
+    /// port 7400)
+    #[arg(long = "tp-addr", value_name = "HOST[:PORT]")]
+    pub addr: Option<String>,
     /// Give up if connecting, sending or receiving takes longer than this
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
 /// How to reach the trustees of an envelope: its one TP, or several
-/// trustees of a group.
+/// trustees of a group. Without --tp or --tp-addr, the addresses published
+/// by the TP cards the envelope carries.
 #[derive(Args, Debug, Clone)]
-pub struct TrusteeAddrs {
-    /// Address of a TP daemon; repeat for each trustee of a group envelope
-    /// (they are tried in the order given until enough have answered)
-    #[arg(long = "tp", value_name = "HOST:PORT", required = true)]
+pub struct TrusteeTargets {
+    /// A TP card; repeat for each trustee of a group envelope (they are
+    /// tried in the order given until enough have answered). vtp connects
+    /// to the addresses each card publishes. Default: the cards in the
+    /// envelope
+    #[arg(long = "tp", value_name = "TPCARD", conflicts_with = "addrs")]
+    pub cards: Vec<PathBuf>,
+    /// Connect to this address instead (HOST[:PORT], default port 7400);
+    /// repeat for each trustee of a group envelope
+    #[arg(long = "tp-addr", value_name = "HOST[:PORT]")]
     pub addrs: Vec<String>,
     /// Give up on a TP if connecting, sending or receiving takes longer than this
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -390,7 +502,7 @@ pub struct TrusteeAddrs {
 #[derive(Args, Debug)]
 pub struct TpFetchArgs {
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// Where to write the TP card
     #[arg(long, value_name = "CARD")]
     pub out: PathBuf,
@@ -429,10 +541,12 @@ pub struct SendArgs {
     /// before it
     #[arg(long, value_name = "DURATION|RFC3339", value_parser = parse_deadline)]
     pub deadline: DeadlineSpec,
-    /// The message to send (a regular file: it is read twice, never held in memory)
+    /// The message to send, read twice and never held in memory (`-`:
+    /// standard input, first copied to a private temporary file)
     #[arg(long = "in", value_name = "MSGFILE")]
     pub input: PathBuf,
-    /// Where to write the envelope (header and encrypted message) for the recipient
+    /// Where to write the envelope (header and encrypted message) for the
+    /// recipient (`-`: standard output)
     #[arg(long, value_name = "ENVELOPE")]
     pub out: PathBuf,
     /// Replace an existing output file (by default vtp never overwrites)
@@ -518,7 +632,7 @@ pub struct ClaimArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TrusteeAddrs,
+    pub tp: TrusteeTargets,
     /// The envelope
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
@@ -545,13 +659,13 @@ pub struct ReceiptsArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TpAddr,
+    pub tp: TpTarget,
     /// Directory for <envelope id>.receipt.vtp and <envelope id>.affidavit.vtp
     /// (created if missing; files already there for the same envelope are replaced)
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
-    /// Refuse unless the TP at HOST:PORT has the id of this TP card (without
-    /// it, the fetched card's id is printed for you to compare)
+    /// With --tp-addr: refuse unless the TP there has the id of this TP
+    /// card (without it, the fetched card's id is printed for you to compare)
     #[arg(long, value_name = "TPCARD")]
     pub expect_tp: Option<PathBuf>,
     /// Only receipts the TP recorded after its journal record SEQ (each run
@@ -566,7 +680,7 @@ pub struct UnclaimedArgs {
     #[arg(long = "as", value_name = "ID")]
     pub identity: PathBuf,
     #[command(flatten)]
-    pub tp: TrusteeAddrs,
+    pub tp: TrusteeTargets,
     /// The envelope
     #[arg(value_name = "ENVELOPE")]
     pub envelope: PathBuf,
@@ -608,9 +722,6 @@ pub struct VerifyArgs {
     /// The message as shown to you: valid only if it is the one delivered
     #[arg(long, value_name = "FILE")]
     pub message: Option<PathBuf>,
-    /// Print the verdict as one JSON object on stdout
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[cfg(test)]

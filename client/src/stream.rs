@@ -29,7 +29,10 @@ use vtp_protocol::message::{MessageOpener, MessageSealer, CHUNK, TAG};
 use vtp_protocol::Digest32;
 use zeroize::Zeroizing;
 
-use crate::files::{path_error, require_regular_file, AtomicFile, WriteMode};
+use crate::files::{
+    input_error, io_error, is_stdio, open_seekable, open_stream, require_regular_file, spool_stdin,
+    AtomicFile, WriteMode,
+};
 
 /// What the envelope header needs to know about an encrypted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +44,9 @@ pub struct SealDigests {
 
 fn read_error(path: &Path, e: io::Error) -> anyhow::Error {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        path_error(path, "the file got shorter while it was being read")
+        io_error(path, "the file got shorter while it was being read")
     } else {
-        path_error(path, format!("cannot read: {e}"))
+        io_error(path, format!("cannot read: {e}"))
     }
 }
 
@@ -68,19 +71,17 @@ pub fn seal_pass(
             .read_exact(chunk)
             .map_err(|e| read_error(in_path, e))?;
         sha.update(&*chunk);
-        let sealed = sealer
-            .seal_chunk(chunk)
-            .map_err(|e| path_error(in_path, e))?;
+        let sealed = sealer.seal_chunk(chunk).map_err(|e| io_error(in_path, e))?;
         cm.update(&sealed);
         cm_len += sealed.len() as u64;
         if let Some(w) = out.as_mut() {
             w.write_all(&sealed)
-                .map_err(|e| path_error(out_path, format!("cannot write: {e}")))?;
+                .map_err(|e| io_error(out_path, format!("cannot write: {e}")))?;
         }
     }
     let mut one = [0u8; 1];
     if input.read(&mut one).map_err(|e| read_error(in_path, e))? != 0 {
-        return Err(path_error(
+        return Err(io_error(
             in_path,
             "the file got longer while it was being read",
         ));
@@ -102,8 +103,16 @@ pub fn seal_envelope_file(
     out: &Path,
     mode: WriteMode,
 ) -> Result<Envelope> {
-    let plain_len = require_regular_file(input)?;
-    let mut file = File::open(input).map_err(|e| path_error(input, format!("cannot open: {e}")))?;
+    let mut file = if is_stdio(input) {
+        spool_stdin()?
+    } else {
+        require_regular_file(input)?;
+        File::open(input).map_err(|e| io_error(input, format!("cannot open: {e}")))?
+    };
+    let plain_len = file
+        .metadata()
+        .map_err(|e| io_error(input, format!("cannot read: {e}")))?
+        .len();
     let km = Zeroizing::new(*prep.message_key());
 
     let first = seal_pass(&km, &mut file, input, plain_len, None, out)?;
@@ -111,18 +120,18 @@ pub fn seal_envelope_file(
         .finish(sender, first.cm_hash, first.cm_len, first.message_sha256)
         .map_err(|e| anyhow!("cannot make the envelope: {e}"))?;
 
-    let mut dest = AtomicFile::create(out, mode)?;
+    let mut dest = AtomicFile::create_vtp(out, mode)?;
     dest.write_all(&env.to_file_prefix())
-        .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| read_error(input, e))?;
     let mut w = io::BufWriter::with_capacity(CHUNK + TAG, &mut dest);
     let second = seal_pass(&km, &mut file, input, plain_len, Some(&mut w), out)?;
     w.flush()
-        .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     drop(w);
     if second != first {
-        return Err(path_error(
+        return Err(io_error(
             input,
             "the file changed while it was being encrypted; nothing was written, try again",
         ));
@@ -154,11 +163,16 @@ pub struct EnvelopeFile {
 impl EnvelopeFile {
     /// Read and parse the prefix; check the body has the signed length.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file =
-            File::open(path).map_err(|e| path_error(path, format!("cannot open: {e}")))?;
+        Self::from_file(open_seekable(path)?, path)
+    }
+
+    /// [`Self::open`] of a file already open (at any position), named `path`.
+    pub fn from_file(mut file: File, path: &Path) -> Result<Self> {
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| read_error(path, e))?;
         let file_len = file
             .metadata()
-            .map_err(|e| path_error(path, format!("cannot read: {e}")))?
+            .map_err(|e| io_error(path, format!("cannot read: {e}")))?
             .len();
         let mut head = Vec::with_capacity(FILE_HEAD);
         (&mut file)
@@ -167,22 +181,22 @@ impl EnvelopeFile {
             .map_err(|e| read_error(path, e))?;
         if head.len() < FILE_HEAD {
             // Name the kind if it is another vtp file, else "too short".
-            encoding::check_prefix(Kind::Envelope, &head).map_err(|e| path_error(path, e))?;
+            encoding::check_prefix(Kind::Envelope, &head).map_err(|e| input_error(path, e))?;
         }
-        let prefix_len = Envelope::file_prefix_len(&head).map_err(|e| path_error(path, e))?;
+        let prefix_len = Envelope::file_prefix_len(&head).map_err(|e| input_error(path, e))?;
         let mut prefix = head;
         prefix.resize(prefix_len, 0);
         file.read_exact(&mut prefix[FILE_HEAD..]).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                path_error(path, "malformed envelope: truncated")
+                input_error(path, "truncated envelope (the file ends early)")
             } else {
                 read_error(path, e)
             }
         })?;
-        let envelope = Envelope::from_file_prefix(&prefix).map_err(|e| path_error(path, e))?;
+        let envelope = Envelope::from_file_prefix(&prefix).map_err(|e| input_error(path, e))?;
         let body_len = file_len - prefix_len as u64;
         if body_len != envelope.header.cm_len {
-            return Err(path_error(
+            return Err(input_error(
                 path,
                 format!(
                     "the message ciphertext is {body_len} bytes but the signed header says {} (truncated or altered file)",
@@ -210,10 +224,23 @@ impl EnvelopeFile {
     }
 
     fn cm_mismatch(&self) -> anyhow::Error {
-        path_error(
-            &self.path,
+        crate::error::invalid(format!(
+            "{}: {}",
+            crate::files::shown(&self.path),
             "the message ciphertext does not hash to the value in the signed header: the file was altered",
-        )
+        ))
+    }
+
+    /// `c_m` in memory (for envelopes whose header bounds it to a few KiB,
+    /// such as a contract signature's).
+    pub fn read_cm(&mut self) -> Result<Vec<u8>> {
+        self.rewind_body()?;
+        let mut cm = Vec::new();
+        (&mut self.file)
+            .take(self.envelope.header.cm_len)
+            .read_to_end(&mut cm)
+            .map_err(|e| read_error(&self.path, e))?;
+        Ok(cm)
     }
 
     /// Stream `c_m` and check its length and `H(c_m)` against the header.
@@ -248,7 +275,7 @@ impl EnvelopeFile {
     ) -> Result<Digest32, DecryptError> {
         self.rewind_body()?;
         let mut opener = MessageOpener::new(km, self.envelope.header.cm_len)
-            .map_err(|e| path_error(&self.path, e))?;
+            .map_err(|e| input_error(&self.path, e))?;
         let mut sha = Sha256::new();
         let mut cm = CmHasher::default();
         let mut buf = vec![0u8; CHUNK + TAG];
@@ -267,7 +294,7 @@ impl EnvelopeFile {
             sha.update(&*plain);
             if let Some((w, path)) = out.as_mut() {
                 w.write_all(&plain)
-                    .map_err(|e| path_error(path, format!("cannot write: {e}")))?;
+                    .map_err(|e| io_error(path, format!("cannot write: {e}")))?;
             }
             chunk += 1;
         }
@@ -291,7 +318,7 @@ impl EnvelopeFile {
         let mut w = io::BufWriter::with_capacity(CHUNK, &mut dest);
         let got = self.decrypt_stream(km, Some((&mut w, out)))?;
         w.flush()
-            .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+            .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
         drop(w);
         if got != expected_sha256 {
             return Err(DecryptError::WrongMessage {
@@ -351,7 +378,7 @@ impl Ciphertext for FileCiphertext<'_> {
 
 /// SHA-256 of a file, streamed (for `vtp verify --message`).
 pub fn sha256_file(path: &Path) -> Result<Digest32> {
-    let mut f = File::open(path).map_err(|e| path_error(path, format!("cannot open: {e}")))?;
+    let mut f = open_stream(path)?;
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {

@@ -78,24 +78,7 @@ pub fn format_timestamp(t: Timestamp) -> String {
 /// A span of seconds, for messages ("90days", "1h 59m 58s"), in units that
 /// `--deadline` accepts back (no months: their length is ambiguous).
 pub fn format_span(secs: u64) -> String {
-    if secs == 0 {
-        return "0s".into();
-    }
-    let parts = [
-        (secs / 86400, "days"),
-        (secs % 86400 / 3600, "h"),
-        (secs % 3600 / 60, "m"),
-        (secs % 60, "s"),
-    ];
-    parts
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, u)| match (*n, *u) {
-            (1, "days") => "1day".to_string(),
-            (n, u) => format!("{n}{u}"),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    vtp_protocol::error::span(secs)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::claim::Claim;
 use vtp_protocol::encoding::WIRE_VERSION;
@@ -28,6 +28,8 @@ use vtp_protocol::wire::{
     Response, UnclaimedRequest, WireError, DEFAULT_MAX_FRAME,
 };
 use vtp_protocol::ProtocolError;
+
+use crate::error;
 
 /// Connect, read and write timeout unless `--timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,10 +53,36 @@ impl TpRefused {
     }
 }
 
-/// Where the TP is and how long to wait for it.
+/// The port of a TP address given without one.
+pub const DEFAULT_PORT: u16 = 7400;
+
+/// `HOST[:PORT]` (also `[V6]`, `[V6]:PORT` and a bare IPv6 address) with
+/// the default port filled in, and whether it had to be.
+pub fn with_default_port(addr: &str) -> (String, bool) {
+    let a = addr.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return match rest.find(']') {
+            Some(i) if rest[i + 1..].is_empty() => (format!("{a}:{DEFAULT_PORT}"), true),
+            _ => (a.to_string(), false),
+        };
+    }
+    match a.matches(':').count() {
+        0 => (format!("{a}:{DEFAULT_PORT}"), true),
+        1 => (a.to_string(), false),
+        _ => (format!("[{a}]:{DEFAULT_PORT}"), true),
+    }
+}
+
+/// Where the TP is (one or more addresses, tried in order: the ones a TP
+/// card publishes, or the one given) and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct TpClient {
-    addr: String,
+    /// `host:port`, the default port filled in.
+    addrs: Vec<String>,
+    /// As shown in messages.
+    shown: String,
+    /// Some address was given without a port (for the hint when it fails).
+    port_defaulted: bool,
     timeout: Duration,
 }
 
@@ -69,44 +97,102 @@ fn response_name(r: &Response) -> &'static str {
 }
 
 impl TpClient {
+    /// A TP at `HOST[:PORT]` (default port [`DEFAULT_PORT`]).
     pub fn new(addr: &str, timeout: Duration) -> Self {
+        Self::with_addresses(&[addr.to_string()], timeout)
+    }
+
+    /// A TP reachable at any of `addrs`, tried in order.
+    pub fn with_addresses(addrs: &[String], timeout: Duration) -> Self {
+        let mut port_defaulted = false;
+        let addrs: Vec<String> = addrs
+            .iter()
+            .map(|a| {
+                let (a, defaulted) = with_default_port(a);
+                port_defaulted |= defaulted;
+                a
+            })
+            .collect();
         TpClient {
-            addr: addr.to_string(),
+            shown: addrs.join(" or "),
+            addrs,
+            port_defaulted,
             timeout,
         }
     }
 
+    /// The address(es), for messages.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.shown
+    }
+
+    fn port_hint(&self) -> &'static str {
+        if self.port_defaulted {
+            " (no port was given, so the default port 7400 was used)"
+        } else {
+            ""
+        }
     }
 
     fn io_error(&self, doing: &str, e: io::Error) -> anyhow::Error {
-        io_error(&self.addr, Some(self.timeout), doing, e)
+        io_error(self.addr(), Some(self.timeout), doing, e)
     }
 
     fn connect(&self) -> Result<TcpStream> {
-        let addrs: Vec<_> = self
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| anyhow!("cannot resolve the TP address {}: {e}", self.addr))?
-            .collect();
-        let mut last = None;
-        for a in &addrs {
-            match TcpStream::connect_timeout(a, self.timeout) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(self.timeout))
-                        .and_then(|_| s.set_write_timeout(Some(self.timeout)))
-                        .and_then(|_| s.set_nodelay(true))
-                        .map_err(|e| self.io_error("connecting", e))?;
-                    return Ok(s);
+        let mut problems = Vec::new();
+        for addr in &self.addrs {
+            let resolved: Vec<_> = match addr.to_socket_addrs() {
+                Ok(r) => r.collect(),
+                Err(e) => {
+                    problems.push(format!("cannot resolve the TP address {addr}: {e}"));
+                    continue;
                 }
-                Err(e) => last = Some(e),
+            };
+            if resolved.is_empty() {
+                problems.push(format!("the TP address {addr} resolves to nothing"));
+            }
+            for a in &resolved {
+                crate::detail!("connecting to the TP at {addr} ({a})");
+                match TcpStream::connect_timeout(a, self.timeout) {
+                    Ok(s) => {
+                        s.set_read_timeout(Some(self.timeout))
+                            .and_then(|_| s.set_write_timeout(Some(self.timeout)))
+                            .and_then(|_| s.set_nodelay(true))
+                            .map_err(|e| self.io_error("connecting", e))?;
+                        return Ok(s);
+                    }
+                    Err(e) => problems.push(format!("cannot reach the TP at {addr}: {e}")),
+                }
             }
         }
-        match last {
-            Some(e) => Err(anyhow!("cannot reach the TP at {}: {e}", self.addr)),
-            None => bail!("the TP address {} resolves to nothing", self.addr),
+        Err(error::tp_unreachable(format!(
+            "{}{}",
+            problems.join("; "),
+            self.port_hint()
+        )))
+    }
+
+    /// What answered is not a vtp TP: show what it said, if it is text (an
+    /// SSH or SMTP banner, an HTTP error page).
+    fn not_a_tp(&self, stream: &mut TcpStream, head: [u8; 4]) -> anyhow::Error {
+        let mut seen = head.to_vec();
+        let mut more = [0u8; 60];
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+        if let Ok(n) = stream.read(&mut more) {
+            seen.extend_from_slice(&more[..n]);
         }
+        let text: String = String::from_utf8_lossy(&seen)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        error::tp_unreachable(format!(
+            "the service at {} is not a vtp TP (it answered {text:?}){}",
+            self.addr(),
+            self.port_hint()
+        ))
     }
 
     /// One request, one response. `Response::Error` becomes an error.
@@ -121,23 +207,26 @@ impl TpClient {
         stream
             .read_exact(&mut head)
             .map_err(|e| self.io_error("waiting for the response", e))?;
-        let mut body = vec![0u8; response_len(&self.addr, head)?];
+        if looks_like_text(head) {
+            return Err(self.not_a_tp(&mut stream, head));
+        }
+        let mut body = vec![0u8; response_len(self.addr(), head)?];
         stream
             .read_exact(&mut body)
             .map_err(|e| self.io_error("reading the response", e))?;
         Answer {
-            addr: &self.addr,
+            addr: self.addr(),
             body: &body,
         }
         .decode()
     }
 
     fn unexpected(&self, got: &Response, asked: &str) -> anyhow::Error {
-        anyhow!(
+        error::tp_unreachable(format!(
             "the TP at {} answered {asked} with {}",
-            self.addr,
+            self.addr(),
             response_name(got)
-        )
+        ))
     }
 
     /// `GetCard`: the TP's self-signed card (checked on decode). Whether it
@@ -177,7 +266,7 @@ impl TpClient {
 /// encoded request.
 pub fn request_frame(req: &Request) -> Result<Vec<u8>> {
     let payload = encode_request(req);
-    let len = u32::try_from(payload.len()).map_err(|_| anyhow!("request too large"))?;
+    let len = u32::try_from(payload.len()).map_err(|_| anyhow::anyhow!("request too large"))?;
     let mut frame = Vec::with_capacity(4 + payload.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&payload);
@@ -189,11 +278,18 @@ pub fn request_frame(req: &Request) -> Result<Vec<u8>> {
 fn response_len(addr: &str, head: [u8; 4]) -> Result<usize> {
     let n = u32::from_be_bytes(head) as usize;
     if n > MAX_RESPONSE {
-        bail!(
-            "the TP at {addr} sent a {n}-byte response, more than the {MAX_RESPONSE}-byte limit; refused"
-        );
+        return Err(error::tp_unreachable(format!(
+            "the TP at {addr} sent a {n}-byte response, more than the {MAX_RESPONSE}-byte limit; \
+             refused (is it a vtp TP?)"
+        )));
     }
     Ok(n)
+}
+
+/// A frame head of printable ASCII: no honest length is that large, so the
+/// other end speaks another protocol (an SSH or SMTP banner, HTTP).
+fn looks_like_text(head: [u8; 4]) -> bool {
+    head.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
 }
 
 /// What went wrong on the socket, in words that name the TP and the step
@@ -201,16 +297,18 @@ fn response_len(addr: &str, head: [u8; 4]) -> Result<usize> {
 fn io_error(addr: &str, timeout: Option<Duration>, doing: &str, e: io::Error) -> anyhow::Error {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => match timeout {
-            Some(t) => anyhow!(
+            Some(t) => error::tp_unreachable(format!(
                 "the TP at {addr} did not answer within {} while {doing} (see --timeout)",
                 humantime::format_duration(t)
-            ),
-            None => anyhow!("the TP at {addr} did not answer while {doing}"),
+            )),
+            None => error::tp_unreachable(format!("the TP at {addr} did not answer while {doing}")),
         },
-        io::ErrorKind::UnexpectedEof => {
-            anyhow!("the TP at {addr} closed the connection while {doing}")
-        }
-        _ => anyhow!("talking to the TP at {addr} failed while {doing}: {e}"),
+        io::ErrorKind::UnexpectedEof => error::tp_unreachable(format!(
+            "the TP at {addr} closed the connection while {doing}"
+        )),
+        _ => error::tp_unreachable(format!(
+            "talking to the TP at {addr} failed while {doing}: {e}"
+        )),
     }
 }
 
@@ -232,11 +330,14 @@ impl Answer<'_> {
     pub fn decode(&self) -> Result<Response> {
         let addr = self.addr;
         let resp = decode_response(self.body).map_err(|e| match e {
-            ProtocolError::UnsupportedVersion { found, .. } => anyhow!(
+            ProtocolError::UnsupportedVersion { found, .. } => error::tp_unreachable(format!(
                 "the TP at {addr} speaks wire protocol version {found} and this vtp speaks version \
                  {WIRE_VERSION}: use a vtp release that matches the TP"
-            ),
-            e => anyhow!("the TP at {addr} sent a bad response: {e}"),
+            )),
+            _ if !self.body.starts_with(b"VTP") => error::tp_unreachable(format!(
+                "the service at {addr} is not a vtp TP (its answer is not a vtp frame)"
+            )),
+            e => error::tp_unreachable(format!("the TP at {addr} sent a bad response: {e}")),
         })?;
         if let Response::Error(e) = resp {
             return Err(TpRefused(e).into());

@@ -2,10 +2,12 @@
 //! no TP daemon). See `common/mod.rs` for the host-key stand-in TP card.
 
 mod common;
+mod exits;
 
 use std::os::unix::fs::PermissionsExt;
 
 use common::{vtp, World};
+use exits::*;
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -28,6 +30,7 @@ fn help_works_for_every_command() {
         &["receipts"],
         &["unclaimed"],
         &["verify"],
+        &["inspect"],
     ];
     for c in commands {
         let mut args = c.to_vec();
@@ -54,7 +57,7 @@ fn identities() {
     // Never overwrite an identity by accident.
     let before = w.read("alice.id");
     w.vtp(&["id", "new", "--name", "alice2", "--out", "alice.id"])
-        .fails_with("already exists");
+        .fails_as(IO, "already exists");
     assert_eq!(w.read("alice.id"), before);
     w.vtp(&[
         "id", "new", "--name", "alice2", "--out", "alice.id", "--force",
@@ -94,9 +97,14 @@ fn identities() {
 
     // Wrong kinds are named, with the path.
     w.vtp(&["id", "card", "bob.card", "--out", "x.card"])
-        .fails_with("bob.card: this is a identity card file, expected a secret identity");
-    w.vtp(&["tp", "show", "bob.card"])
-        .fails_with("bob.card: this is a identity card file, expected a TP card");
+        .fails_as(
+            BAD_INPUT,
+            "bob.card: this is an identity card file, expected a secret identity",
+        );
+    w.vtp(&["tp", "show", "bob.card"]).fails_as(
+        BAD_INPUT,
+        "bob.card: this is an identity card file, expected a TP card",
+    );
     let r = w.vtp(&["tp", "show", "tp.card"]).ok();
     assert!(
         r.stdout.contains("id:") && r.stdout.contains("RSA-2048"),
@@ -104,7 +112,7 @@ fn identities() {
         r.stdout
     );
     w.vtp(&["id", "show", "missing.id"])
-        .fails_with("missing.id: cannot open");
+        .fails_as(IO, "missing.id: cannot open");
 }
 
 fn message(len: usize) -> Vec<u8> {
@@ -161,7 +169,7 @@ fn outputs_are_never_overwritten_without_force() {
         "a.env",
     ];
     w.vtp(&args)
-        .fails_with("a.env: already exists (use --force");
+        .fails_as(IO, "a.env: already exists (use --force");
     assert_eq!(w.read("a.env"), before);
     let mut forced = args.to_vec();
     forced.push("--force");
@@ -188,7 +196,7 @@ fn outputs_are_never_overwritten_without_force() {
         "--out",
         "b.env",
     ])
-    .fails_with("not a regular file");
+    .fails_as(IO, "not a regular file");
 }
 
 #[test]
@@ -220,9 +228,9 @@ fn deadlines_on_the_command_line() {
         "{}",
         r.stderr
     );
-    send("2020-01-01T00:00:00Z").fails_with("deadline passed");
-    send("1000days").fails_with("the TP accepts at most");
-    send("2s").fails_with("needed to be able to claim");
+    send("2020-01-01T00:00:00Z").fails_as(USAGE, "deadline passed");
+    send("1000days").fails_as(USAGE, "the TP accepts at most");
+    send("2s").fails_as(USAGE, "needed to be able to claim");
     let t = common::now() + 7200;
     let rfc = time::OffsetDateTime::from_unix_timestamp(t as i64)
         .unwrap()
@@ -240,7 +248,7 @@ fn accept_refuses_bad_envelopes() {
     w.vtp(&[
         "accept", "--as", "chris.id", "--tp", "tp.card", "a.env", "--out", "r",
     ])
-    .fails_with("addressed to someone else");
+    .fails_as(INVALID, "addressed to someone else");
     // 1 h left, Bob wants 2 h.
     w.vtp(&[
         "accept",
@@ -254,7 +262,7 @@ fn accept_refuses_bad_envelopes() {
         "--min-time-left",
         "2h",
     ])
-    .fails_with("deadline");
+    .fails_as(INVALID, "deadline");
     // c_m tampered (last byte of the file).
     w.flipped("a.env", -1, "tampered.env");
     w.vtp(&[
@@ -267,7 +275,7 @@ fn accept_refuses_bad_envelopes() {
         "--out",
         "r",
     ])
-    .fails_with("does not hash to the value in the signed header");
+    .fails_as(INVALID, "does not hash to the value in the signed header");
     // Truncated body.
     let b = w.read("a.env");
     w.write("short.env", &b[..b.len() - 1]);
@@ -281,7 +289,7 @@ fn accept_refuses_bad_envelopes() {
         "--out",
         "r",
     ])
-    .fails_with("truncated or altered");
+    .fails_as(BAD_INPUT, "truncated or altered");
     // Bob trusts another TP.
     w.vtp(&[
         "accept",
@@ -293,12 +301,15 @@ fn accept_refuses_bad_envelopes() {
         "--out",
         "r",
     ])
-    .fails_with("another TP");
+    .fails_as(INVALID, "another TP");
     // A receipt is not an envelope.
     w.vtp(&[
         "accept", "--as", "bob.id", "--tp", "tp.card", "bob.card", "--out", "r",
     ])
-    .fails_with("bob.card: this is a identity card file, expected a envelope");
+    .fails_as(
+        BAD_INPUT,
+        "bob.card: this is an identity card file, expected an envelope",
+    );
     assert!(!w.path("r").exists(), "no receipt for a refused envelope");
     // And the good one is accepted.
     w.vtp(&[
@@ -323,7 +334,7 @@ fn reveal_and_open_refuse_what_does_not_fit() {
         "--out",
         "o",
     ])
-    .fails_with("only its sender can reveal");
+    .fails_as(INVALID, "only its sender can reveal");
     w.vtp(&[
         "reveal",
         "--as",
@@ -333,9 +344,12 @@ fn reveal_and_open_refuse_what_does_not_fit() {
         "--out",
         "o",
     ])
-    .fails_with("b.receipt: refused: receipt does not match");
+    .fails_as(INVALID, "b.receipt: refused: receipt does not match");
     w.vtp(&["reveal", "--as", "alice.id", "a.env", "a.env", "--out", "o"])
-        .fails_with("a.env: this is a envelope file, expected a receipt");
+        .fails_as(
+            BAD_INPUT,
+            "a.env: this is an envelope file, expected a receipt",
+        );
 
     // A tampered opening (a byte of the secret, at the end of the file).
     w.flipped("a.opening", -1, "bad.opening");
@@ -348,10 +362,13 @@ fn reveal_and_open_refuse_what_does_not_fit() {
         "--out",
         "m",
     ])
-    .fails_with("bad.opening: refused: opening does not match: it does not open z");
+    .fails_as(
+        INVALID,
+        "bad.opening: refused: opening does not match: it does not open z",
+    );
     // An opening for another envelope.
     w.vtp(&["open", "--as", "bob.id", "a.env", "b.opening", "--out", "m"])
-        .fails_with("it is for another envelope");
+        .fails_as(INVALID, "it is for another envelope");
     // Not Chris's to open.
     w.vtp(&[
         "open",
@@ -362,7 +379,7 @@ fn reveal_and_open_refuse_what_does_not_fit() {
         "--out",
         "m",
     ])
-    .fails_with("addressed to someone else");
+    .fails_as(INVALID, "addressed to someone else");
     // The envelope's message body was altered after acceptance.
     w.flipped("a.env", -1, "tampered.env");
     w.vtp(&[
@@ -374,7 +391,7 @@ fn reveal_and_open_refuse_what_does_not_fit() {
         "--out",
         "m",
     ])
-    .fails_with("does not decrypt");
+    .fails_as(INVALID, "does not decrypt");
     assert!(
         !w.path("m").exists(),
         "nothing written for a refused opening"
@@ -390,7 +407,7 @@ fn reveal_and_open_refuse_what_does_not_fit() {
         "--tp",
         "other-tp.card",
     ])
-    .fails_with("another TP");
+    .fails_as(INVALID, "another TP");
     w.vtp(&["open", "--as", "bob.id", "a.env", "a.opening", "--out", "m"])
         .ok();
     assert_eq!(w.read("m"), b"message a");
@@ -467,7 +484,7 @@ fn verify_gives_a_verdict() {
             "other.msg",
             "--json",
         ])
-        .fails_with("the evidence is invalid");
+        .fails_as(INVALID, "the evidence is invalid");
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["valid"], false);
     assert!(
@@ -477,7 +494,7 @@ fn verify_gives_a_verdict() {
 
     // No opening and no affidavit: nothing proves delivery.
     w.vtp(&["verify", "--tp", "tp.card", "a.env", "a.receipt"])
-        .fails_with("nothing proves delivery");
+        .fails_as(INVALID, "nothing proves delivery");
     // Another TP card.
     w.vtp(&[
         "verify",
@@ -488,7 +505,7 @@ fn verify_gives_a_verdict() {
         "--opening",
         "a.opening",
     ])
-    .fails_with("another TP");
+    .fails_as(INVALID, "another TP");
 }
 
 #[test]

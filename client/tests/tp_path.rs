@@ -6,6 +6,7 @@
 //! token are exercised by the end-to-end tests.
 
 mod common;
+mod exits;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
 use common::{now, read_frame, write_frame, TestTp, World};
+use exits::*;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
 use vtp_protocol::affidavit::{Affidavit, AffidavitBody, ChainPosition};
@@ -235,7 +237,7 @@ fn claim_then_receipts_then_judge() {
         "claim",
         "--as",
         "bob.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "a.env",
         "a.receipt",
@@ -278,7 +280,7 @@ fn claim_then_receipts_then_judge() {
             "receipts",
             "--as",
             "alice.id",
-            "--tp",
+            "--tp-addr",
             &tp,
             "--out-dir",
             "got",
@@ -309,21 +311,21 @@ fn claim_then_receipts_then_judge() {
         "receipts",
         "--as",
         "alice.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "--out-dir",
         "got",
         "--expect-tp",
         "other-tp.card",
     ])
-    .fails_with("refusing to talk to the wrong TP");
+    .fails_as(INVALID, "refusing to talk to the wrong TP");
     // Bob has no receipts as a sender.
     let r = w
         .vtp(&[
             "receipts",
             "--as",
             "bob.id",
-            "--tp",
+            "--tp-addr",
             &tp,
             "--out-dir",
             "bobs",
@@ -336,13 +338,13 @@ fn claim_then_receipts_then_judge() {
         "unclaimed",
         "--as",
         "alice.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "a.env",
         "--out",
         "u",
     ])
-    .fails_with("TP refused: this envelope was resolved");
+    .fails_as(TP_REFUSED, "TP refused: this envelope was resolved");
 }
 
 #[test]
@@ -354,7 +356,7 @@ fn receipts_come_in_pages_and_resume_with_since() {
             "receipts",
             "--as",
             "alice.id",
-            "--tp",
+            "--tp-addr",
             &tp,
             "--out-dir",
             "got",
@@ -370,7 +372,15 @@ fn receipts_come_in_pages_and_resume_with_since() {
             format!("{tag}.out"),
         );
         w.vtp(&[
-            "claim", "--as", "bob.id", "--tp", &tp, &env, &rc, "--out", &out,
+            "claim",
+            "--as",
+            "bob.id",
+            "--tp-addr",
+            &tp,
+            &env,
+            &rc,
+            "--out",
+            &out,
         ])
         .ok();
     };
@@ -415,40 +425,40 @@ fn claim_refuses_the_wrong_tp_and_foreign_receipts() {
         "claim",
         "--as",
         "bob.id",
-        "--tp",
+        "--tp-addr",
         &impostor,
         "a.env",
         "a.receipt",
         "--out",
         "m",
     ])
-    .fails_with("refusing to talk to the wrong TP");
+    .fails_as(INVALID, "refusing to talk to the wrong TP");
     let tp = spawn_tp(0x42);
     w.vtp(&[
         "claim",
         "--as",
         "chris.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "a.env",
         "a.receipt",
         "--out",
         "m",
     ])
-    .fails_with("addressed to someone else");
+    .fails_as(INVALID, "addressed to someone else");
     w.exchange("b", b"other");
     w.vtp(&[
         "claim",
         "--as",
         "bob.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "a.env",
         "b.receipt",
         "--out",
         "m",
     ])
-    .fails_with("b.receipt: refused: receipt does not match");
+    .fails_as(INVALID, "b.receipt: refused: receipt does not match");
     // Nobody listening.
     let dead = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -458,14 +468,14 @@ fn claim_refuses_the_wrong_tp_and_foreign_receipts() {
         "claim",
         "--as",
         "bob.id",
-        "--tp",
+        "--tp-addr",
         &dead.to_string(),
         "a.env",
         "a.receipt",
         "--out",
         "m",
     ])
-    .fails_with("cannot reach the TP");
+    .fails_as(TP_UNREACHABLE, "cannot reach the TP");
     assert!(!w.path("m").exists());
 }
 
@@ -505,12 +515,12 @@ fn invalid_envelope_voids_the_receipt() {
         "--out",
         "o",
     ])
-    .fails_with("refused");
+    .fails_as(INVALID, "refused");
     w.vtp(&[
         "claim",
         "--as",
         "bob.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "bad.env",
         "bad.receipt",
@@ -519,7 +529,8 @@ fn invalid_envelope_voids_the_receipt() {
         "--affidavit-out",
         "bad.aff",
     ])
-    .fails_with(
+    .fails_as(
+        INVALID,
         "the TP found this envelope invalid: your receipt is void (affidavit saved to bad.aff)",
     );
     assert!(!w.path("m").exists());
@@ -532,7 +543,7 @@ fn invalid_envelope_voids_the_receipt() {
         "--affidavit",
         "bad.aff",
     ])
-    .fails_with("void");
+    .fails_as(INVALID, "void");
 }
 
 #[test]
@@ -578,7 +589,7 @@ fn a_released_key_that_does_not_open_the_message() {
     ])
     .ok();
     w.vtp(&["open", "--as", "bob.id", "c.env", "c.opening", "--out", "m"])
-        .fails_with("the sender's envelope is bad");
+        .fails_as(INVALID, "the sender's envelope is bad");
     // The judge sees it too.
     w.vtp(&[
         "verify",
@@ -591,14 +602,14 @@ fn a_released_key_that_does_not_open_the_message() {
         "--message",
         "c.msg",
     ])
-    .fails_with("does not decrypt");
+    .fails_as(INVALID, "does not decrypt");
     // The TP path: resolved, the key does not open it, the affidavit is
     // kept and the void evidence written next to the message's path.
     w.vtp(&[
         "claim",
         "--as",
         "bob.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "c.env",
         "c.receipt",
@@ -607,7 +618,7 @@ fn a_released_key_that_does_not_open_the_message() {
         "--affidavit-out",
         "c.aff",
     ])
-    .fails_with("the sender cheated: receipt void");
+    .fails_as(INVALID, "the sender cheated: receipt void");
     assert!(!w.path("m").exists());
     assert!(w.path("c.aff").exists());
     assert!(w.path("m.void-evidence").exists());
@@ -626,8 +637,10 @@ fn a_released_key_that_does_not_open_the_message() {
         w.vtp(&args)
     };
     judge(&[]).ok();
-    judge(&["--void-evidence", "m.void-evidence"])
-        .fails_with("does not decrypt the message ciphertext (chunk 0 fails authentication)");
+    judge(&["--void-evidence", "m.void-evidence"]).fails_as(
+        INVALID,
+        "does not decrypt the message ciphertext (chunk 0 fails authentication)",
+    );
 }
 
 #[test]
@@ -640,7 +653,7 @@ fn unclaimed_certificate() {
             "unclaimed",
             "--as",
             "bob.id",
-            "--tp",
+            "--tp-addr",
             &tp,
             "a.env",
             "--out",
@@ -670,19 +683,22 @@ fn unclaimed_certificate() {
         "--affidavit",
         "a.unclaimed",
     ])
-    .fails_with("never resolved");
+    .fails_as(INVALID, "never resolved");
     w.vtp(&[
         "unclaimed",
         "--as",
         "chris.id",
-        "--tp",
+        "--tp-addr",
         &tp,
         "a.env",
         "--out",
         "x",
     ])
-    .fails_with("neither the sender nor the recipient");
+    .fails_as(INVALID, "neither the sender nor the recipient");
     // An affidavit is not a receipt.
     w.vtp(&["verify", "--tp", "tp.card", "a.env", "a.unclaimed"])
-        .fails_with("a.unclaimed: this is a TP affidavit file, expected a receipt");
+        .fails_as(
+            BAD_INPUT,
+            "a.unclaimed: this is a TP affidavit file, expected a receipt",
+        );
 }

@@ -113,12 +113,25 @@ pub struct TrustedParty {
 
 impl TrustedParty {
     /// Check every key (policy attributes, OAEP self-test), export the public
-    /// halves, and have the token sign the TP card.
+    /// halves, and have the token sign the TP card (one without addresses).
     pub fn open(
         token: Arc<Token>,
         keys: TpKeys,
         name: &str,
         policy: Policy,
+        now: Timestamp,
+    ) -> Result<Self, DeviceError> {
+        Self::open_with_addresses(token, keys, name, policy, Vec::new(), now)
+    }
+
+    /// [`Self::open`], the card also publishing (and signing) the addresses
+    /// where clients reach the TP.
+    pub fn open_with_addresses(
+        token: Arc<Token>,
+        keys: TpKeys,
+        name: &str,
+        policy: Policy,
+        addresses: Vec<String>,
         now: Timestamp,
     ) -> Result<Self, DeviceError> {
         if !keys.encryption.contains(&keys.current) {
@@ -154,13 +167,16 @@ impl TrustedParty {
             policy,
             created: now,
         };
-        let sig = token.sign_p256(keys.signing, &body.signing_digest().0)?;
+        let sig = token.sign_p256(keys.signing, &body.signing_digest_with(&addresses).0)?;
         // Verifying the token's signature here catches a signing key whose
         // public half is not the one exported (a broken token or object mix-up).
-        let card = TpCard::assemble(body, Signature(sig)).map_err(|e| DeviceError::KeyPolicy {
-            id_hex: keys.signing.to_string(),
-            problem: format!("the token's signature on the TP card does not verify: {e}"),
-        })?;
+        let card =
+            TpCard::assemble_with_addresses(body, addresses, Signature(sig)).map_err(|e| {
+                DeviceError::KeyPolicy {
+                    id_hex: keys.signing.to_string(),
+                    problem: format!("the token's signature on the TP card does not verify: {e}"),
+                }
+            })?;
         Ok(TrustedParty { token, keys, card })
     }
 

@@ -208,13 +208,13 @@ impl Refusal {
                 time(*at)
             ),
             Refusal::DeadlinePassed { deadline, now } => format!(
-                "the deadline passed {} s ago; the TP no longer resolves this envelope",
-                now.saturating_sub(*deadline)
+                "the deadline passed {} ago; the TP no longer resolves this envelope",
+                crate::error::span(now.saturating_sub(*deadline))
             ),
             Refusal::TooEarly { deadline, now } => format!(
-                "too early: the deadline is {} ({} s from now on the TP's clock)",
+                "too early: the deadline is {} ({} from now on the TP's clock)",
                 time(*deadline),
-                deadline.saturating_sub(*now)
+                crate::error::span(deadline.saturating_sub(*now))
             ),
             Refusal::Resolved { at } => format!(
                 "this envelope was resolved at {}; no unclaimed certificate",

@@ -71,7 +71,8 @@ impl Kind {
             Kind::VoidEvidence => "void evidence",
         }
     }
-    fn from_byte(b: u8) -> Option<Kind> {
+    /// The kind a file's fourth byte names.
+    pub fn from_byte(b: u8) -> Option<Kind> {
         use Kind::*;
         [
             IdentitySecret,
@@ -114,6 +115,12 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
 
 /// Check the prefix of `bytes` and return the body after it.
 pub fn check_prefix(kind: Kind, bytes: &[u8]) -> Result<&[u8], ProtocolError> {
+    if bytes.len() < PREFIX_LEN
+        && MAGIC.starts_with(&bytes[..bytes.len().min(3)])
+        && !bytes.is_empty()
+    {
+        return Err(ProtocolError::Truncated { what: kind.name() });
+    }
     if bytes.len() < PREFIX_LEN || &bytes[..3] != MAGIC {
         return Err(ProtocolError::malformed(
             kind.name(),
@@ -151,12 +158,39 @@ pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, Protoc
     decode_body(kind, body)
 }
 
+thread_local! {
+    static FAILED_CHECK: std::cell::RefCell<Option<ProtocolError>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A check that failed while a value was being decoded (a card's
+/// signature, a point off the curve). serde hands postcard only a message
+/// it discards, so the error is kept here for [`decode_body`] to report.
+pub(crate) fn failed_check(e: ProtocolError) -> ProtocolError {
+    FAILED_CHECK.with(|c| *c.borrow_mut() = Some(e.clone()));
+    e
+}
+
+/// What went wrong decoding a `kind`, in words: a cut-off file is
+/// "truncated receipt", not the decoder's "hit the end of buffer".
+fn decode_error(kind: Kind, e: postcard::Error) -> ProtocolError {
+    let what = kind.name();
+    match e {
+        postcard::Error::DeserializeUnexpectedEnd => ProtocolError::Truncated { what },
+        postcard::Error::SerdeDeCustom => match FAILED_CHECK.with(|c| c.borrow_mut().take()) {
+            Some(inner) => ProtocolError::malformed(what, inner),
+            None => ProtocolError::malformed(what, "a value in it fails its checks"),
+        },
+        e => ProtocolError::malformed(what, format!("corrupted data ({e})")),
+    }
+}
+
 pub(crate) fn decode_body<T: DeserializeOwned>(
     kind: Kind,
     body: &[u8],
 ) -> Result<T, ProtocolError> {
-    let (value, rest) = postcard::take_from_bytes(body)
-        .map_err(|e| ProtocolError::malformed(kind.name(), format!("cannot decode: {e}")))?;
+    FAILED_CHECK.with(|c| *c.borrow_mut() = None);
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| decode_error(kind, e))?;
     if !rest.is_empty() {
         return Err(ProtocolError::malformed(
             kind.name(),
@@ -171,6 +205,9 @@ pub mod domain {
     pub const IDENTITY_CARD: &str = "vtp/v1/identity-card";
     pub const IDENTITY_ID: &str = "vtp/v1/identity-id";
     pub const TP_CARD: &str = "vtp/v1/tp-card";
+    /// A TP card that also signs the TP's addresses (layout 2, see
+    /// `crate::tp_card`).
+    pub const TP_CARD_ADDRESSED: &str = "vtp/v2/tp-card";
     pub const TP_ID: &str = "vtp/v1/tp-id";
     pub const ENVELOPE: &str = "vtp/v1/envelope";
     pub const ENVELOPE_ID: &str = "vtp/v1/envelope-id";

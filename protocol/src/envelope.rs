@@ -4,6 +4,7 @@
 //! postcard(Envelope) || c_m`. The TP only ever needs the [`Envelope`] part, so
 //! its work does not depend on the size of the message.
 
+use crate::error::span;
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{self, canonical, domain, signing_digest, tagged_hash, Kind, PREFIX_LEN};
@@ -373,17 +374,17 @@ fn check_created(h: &EnvelopeHeader, now: Timestamp, tp: &TpCard) -> Result<(), 
     let p = tp.policy();
     if h.created > now.saturating_add(p.clock_skew_secs) {
         return Err(ProtocolError::Refused(format!(
-            "the envelope says it was made {} s in the future (the TP allows {} s of clock skew)",
-            h.created - now,
-            p.clock_skew_secs
+            "the envelope says it was made {} in the future (the TP allows {} of clock skew)",
+            span(h.created - now),
+            span(p.clock_skew_secs)
         )));
     }
     let horizon = p.max_deadline_secs.saturating_add(p.clock_skew_secs);
     if h.deadline.saturating_sub(h.created) > horizon {
         return Err(ProtocolError::Deadline(format!(
-            "the deadline is {} s after the envelope was made, the TP accepts at most {} s",
-            h.deadline - h.created,
-            p.max_deadline_secs
+            "the deadline is {} after the envelope was made, the TP accepts at most {}",
+            span(h.deadline - h.created),
+            span(p.max_deadline_secs)
         )));
     }
     Ok(())
@@ -439,40 +440,42 @@ pub fn check_deadline(
     let need = min_time_left.max(tp_need);
     if deadline <= now {
         return Err(ProtocolError::Deadline(format!(
-            "the deadline passed {} s ago",
-            now - deadline
+            "the deadline passed {} ago",
+            span(now - deadline)
         )));
     }
     if deadline - now < need {
         let why = if min_time_left > tp_need {
-            "asked for".to_string()
+            "the minimum asked for".to_string()
         } else {
             format!(
-                "the TP's claim window of {} s plus the {} s its clock may differ from yours",
-                p.min_claim_window_secs, p.clock_skew_secs
+                "the TP's claim window of {} plus the {} its clock may differ from yours",
+                span(p.min_claim_window_secs),
+                span(p.clock_skew_secs)
             )
         };
         return Err(ProtocolError::Deadline(format!(
-            "only {} s left before the deadline, at least {need} s are needed to be able to claim ({why})",
-            deadline - now
+            "only {} left before the deadline, at least {} are needed to be able to claim ({why})",
+            span(deadline - now),
+            span(need)
         )));
     }
     if deadline - now > p.max_deadline_secs.saturating_add(p.clock_skew_secs) {
         return Err(ProtocolError::Deadline(format!(
-            "the deadline is {} s away, the TP accepts at most {} s",
-            deadline - now,
-            p.max_deadline_secs
+            "the deadline is {} away, the TP accepts at most {}",
+            span(deadline - now),
+            span(p.max_deadline_secs)
         )));
     }
     let latest = tp.latest_deadline();
     if deadline > latest {
         return Err(ProtocolError::Deadline(format!(
-            "the deadline is {} s later than this TP card allows (deadlines at most {} s after \
-             the card was signed, and it was signed {} s ago): get the TP's current card, or \
+            "the deadline is {} later than this TP card allows (deadlines at most {} after \
+             the card was signed, and it was signed {} ago): get the TP's current card, or \
              choose an earlier deadline",
-            deadline - latest,
-            p.max_deadline_secs,
-            now.saturating_sub(tp.body().created)
+            span(deadline - latest),
+            span(p.max_deadline_secs),
+            span(now.saturating_sub(tp.body().created))
         )));
     }
     Ok(())
@@ -746,9 +749,9 @@ mod tests {
         assert!(matches!(e, ProtocolError::Deadline(_)), "{e}");
         let e = e.to_string();
         assert!(
-            e.contains("only 359 s left")
-                && e.contains("at least 360 s")
-                && e.contains("claim window of 60 s plus the 300 s"),
+            e.contains("only 5m 59s left")
+                && e.contains("at least 6m")
+                && e.contains("claim window of 1m plus the 5m"),
             "{e}"
         );
         // Exactly the window plus the skew: accepted.
@@ -759,10 +762,7 @@ mod tests {
             .check_for_recipient(bob.id(), std::slice::from_ref(&tp), NOW - 1, 600)
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("at least 600 s") && e.contains("asked for"),
-            "{e}"
-        );
+        assert!(e.contains("at least 10m") && e.contains("asked for"), "{e}");
     }
 
     #[test]
@@ -773,8 +773,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.contains("at least 360 s are needed")
-                && e.contains("claim window of 60 s plus the 300 s"),
+            e.contains("at least 6m are needed") && e.contains("claim window of 1m plus the 5m"),
             "{e}"
         );
         assert!(prepare(&alice, bob.card(), &tp, NOW + 360, NOW, [7; 32]).is_ok());

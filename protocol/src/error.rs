@@ -7,7 +7,10 @@ use thiserror::Error;
 pub enum ProtocolError {
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
-    #[error("this is a {found} file, expected a {expected}")]
+    /// The data ends before the value does (a cut-off file or frame).
+    #[error("truncated {what} (the data ends early)")]
+    Truncated { what: &'static str },
+    #[error("this is {} file, expected {}", a(found), a(expected))]
     WrongKind {
         expected: &'static str,
         found: &'static str,
@@ -28,12 +31,47 @@ pub enum ProtocolError {
     DoesNotDecrypt,
 }
 
+/// `name` with its indefinite article ("an envelope", "a TP card"); a
+/// mass noun ("void evidence") goes without.
+pub fn a(name: &str) -> String {
+    if name == "void evidence" {
+        return name.to_string();
+    }
+    match name.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {name}"),
+        _ => format!("a {name}"),
+    }
+}
+
+/// A span of seconds in the units `--deadline` takes ("90days", "1h 59m
+/// 58s", "6m"): what every message about time shows, never bare seconds.
+pub fn span(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    [
+        (secs / 86400, "days"),
+        (secs % 86400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+        (secs % 60, "s"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, u)| match (*n, *u) {
+        (1, "days") => "1day".to_string(),
+        (n, u) => format!("{n}{u}"),
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
 impl ProtocolError {
     /// The wire code a TP answers this failure with.
     pub fn wire_code(&self) -> crate::wire::ErrorCode {
         use crate::wire::ErrorCode;
         match self {
             ProtocolError::Malformed { .. }
+            | ProtocolError::Truncated { .. }
             | ProtocolError::WrongKind { .. }
             | ProtocolError::UnsupportedVersion { .. } => ErrorCode::Malformed,
             ProtocolError::BadSignature { .. }
@@ -55,5 +93,28 @@ impl ProtocolError {
             what,
             detail: detail.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn articles_and_spans() {
+        let e = ProtocolError::WrongKind {
+            expected: "envelope",
+            found: "identity card",
+        };
+        assert_eq!(
+            e.to_string(),
+            "this is an identity card file, expected an envelope"
+        );
+        assert_eq!(a("TP card"), "a TP card");
+        assert_eq!(a("opening"), "an opening");
+        assert_eq!(a("void evidence"), "void evidence");
+        assert_eq!(span(360), "6m");
+        assert_eq!(span(86400 + 7199), "1day 1h 59m 59s");
+        assert_eq!(span(0), "0s");
     }
 }

@@ -43,25 +43,29 @@ pub struct IdentityCard {
 impl TryFrom<RawCard> for IdentityCard {
     type Error = ProtocolError;
     fn try_from(raw: RawCard) -> Result<Self, ProtocolError> {
-        let body = canonical(&raw.body);
-        // The same card comes back in exchange after exchange: check its
-        // self-signature once per process (see `crate::cache`).
-        let memo = cache::card_key(MEMO_DOMAIN, &body, &raw.signature.0);
-        if cache::cards().get(&memo).is_none() {
-            raw.body.sign_key.verify_statement(
-                domain::IDENTITY_CARD,
-                &body,
-                &raw.signature,
-                "identity card (self-signature)",
-            )?;
-            cache::cards().insert(memo, ());
-        }
-        let id = IdentityId(tagged_hash(domain::IDENTITY_ID, &[&body]));
-        Ok(IdentityCard {
-            body: raw.body,
-            signature: raw.signature,
-            id,
-        })
+        // Remembered for the decoder's message (see `encoding::failed_check`).
+        (|| -> Result<Self, ProtocolError> {
+            let body = canonical(&raw.body);
+            // The same card comes back in exchange after exchange: check its
+            // self-signature once per process (see `crate::cache`).
+            let memo = cache::card_key(MEMO_DOMAIN, &body, &raw.signature.0);
+            if cache::cards().get(&memo).is_none() {
+                raw.body.sign_key.verify_statement(
+                    domain::IDENTITY_CARD,
+                    &body,
+                    &raw.signature,
+                    "identity card (self-signature)",
+                )?;
+                cache::cards().insert(memo, ());
+            }
+            let id = IdentityId(tagged_hash(domain::IDENTITY_ID, &[&body]));
+            Ok(IdentityCard {
+                body: raw.body,
+                signature: raw.signature,
+                id,
+            })
+        })()
+        .map_err(crate::encoding::failed_check)
     }
 }
 /// Memo domain of identity cards (see `crate::cache`).

@@ -179,7 +179,8 @@ impl EcPoint {
 impl TryFrom<Vec<u8>> for EcPoint {
     type Error = ProtocolError;
     fn try_from(v: Vec<u8>) -> Result<Self, Self::Error> {
-        EcPoint::from_sec1(&v)
+        // Remembered for the decoder's message (see `encoding::failed_check`).
+        EcPoint::from_sec1(&v).map_err(crate::encoding::failed_check)
     }
 }
 impl From<EcPoint> for Vec<u8> {
@@ -201,10 +202,14 @@ pub struct Signature(pub [u8; 64]);
 impl TryFrom<Vec<u8>> for Signature {
     type Error = ProtocolError;
     fn try_from(v: Vec<u8>) -> Result<Self, Self::Error> {
-        let a: [u8; 64] = v
-            .try_into()
-            .map_err(|_| ProtocolError::malformed("signature", "expected 64 bytes"))?;
-        Ok(Signature(a))
+        // Remembered for the decoder's message (see `encoding::failed_check`).
+        (|| -> Result<Self, ProtocolError> {
+            let a: [u8; 64] = v
+                .try_into()
+                .map_err(|_| ProtocolError::malformed("signature", "expected 64 bytes"))?;
+            Ok(Signature(a))
+        })()
+        .map_err(crate::encoding::failed_check)
     }
 }
 impl From<Signature> for Vec<u8> {

@@ -1,8 +1,31 @@
 //! The TP's public card: who the TP is (its P-256 signing key), how to encrypt
-//! to it (RSA-OAEP keys with ids and hash), and the policy it enforces.
+//! to it (RSA-OAEP keys with ids and hash), the policy it enforces, and where
+//! to reach it (its network addresses).
+//!
+//! ## Two layouts
+//!
+//! A card signs its [`TpCardBody`] and, since layout 2, the TP's
+//! **addresses** (`host:port` strings the operator publishes). Both layouts
+//! decode, so cards and envelopes made before addresses existed stay
+//! readable:
+//!
+//! - layout 1 (no addresses): `body || signature`, the signature over
+//!   `domain::TP_CARD` and the body. A card without addresses is always
+//!   encoded this way.
+//! - layout 2 (one or more addresses): `varint(u64::MAX) || 0x02 || body ||
+//!   addresses || signature`, the signature over `domain::TP_CARD_ADDRESSED`
+//!   and `(body, addresses)`. The marker sits where layout 1 has the length
+//!   of the TP's name: no name that long fits in a file or frame, so the
+//!   first varint tells the layouts apart.
+//!
+//! The addresses are covered by the TP's signature, so a client that trusts a
+//! card can connect to them without being told where the TP is; as ever, what
+//! answers there must still prove it is the TP (every answer is signed).
 
 use rsa::{BigUint, RsaPublicKey};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::cache;
 use crate::encoding::{self, canonical, domain, signing_digest, tagged_hash, Kind};
@@ -123,50 +146,103 @@ pub struct TpCardBody {
 }
 
 impl TpCardBody {
-    /// Digest the TP signs (in its token) to make the card.
+    /// Digest the TP signs (in its token) to make a card without addresses
+    /// (layout 1).
     pub fn signing_digest(&self) -> Digest32 {
         signing_digest(domain::TP_CARD, self)
     }
+
+    /// Digest the TP signs to make a card that publishes `addresses`
+    /// (layout 2; with no addresses, the layout-1 digest).
+    pub fn signing_digest_with(&self, addresses: &[String]) -> Digest32 {
+        if addresses.is_empty() {
+            self.signing_digest()
+        } else {
+            signing_digest(domain::TP_CARD_ADDRESSED, &(self, addresses))
+        }
+    }
 }
 
-#[derive(Serialize, Deserialize)]
-struct RawTpCard {
-    body: TpCardBody,
-    signature: Signature,
+/// At most this many addresses on a card.
+pub const MAX_ADDRESSES: usize = 8;
+/// Longest address on a card, in bytes.
+pub const MAX_ADDRESS_LEN: usize = 255;
+/// Where layout 1 has the length of the name, layout 2 has this varint.
+const LAYOUT_MARKER: u64 = u64::MAX;
+/// The layout byte after [`LAYOUT_MARKER`].
+const LAYOUT_ADDRESSED: u8 = 2;
+
+/// Why an address cannot be published on a card (`None`: it can): 1 to
+/// [`MAX_ADDRESS_LEN`] printable ASCII characters, no spaces.
+pub fn address_problem(a: &str) -> Option<String> {
+    if a.is_empty() {
+        Some("an empty address".into())
+    } else if a.len() > MAX_ADDRESS_LEN {
+        Some(format!(
+            "an address of {} bytes (at most {MAX_ADDRESS_LEN})",
+            a.len()
+        ))
+    } else if !a.bytes().all(|b| b.is_ascii_graphic()) {
+        Some(format!(
+            "the address {:?} has characters other than printable ASCII",
+            a
+        ))
+    } else {
+        None
+    }
 }
 
-/// A self-signed TP card, checked on decode (signature, key sizes, current key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawTpCard", into = "RawTpCard")]
+fn check_addresses(addresses: &[String]) -> Result<(), ProtocolError> {
+    if addresses.len() > MAX_ADDRESSES {
+        return Err(ProtocolError::malformed(
+            "TP card",
+            format!("{} addresses (at most {MAX_ADDRESSES})", addresses.len()),
+        ));
+    }
+    match addresses.iter().find_map(|a| address_problem(a)) {
+        Some(p) => Err(ProtocolError::malformed("TP card", p)),
+        None => Ok(()),
+    }
+}
+
+/// A self-signed TP card, checked on decode (signature, key sizes, current
+/// key, addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TpCard {
     body: TpCardBody,
+    /// Where the TP can be reached (signed; empty on a layout-1 card).
+    addresses: Vec<String>,
     signature: Signature,
     id: TpId,
 }
 
-impl TryFrom<RawTpCard> for TpCard {
-    type Error = ProtocolError;
-    fn try_from(raw: RawTpCard) -> Result<Self, ProtocolError> {
-        let body = canonical(&raw.body);
+impl TpCard {
+    /// Check a card: addresses, self-signature, keys, current key.
+    fn check(
+        body: TpCardBody,
+        addresses: Vec<String>,
+        signature: Signature,
+    ) -> Result<Self, ProtocolError> {
+        check_addresses(&addresses)?;
+        let (domain, signed) = if addresses.is_empty() {
+            (domain::TP_CARD, canonical(&body))
+        } else {
+            (domain::TP_CARD_ADDRESSED, canonical(&(&body, &addresses)))
+        };
         // Every envelope carries the TP card: a TP checks its own card (and
         // a client the card it uses) once per process (see `crate::cache`).
-        let memo = cache::card_key(MEMO_DOMAIN, &body, &raw.signature.0);
+        let memo = cache::card_key(MEMO_DOMAIN, &signed, &signature.0);
         if cache::cards().get(&memo).is_none() {
-            raw.body.sign_key.verify_statement(
-                domain::TP_CARD,
-                &body,
-                &raw.signature,
+            body.sign_key.verify_statement(
+                domain,
+                &signed,
+                &signature,
                 "TP card (self-signature)",
             )?;
-            for k in &raw.body.enc_keys {
+            for k in &body.enc_keys {
                 k.public_key()?;
             }
-            if !raw
-                .body
-                .enc_keys
-                .iter()
-                .any(|k| k.id == raw.body.current_key)
-            {
+            if !body.enc_keys.iter().any(|k| k.id == body.current_key) {
                 return Err(ProtocolError::malformed(
                     "TP card",
                     "current key is not among its keys",
@@ -174,20 +250,97 @@ impl TryFrom<RawTpCard> for TpCard {
             }
             cache::cards().insert(memo, ());
         }
-        let id = tp_id(&raw.body.sign_key);
+        let id = tp_id(&body.sign_key);
         Ok(TpCard {
-            body: raw.body,
-            signature: raw.signature,
+            body,
+            addresses,
+            signature,
             id,
         })
     }
 }
-impl From<TpCard> for RawTpCard {
-    fn from(c: TpCard) -> Self {
-        RawTpCard {
-            body: c.body,
-            signature: c.signature,
+
+impl Serialize for TpCard {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.addresses.is_empty() {
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&self.body)?;
+            t.serialize_element(&self.signature)?;
+            t.end()
+        } else {
+            let mut t = s.serialize_tuple(5)?;
+            t.serialize_element(&LAYOUT_MARKER)?;
+            t.serialize_element(&LAYOUT_ADDRESSED)?;
+            t.serialize_element(&self.body)?;
+            t.serialize_element(&self.addresses)?;
+            t.serialize_element(&self.signature)?;
+            t.end()
         }
+    }
+}
+
+/// Reads either layout from a non-self-describing format (postcard, which
+/// is how every card is encoded): the first varint is the marker or the
+/// name's length, then the name's bytes one by one (a `u8` is one byte).
+struct CardVisitor;
+
+impl<'de> Visitor<'de> for CardVisitor {
+    type Value = TpCard;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a TP card")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TpCard, A::Error> {
+        fn next<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(seq: &mut A) -> Result<T, A::Error> {
+            seq.next_element()?
+                .ok_or_else(|| de::Error::custom("truncated TP card"))
+        }
+        let first: u64 = next(&mut seq)?;
+        let (body, addresses) = if first == LAYOUT_MARKER {
+            let layout: u8 = next(&mut seq)?;
+            if layout != LAYOUT_ADDRESSED {
+                return Err(de::Error::custom(crate::encoding::failed_check(
+                    ProtocolError::malformed("TP card", format!("unknown layout {layout}")),
+                )));
+            }
+            let body: TpCardBody = next(&mut seq)?;
+            let addresses: Vec<String> = next(&mut seq)?;
+            if addresses.is_empty() {
+                // One card, one encoding: without addresses it is layout 1.
+                return Err(de::Error::custom(crate::encoding::failed_check(
+                    ProtocolError::malformed("TP card", "layout 2 without addresses"),
+                )));
+            }
+            (body, addresses)
+        } else {
+            let len = usize::try_from(first)
+                .map_err(|_| de::Error::custom("a TP card name longer than any file"))?;
+            // Grows only as bytes are actually there to read.
+            let mut name = Vec::with_capacity(len.min(256));
+            for _ in 0..len {
+                name.push(next::<u8, A>(&mut seq)?);
+            }
+            let name = String::from_utf8(name)
+                .map_err(|_| de::Error::custom("a TP card name that is not UTF-8"))?;
+            let body = TpCardBody {
+                name,
+                sign_key: next(&mut seq)?,
+                enc_keys: next(&mut seq)?,
+                current_key: next(&mut seq)?,
+                policy: next(&mut seq)?,
+                created: next(&mut seq)?,
+            };
+            (body, Vec::new())
+        };
+        let signature: Signature = next(&mut seq)?;
+        TpCard::check(body, addresses, signature)
+            .map_err(|e| de::Error::custom(crate::encoding::failed_check(e)))
+    }
+}
+
+impl<'de> Deserialize<'de> for TpCard {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TpCard, D::Error> {
+        // The length only bounds how many elements may be read.
+        d.deserialize_tuple(usize::MAX, CardVisitor)
     }
 }
 
@@ -197,9 +350,24 @@ pub fn tp_id(sign_key: &EcPoint) -> TpId {
 }
 
 impl TpCard {
-    /// Put a body and the token's signature together; checks the signature.
+    /// Put a body and the token's signature together; checks the signature
+    /// (a card without addresses, layout 1).
     pub fn assemble(body: TpCardBody, signature: Signature) -> Result<Self, ProtocolError> {
-        TpCard::try_from(RawTpCard { body, signature })
+        TpCard::check(body, Vec::new(), signature)
+    }
+    /// Put a body, the addresses it publishes and the token's signature over
+    /// [`TpCardBody::signing_digest_with`] together; checks it all.
+    pub fn assemble_with_addresses(
+        body: TpCardBody,
+        addresses: Vec<String>,
+        signature: Signature,
+    ) -> Result<Self, ProtocolError> {
+        TpCard::check(body, addresses, signature)
+    }
+    /// Where the TP says it can be reached (`host:port`, signed by the TP;
+    /// empty for a card made before cards carried addresses).
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
     }
     pub fn id(&self) -> TpId {
         self.id
@@ -258,5 +426,145 @@ impl TpCard {
         what: &'static str,
     ) -> Result<(), ProtocolError> {
         self.body.sign_key.verify(digest, sig, what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::PREFIX_LEN;
+    use crate::{EcPoint, KeyId};
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+
+    fn key() -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap()
+    }
+
+    fn body() -> TpCardBody {
+        let rsa =
+            rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../tests/data/test-tp-rsa2048.pem"))
+                .unwrap();
+        TpCardBody {
+            name: "test TP".into(),
+            sign_key: EcPoint::from_public(p256::PublicKey::from(key().verifying_key())),
+            enc_keys: vec![TpEncKey {
+                id: KeyId([1; 8]),
+                modulus: rsa.n().to_bytes_be(),
+                exponent: rsa.e().to_bytes_be(),
+                oaep: OaepHash::Sha1,
+            }],
+            current_key: KeyId([1; 8]),
+            policy: Policy::default(),
+            created: 1_800_000_000,
+        }
+    }
+
+    fn sign(d: Digest32) -> Signature {
+        let s: p256::ecdsa::Signature = key().sign_prehash(&d.0).unwrap();
+        Signature(s.to_bytes().into())
+    }
+
+    fn card(addresses: &[&str]) -> TpCard {
+        let b = body();
+        let a: Vec<String> = addresses.iter().map(|s| s.to_string()).collect();
+        let sig = sign(b.signing_digest_with(&a));
+        TpCard::assemble_with_addresses(b, a, sig).unwrap()
+    }
+
+    /// The layout-1 encoding as it was before cards carried addresses.
+    #[derive(Serialize)]
+    struct OldCard {
+        body: TpCardBody,
+        signature: Signature,
+    }
+
+    #[test]
+    fn a_card_without_addresses_keeps_the_old_encoding() {
+        let b = body();
+        let sig = sign(b.signing_digest());
+        let old = encoding::encode(
+            Kind::TpCard,
+            &OldCard {
+                body: b.clone(),
+                signature: sig,
+            },
+        );
+        let c = TpCard::from_file(&old).unwrap();
+        assert!(c.addresses().is_empty());
+        assert_eq!(c.to_file(), old);
+        assert_eq!(TpCard::assemble(b, sig).unwrap(), c);
+    }
+
+    #[test]
+    fn addresses_are_signed_and_round_trip() {
+        let c = card(&["tp.example:7400", "[::1]:7400"]);
+        let file = c.to_file();
+        let back = TpCard::from_file(&file).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.addresses(), ["tp.example:7400", "[::1]:7400"]);
+        assert_eq!(back.to_file(), file);
+        // Same TP, same id, whichever layout.
+        assert_eq!(back.id(), card(&[]).id());
+
+        // Another address under the same signature is refused.
+        let mut forged = file.clone();
+        let at = forged.windows(4).position(|w| w == b"7400").unwrap();
+        forged[at] = b'8';
+        let e = TpCard::from_file(&forged).unwrap_err();
+        assert!(e.to_string().contains("bad signature on TP card"), "{e}");
+        // So is a layout-1 signature presented with addresses.
+        let b = body();
+        let sig = sign(b.signing_digest());
+        assert!(TpCard::assemble_with_addresses(b, vec!["x:1".into()], sig).is_err());
+    }
+
+    #[test]
+    fn odd_layouts_and_addresses_are_refused() {
+        let mut two = card(&["tp.example:7400"]).to_file();
+        // varint(u64::MAX) is ten bytes; the layout byte follows it.
+        assert_eq!(two[PREFIX_LEN + 10], LAYOUT_ADDRESSED);
+        two[PREFIX_LEN + 10] = 3;
+        assert!(TpCard::from_file(&two).is_err());
+
+        let b = body();
+        let empty = encoding::encode(
+            Kind::TpCard,
+            &(
+                LAYOUT_MARKER,
+                LAYOUT_ADDRESSED,
+                &b,
+                Vec::<String>::new(),
+                sign(b.signing_digest()),
+            ),
+        );
+        assert!(TpCard::from_file(&empty).is_err());
+
+        for bad in [
+            "",
+            "has space:1",
+            "tab\t:1",
+            &"x".repeat(MAX_ADDRESS_LEN + 1),
+        ] {
+            let a = vec![bad.to_string()];
+            let sig = sign(b.signing_digest_with(&a));
+            assert!(
+                TpCard::assemble_with_addresses(b.clone(), a, sig).is_err(),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_ADDRESSES).map(|i| format!("h{i}:1")).collect();
+        let sig = sign(b.signing_digest_with(&many));
+        assert!(TpCard::assemble_with_addresses(b, many, sig).is_err());
+    }
+
+    #[test]
+    fn either_layout_nests_in_other_values() {
+        // As in an envelope: cards inside a sequence, followed by more data.
+        let cards = (vec![card(&[]), card(&["a:1"])], 7u8);
+        let bytes = canonical(&cards);
+        let back: (Vec<TpCard>, u8) = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, cards);
     }
 }

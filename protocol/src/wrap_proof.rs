@@ -56,18 +56,22 @@ impl std::fmt::Debug for DleqProof {
 impl TryFrom<Vec<u8>> for DleqProof {
     type Error = ProtocolError;
     fn try_from(v: Vec<u8>) -> Result<Self, Self::Error> {
-        let bad = || ProtocolError::malformed("proof of the shared point", "not two scalars");
-        if v.len() != 64 {
-            return Err(bad());
-        }
-        let scalar = |b: &[u8]| {
-            let b: [u8; 32] = b.try_into().map_err(|_| bad())?;
-            Option::<Scalar>::from(Scalar::from_repr(b.into())).ok_or_else(bad)
-        };
-        Ok(DleqProof {
-            c: scalar(&v[..32])?,
-            z: scalar(&v[32..])?,
-        })
+        // Remembered for the decoder's message (see `encoding::failed_check`).
+        (|| -> Result<Self, ProtocolError> {
+            let bad = || ProtocolError::malformed("proof of the shared point", "not two scalars");
+            if v.len() != 64 {
+                return Err(bad());
+            }
+            let scalar = |b: &[u8]| {
+                let b: [u8; 32] = b.try_into().map_err(|_| bad())?;
+                Option::<Scalar>::from(Scalar::from_repr(b.into())).ok_or_else(bad)
+            };
+            Ok(DleqProof {
+                c: scalar(&v[..32])?,
+                z: scalar(&v[32..])?,
+            })
+        })()
+        .map_err(crate::encoding::failed_check)
     }
 }
 

@@ -78,9 +78,11 @@ fn a_remembered_card_does_not_vouch_for_a_changed_one() {
         bad[i] ^= 0x01;
         match IdentityCard::from_file(&bad) {
             Ok(card) => panic!("byte {i} changed, still accepted: {card:?}"),
-            Err(ProtocolError::Malformed { .. } | ProtocolError::BadSignature { .. }) => {
-                refused += 1
-            }
+            Err(
+                ProtocolError::Malformed { .. }
+                | ProtocolError::Truncated { .. }
+                | ProtocolError::BadSignature { .. },
+            ) => refused += 1,
             Err(e) => panic!("byte {i}: unexpected {e}"),
         }
     }

@@ -83,7 +83,7 @@ impl World {
             "claim",
             "--as",
             &p(&self.bob.id),
-            "--tp",
+            "--tp-addr",
             &self.tp.addr,
             &p(env),
             &p(receipt),
@@ -180,7 +180,7 @@ fn t02_withheld_opening_is_resolved_by_the_tp() {
         "receipts",
         "--as",
         &p(&w.alice.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         "--out-dir",
         &p(&out),
@@ -221,7 +221,7 @@ fn t03_receipt_reaches_alice_without_bob() {
         "receipts",
         "--as",
         &p(&w.alice.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         "--out-dir",
         &p(&out),
@@ -244,7 +244,7 @@ fn t03_receipt_reaches_alice_without_bob() {
         "receipts",
         "--as",
         &p(&w.bob.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         "--out-dir",
         &p(&bobs),
@@ -340,7 +340,7 @@ fn t05_malformed_z_voids_the_receipt() {
             "receipts",
             "--as",
             &p(&w.alice.id),
-            "--tp",
+            "--tp-addr",
             &w.tp.addr,
             "--out-dir",
             &p(&dir),
@@ -383,7 +383,7 @@ fn t06_chris_gets_nothing_and_bob_is_not_blocked() {
         "claim",
         "--as",
         &p(&chris.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         &p(&fenv),
         &p(&freceipt),
@@ -450,7 +450,7 @@ fn t07_replayed_and_concurrent_claims_resolve_once() {
                 "claim".to_string(),
                 "--as".into(),
                 p(&w.bob.id),
-                "--tp".into(),
+                "--tp-addr".into(),
                 w.tp.addr.clone(),
                 p(&env2),
                 p(&receipt2),
@@ -499,7 +499,7 @@ fn t08_deadline_rules() {
         "unclaimed",
         "--as",
         &p(&w.bob.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         &p(&env),
         "--out",
@@ -541,7 +541,7 @@ fn t08_deadline_rules() {
         "unclaimed",
         "--as",
         &p(&w.bob.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         &p(&env),
         "--out",
@@ -555,7 +555,7 @@ fn t08_deadline_rules() {
         "unclaimed",
         "--as",
         &p(&w.alice.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         &p(&env),
         "--out",
@@ -576,7 +576,7 @@ fn t08_deadline_rules() {
         "unclaimed",
         "--as",
         &p(&w.alice.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         &p(&env_resolved),
         "--out",
@@ -608,7 +608,7 @@ fn t11_resolution_survives_restart() {
         "receipts",
         "--as",
         &p(&w.alice.id),
-        "--tp",
+        "--tp-addr",
         &w.tp.addr,
         "--out-dir",
         &p(&out),
@@ -637,7 +637,7 @@ fn t12_forged_unclaimed_does_not_stop_the_genuine_claim() {
             "unclaimed",
             "--as",
             &p(&who.id),
-            "--tp",
+            "--tp-addr",
             &w.tp.addr,
             &p(env),
             "--out",
@@ -722,7 +722,7 @@ fn t13_no_unclaimed_certificate_for_an_invalid_envelope() {
             "unclaimed",
             "--as",
             &p(&who.id),
-            "--tp",
+            "--tp-addr",
             &w.tp.addr,
             &p(&env),
             "--out",
@@ -772,8 +772,8 @@ fn the_claim_window_allows_for_the_clock_skew() {
     // The default policy: a 60 s window and 300 s skew, 360 s in all.
     let r = send("5m").fails();
     assert!(
-        r.stderr.contains("at least 360 s are needed")
-            && r.stderr.contains("claim window of 60 s plus the 300 s"),
+        r.stderr.contains("at least 6m are needed")
+            && r.stderr.contains("claim window of 1m plus the 5m"),
         "{}",
         r.stderr
     );
@@ -809,7 +809,7 @@ fn the_claim_window_allows_for_the_clock_skew() {
     .fails();
     assert!(
         r.stderr
-            .contains("at least 360 s are needed to be able to claim"),
+            .contains("at least 6m are needed to be able to claim"),
         "{}",
         r.stderr
     );
@@ -842,7 +842,7 @@ fn superseded_key_is_refused_at_accept_and_retire_waits_for_live_envelopes() {
     };
     let fetch = |w: &World, name: &str| {
         let card = w.bob.path(name);
-        vtp(["tp", "fetch", "--tp", &w.tp.addr, "--out", &p(&card)]).ok();
+        vtp(["tp", "fetch", "--tp-addr", &w.tp.addr, "--out", &p(&card)]).ok();
         card
     };
     let card1 = fetch(&w, "tp1.card");

@@ -25,7 +25,7 @@ fn still_serving(tp: &mut Tp) {
     vtp([
         "tp",
         "fetch",
-        "--tp",
+        "--tp-addr",
         &tp.addr,
         "--out",
         &p(&out),
@@ -333,7 +333,7 @@ fn t09_tampered_files_and_hostile_frames() {
         "claim",
         "--as",
         &p(&bob.id),
-        "--tp",
+        "--tp-addr",
         &tp.addr,
         &p(&env),
         &p(&receipt),

@@ -60,9 +60,12 @@ fn world(n: usize) -> World {
 
 impl World {
     fn tp_flags(items: impl IntoIterator<Item = String>) -> Vec<String> {
+        Self::flags("--tp", items)
+    }
+    fn flags(flag: &str, items: impl IntoIterator<Item = String>) -> Vec<String> {
         items
             .into_iter()
-            .flat_map(|c| ["--tp".to_string(), c])
+            .flat_map(|c| [flag.to_string(), c])
             .collect()
     }
     fn cards(&self) -> Vec<String> {
@@ -114,7 +117,8 @@ impl World {
     /// Bob claims from the trustees at `order`; affidavits go to `aff`(.N).
     fn claim(&self, env: &Path, receipt: &Path, order: &[usize], aff: &Path) -> Run {
         let mut args = vec!["claim".into(), "--as".into(), p(&self.bob.id)];
-        args.extend(Self::tp_flags(
+        args.extend(Self::flags(
+            "--tp-addr",
             order.iter().map(|&i| self.trustees[i].addr.clone()),
         ));
         args.extend([

@@ -114,7 +114,7 @@ fn more_receipts_than_one_frame_holds_are_all_fetched() {
             "receipts",
             "--as",
             &alice.id.display().to_string(),
-            "--tp",
+            "--tp-addr",
             &tp.addr,
             "--out-dir",
             &out.display().to_string(),

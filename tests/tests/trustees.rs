@@ -58,9 +58,16 @@ impl World {
     }
     /// `--tp X` for each of `items`.
     fn tp_flags(items: &[String]) -> Vec<String> {
+        Self::flags("--tp", items)
+    }
+    /// `--tp-addr X` for each of `items`.
+    fn addr_flags(items: &[String]) -> Vec<String> {
+        Self::flags("--tp-addr", items)
+    }
+    fn flags(flag: &str, items: &[String]) -> Vec<String> {
         items
             .iter()
-            .flat_map(|c| ["--tp".to_string(), c.clone()])
+            .flat_map(|c| [flag.to_string(), c.clone()])
             .collect()
     }
     fn addrs(&self, order: &[usize]) -> Vec<String> {
@@ -111,7 +118,7 @@ impl World {
     }
     fn claim(&self, env: &Path, receipt: &Path, order: &[usize], out: &Path) -> Run {
         let mut args = vec!["claim".to_string(), "--as".into(), p(&self.bob.id)];
-        args.extend(Self::tp_flags(&self.addrs(order)));
+        args.extend(Self::addr_flags(&self.addrs(order)));
         args.extend([
             "--timeout".into(),
             "5s".into(),
@@ -230,7 +237,7 @@ fn two_of_three_trustees_honest_down_and_refusing() {
             "receipts",
             "--as",
             &p(&w.alice.id),
-            "--tp",
+            "--tp-addr",
             &w.trustees[i].addr,
             "--out-dir",
             &p(&dir),
@@ -367,7 +374,7 @@ fn bob_and_one_trustee_get_nothing_and_unclaimed_is_for_the_group() {
     let cert = w.alice.path("late.unclaimed");
     let unclaimed = |w: &World, order: &[usize]| {
         let mut args = vec!["unclaimed".to_string(), "--as".into(), p(&w.alice.id)];
-        args.extend(World::tp_flags(&w.addrs(order)));
+        args.extend(World::addr_flags(&w.addrs(order)));
         args.extend([
             "--timeout".into(),
             "5s".into(),
@@ -425,7 +432,7 @@ fn forged_unclaimed_for_the_group_does_not_stop_the_claim() {
     let fenv = w.alice.path("forged.env");
     cheat::write_envelope(&fenv, &forged, &cm);
     let mut args = vec!["unclaimed".to_string(), "--as".into(), p(&w.alice.id)];
-    args.extend(World::tp_flags(&w.addrs(&[0, 1, 2])));
+    args.extend(World::addr_flags(&w.addrs(&[0, 1, 2])));
     args.extend([
         "--timeout".into(),
         "5s".into(),

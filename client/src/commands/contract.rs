@@ -12,7 +12,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use vtp_protocol::answer::VerifiedOutcome;
@@ -39,13 +39,12 @@ use crate::cli::{
     ContractVerifyArgs,
 };
 use crate::files::{
-    check_writable, path_error, read_agreement, read_card, read_contract_bundle, read_opening,
-    read_proposal, read_receipt, read_secret_identity, read_tp_card, write_file, AtomicFile,
-    WriteMode,
+    check_writable, io_error, read_agreement, read_card, read_contract_bundle, read_opening,
+    read_proposal, read_receipt, read_secret_identity, write_file, AtomicFile, WriteMode,
 };
 use crate::stream::{seal_pass, sha256_file, EnvelopeFile};
 use crate::timeparse::{format_timestamp, now};
-use crate::tp_client::TpClient;
+use crate::{error, fail, report, say};
 
 pub fn run(c: ContractCommand) -> Result<()> {
     match c {
@@ -62,8 +61,10 @@ pub fn run(c: ContractCommand) -> Result<()> {
 
 fn deadline_error(deadline: u64, e: ProtocolError) -> anyhow::Error {
     match e {
-        ProtocolError::Deadline(_) => anyhow!("--deadline {}: {e}", format_timestamp(deadline)),
-        e => anyhow!("cannot make the proposal: {e}"),
+        ProtocolError::Deadline(_) => {
+            error::usage(format!("--deadline {}: {e}", format_timestamp(deadline)))
+        }
+        e => error::invalid(format!("cannot make the proposal: {e}")),
     }
 }
 
@@ -71,7 +72,7 @@ fn deadline_error(deadline: u64, e: ProtocolError) -> anyhow::Error {
 fn propose(a: ContractProposeArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let with = read_card(&a.with)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract = sha256_file(&a.contract)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
@@ -82,19 +83,19 @@ fn propose(a: ContractProposeArgs) -> Result<()> {
     let p = Proposal::new(&me, &with, &tp, contract, deadline, now, nonce)
         .map_err(|e| deadline_error(deadline, e))?;
     write_file(&a.out, &p.to_file(), mode)?;
-    println!(
+    say!(
         "proposal for agreement {} written to {}",
         p.body.id(),
         a.out.display()
     );
-    println!("contract:     SHA-256 {contract}");
-    println!("counterparty: {}", who(&with));
-    println!(
+    say!("contract:     SHA-256 {contract}");
+    say!("counterparty: {}", who(&with));
+    say!(
         "deadline:     {} ({})",
         format_timestamp(deadline),
         time_left(deadline, now)
     );
-    println!("send it to the counterparty; when the agreement comes back, run `vtp contract sign`");
+    say!("send it to the counterparty; when the agreement comes back, run `vtp contract sign`");
     Ok(())
 }
 
@@ -102,7 +103,7 @@ fn propose(a: ContractProposeArgs) -> Result<()> {
 fn accept(a: ContractAcceptArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
     let with = read_card(&a.with)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract = sha256_file(&a.contract)?;
     let p = read_proposal(&a.proposal)?;
     let mode = WriteMode::public(a.force);
@@ -120,21 +121,19 @@ fn accept(a: ContractAcceptArgs) -> Result<()> {
         .map_err(|e| refused(&a.proposal, e))?;
     write_file(&a.out, &agreement.to_file(), mode)?;
     let b = &agreement.body;
-    println!(
+    say!(
         "agreement {} written to {}",
         agreement.id(),
         a.out.display()
     );
-    println!("contract: SHA-256 {}", b.contract_sha256);
-    println!("proposer: {}", who(&agreement.proposer_card));
-    println!(
+    say!("contract: SHA-256 {}", b.contract_sha256);
+    say!("proposer: {}", who(&agreement.proposer_card));
+    say!(
         "deadline: {} ({})",
         format_timestamp(b.deadline),
         time_left(b.deadline, now)
     );
-    println!(
-        "send it to the proposer; nobody is bound to the contract until the exchange completes"
-    );
+    say!("send it to the proposer; nobody is bound to the contract until the exchange completes");
     Ok(())
 }
 
@@ -148,21 +147,23 @@ fn checked_agreement(path: &Path, tp: &TpCard) -> Result<VerifiedAgreement> {
 /// Proposer: her contract signature, in the agreement's envelope (A1).
 fn sign(a: ContractSignArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract = sha256_file(&a.contract)?;
     let va = checked_agreement(&a.agreement, &tp)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     let b = va.body().clone();
     if b.proposer != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not the proposer of this agreement; only the proposer signs the contract in the exchange",
             a.agreement.display(),
             who(me.card())
         );
     }
     if b.contract_sha256 != contract {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: the agreement is for another contract (SHA-256 {}), not {} (SHA-256 {contract})",
             a.agreement.display(),
             b.contract_sha256,
@@ -182,18 +183,18 @@ fn sign(a: ContractSignArgs) -> Result<()> {
     )
     .map_err(|e| refused(&a.agreement, e))?;
     let env = seal_message(prep, &me, &sig.to_file(), &a.out, mode)?;
-    println!(
+    say!(
         "contract signed; envelope {} written to {}",
         env.envelope_id(),
         a.out.display()
     );
-    println!("to:       {}", who(&va.agreement().counterparty_card));
-    println!(
+    say!("to:       {}", who(&va.agreement().counterparty_card));
+    say!(
         "deadline: {} ({})",
         format_timestamp(b.deadline),
         time_left(b.deadline, now)
     );
-    println!("send the envelope to the counterparty; when their receipt comes back, run `vtp contract complete`");
+    say!("send the envelope to the counterparty; when their receipt comes back, run `vtp contract complete`");
     Ok(())
 }
 
@@ -212,13 +213,13 @@ fn seal_message(
     let env = prep
         .finish(me, first.cm_hash, first.cm_len, first.message_sha256)
         .map_err(|e| anyhow!("cannot make the envelope: {e}"))?;
-    let mut dest = AtomicFile::create(out, mode)?;
+    let mut dest = AtomicFile::create_vtp(out, mode)?;
     dest.write_all(&env.to_file_prefix())
-        .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     let mut w = io::BufWriter::new(&mut dest);
     seal_pass(&km, &mut &message[..], out, len, Some(&mut w), out)?;
     w.flush()
-        .map_err(|e| path_error(out, format!("cannot write: {e}")))?;
+        .map_err(|e| io_error(out, format!("cannot write: {e}")))?;
     drop(w);
     dest.commit()?;
     Ok(env)
@@ -237,21 +238,20 @@ fn open_exchange(path: &Path, tp: &TpCard, va: &VerifiedAgreement) -> Result<Exc
         .map_err(|e| refused(path, e))?;
     ef.check_cm()?;
     // check_envelope bounded c_m to the size of a contract signature.
-    let bytes = std::fs::read(path).map_err(|e| path_error(path, format!("cannot read: {e}")))?;
-    let n = Envelope::file_prefix_len(&bytes).map_err(|e| path_error(path, e))?;
-    let cm = bytes[n..].to_vec();
+    let cm = ef.read_cm()?;
     Ok(Exchange { venv, cm })
 }
 
 /// Counterparty: the receipt that is his commitment (B1).
 fn commit(a: ContractCommitArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let va = checked_agreement(&a.agreement, &tp)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     if va.body().counterparty != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not the counterparty of this agreement",
             a.agreement.display(),
             who(me.card())
@@ -276,12 +276,12 @@ fn commit(a: ContractCommitArgs) -> Result<()> {
     let receipt = Receipt::issue(&me, &venv, now);
     write_file(&a.out, &receipt.to_file(), mode)?;
     let d = venv.header().deadline;
-    println!(
+    say!(
         "committed to contract SHA-256 {} under agreement {}",
         va.body().contract_sha256,
         va.id()
     );
-    println!(
+    say!(
         "receipt written to {}: send it to the proposer, then `vtp contract complete` their opening, or `vtp contract claim` from the TP before {} ({})",
         a.out.display(),
         format_timestamp(d),
@@ -299,10 +299,10 @@ fn contract_signature(
     what: &Path,
 ) -> Result<ContractSignature> {
     let not = |why: String| {
-        anyhow!(
+        error::invalid(format!(
             "{}: the contract is NOT executed: {why}; the receipt does not bind the counterparty (keep the agreement, envelope, receipt and opening as evidence)",
             what.display()
-        )
+        ))
     };
     let m = decrypt_small(km, cm)?
         .ok_or_else(|| not("the message key does not decrypt the envelope's message".into()))?;
@@ -322,7 +322,8 @@ fn write_bundle(
 ) -> Result<ContractVerdict> {
     let v = judge_bundle(tp, va.body().contract_sha256, bundle);
     if !v.valid {
-        bail!(
+        fail!(
+            invalid,
             "the evidence does not verify ({}); nothing was written",
             v.reason.as_deref().unwrap_or("no reason given")
         );
@@ -351,13 +352,14 @@ fn bundle(
 /// counterparty) and write the executed bundle.
 fn complete(a: ContractCompleteArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let va = checked_agreement(&a.agreement, &tp)?;
     let mode = WriteMode::public(a.force);
     check_writable(&a.out, mode)?;
     let proposer = va.body().proposer == me.id();
     if !proposer && va.body().counterparty != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not a party to this agreement",
             a.agreement.display(),
             who(me.card())
@@ -366,8 +368,8 @@ fn complete(a: ContractCompleteArgs) -> Result<()> {
     match (proposer, &a.opening, &a.opening_out) {
         (true, None, Some(p)) => check_writable(p, mode)?,
         (false, Some(_), None) => {}
-        (true, ..) => bail!("the proposer completes with --opening-out FILE (the opening to send to the counterparty)"),
-        (false, ..) => bail!("the counterparty completes with --opening FILE (the proposer's opening)"),
+        (true, ..) => fail!(usage, "the proposer completes with --opening-out FILE (the opening to send to the counterparty)"),
+        (false, ..) => fail!(usage, "the counterparty completes with --opening FILE (the proposer's opening)"),
     }
     let x = open_exchange(&a.envelope, &tp, &va)?;
     let receipt = read_receipt(&a.receipt)?;
@@ -396,14 +398,14 @@ fn complete(a: ContractCompleteArgs) -> Result<()> {
     } else {
         x.venv.sender_card()
     };
-    println!(
+    say!(
         "contract SHA-256 {} EXECUTED directly with {}",
         va.body().contract_sha256,
         who(other)
     );
-    println!("executed-contract bundle written to {}", a.out.display());
+    say!("executed-contract bundle written to {}", a.out.display());
     if let Some(p) = &a.opening_out {
-        println!(
+        say!(
             "opening written to {}: send it to the counterparty",
             p.display()
         );
@@ -419,15 +421,18 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
     check_writable(&a.out, mode)?;
     let agreement = read_agreement(&a.agreement)?;
     if agreement.body.counterparty != me.id() {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not the counterparty of this agreement",
             a.agreement.display(),
             who(me.card())
         );
     }
     let ef0 = EnvelopeFile::open(&a.envelope)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
-    let (card, _) = envelope_tp(&client, &ef0)?;
+    let target = a.tp.resolve(ef0.envelope.tp_cards.first())?;
+    let client = &target.client;
+    let (card, _) = envelope_tp(client, &ef0)?;
+    target.check(&card)?;
     drop(ef0);
     let va = agreement
         .verify(&card)
@@ -440,7 +445,7 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
     let outcome = client
         .claim(Claim::new(&me, &x.venv, &vr, now()))?
         .verify(&card, &x.venv, vr.receipt())
-        .map_err(|e| bad_affidavit(&client, e))?;
+        .map_err(|e| bad_affidavit(client, e))?;
     let mut b = bundle(&va, &x, Some(&vr));
     match outcome {
         VerifiedOutcome::Resolved {
@@ -449,25 +454,26 @@ fn claim(a: ContractClaimArgs) -> Result<()> {
             ..
         } => {
             let km = unwrap_released_key(&me, &x.venv, &wrapped_km).map_err(|e| {
-                anyhow!("the key the TP released does not open the message ({e}): the proposer's envelope was bad; claim again to get the affidavit (claims are idempotent)")
+                error::invalid(format!("the key the TP released does not open the message ({e}): the proposer's envelope was bad; claim again to get the affidavit (claims are idempotent)"))
             })?;
             let sig = contract_signature(&va, &km, &x.cm, &a.envelope)?;
             b.affidavit = Some(affidavit.clone());
             b.contract_signature = Some(sig);
             write_bundle(&card, &va, &b, &a.out, mode)?;
-            println!(
+            say!(
                 "the TP completed the exchange at {}: contract SHA-256 {} EXECUTED through the TP with {}",
                 format_timestamp(affidavit.body.at),
                 va.body().contract_sha256,
                 who(x.venv.sender_card())
             );
-            println!("executed-contract bundle written to {}", a.out.display());
+            say!("executed-contract bundle written to {}", a.out.display());
             Ok(())
         }
         VerifiedOutcome::Invalid { affidavit, .. } => {
             b.affidavit = Some(affidavit);
             write_bundle(&card, &va, &b, &a.out, mode)?;
-            bail!(
+            fail!(
+                invalid,
                 "the TP found the proposer's envelope invalid: the contract is NOT executed and your receipt is void (evidence saved to {})",
                 a.out.display()
             )
@@ -483,15 +489,18 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
     let agreement = read_agreement(&a.agreement)?;
     let body = &agreement.body;
     if me.id() != body.proposer && me.id() != body.counterparty {
-        bail!(
+        fail!(
+            invalid,
             "{}: refused: {} is not a party to this agreement",
             a.agreement.display(),
             who(me.card())
         );
     }
     let ef0 = EnvelopeFile::open(&a.envelope)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
-    let (card, _) = envelope_tp(&client, &ef0)?;
+    let target = a.tp.resolve(ef0.envelope.tp_cards.first())?;
+    let client = &target.client;
+    let (card, _) = envelope_tp(client, &ef0)?;
+    target.check(&card)?;
     drop(ef0);
     let va = agreement
         .verify(&card)
@@ -499,16 +508,16 @@ fn unclaimed(a: ContractUnclaimedArgs) -> Result<()> {
     let x = open_exchange(&a.envelope, &card, &va)?;
     let aff = client.unclaimed(UnclaimedRequest::new(&me, &x.venv, card.id(), now()))?;
     aff.verify_unclaimed(&card, &x.venv)
-        .map_err(|e| bad_affidavit(&client, e))?;
+        .map_err(|e| bad_affidavit(client, e))?;
     let mut b = bundle(&va, &x, None);
     b.affidavit = Some(aff);
     write_bundle(&card, &va, &b, &a.out, mode)?;
-    println!(
+    say!(
         "the TP certifies that it never completed the exchange of agreement {} (deadline {}): the contract was not executed through the TP",
         va.id(),
         format_timestamp(va.body().deadline)
     );
-    println!("never-completed bundle written to {}", a.out.display());
+    say!("never-completed bundle written to {}", a.out.display());
     Ok(())
 }
 
@@ -522,69 +531,65 @@ struct JsonVerdict<'a> {
 
 /// Judge: exit 0 only if the bundle proves the contract executed.
 fn verify(a: ContractVerifyArgs) -> Result<()> {
-    let tp = read_tp_card(&a.tp)?;
+    let tp = super::target::read_tp_card_arg(&a.tp)?;
     let contract: Digest32 = sha256_file(&a.contract)?;
     let b = read_contract_bundle(&a.bundle)?;
     let v = judge_bundle(&tp, contract, &b);
-    if a.json {
-        let j = JsonVerdict {
-            verdict: &v,
-            executed: v.executed(),
-            deadline_rfc3339: format_timestamp(v.deadline),
-        };
-        println!("{}", serde_json::to_string(&j)?);
-    } else {
-        print_human(&v);
-    }
+    report::json(&JsonVerdict {
+        verdict: &v,
+        executed: v.executed(),
+        deadline_rfc3339: format_timestamp(v.deadline),
+    });
+    print_human(&v);
     let reason = v.reason.as_deref().unwrap_or("no reason given");
     match (v.valid, v.outcome) {
         (true, Some(Outcome::Executed)) => Ok(()),
-        (true, _) => bail!("the contract was not executed: {reason}"),
-        (false, _) => bail!("the evidence is invalid: {reason}"),
+        (true, _) => fail!(invalid, "the contract was not executed: {reason}"),
+        (false, _) => fail!(invalid, "the evidence is invalid: {reason}"),
     }
 }
 
 fn print_human(v: &ContractVerdict) {
     match (v.valid, v.outcome) {
-        (true, Some(Outcome::Executed)) => println!(
+        (true, Some(Outcome::Executed)) => say!(
             "EXECUTED: both parties signed the contract ({})",
             match v.completed_via {
                 Some(DeliveredVia::TrustedParty) => "completed through the TP",
                 _ => "completed directly, without the TP",
             }
         ),
-        (true, Some(Outcome::NeverCompleted)) => println!("NOT EXECUTED: never completed"),
+        (true, Some(Outcome::NeverCompleted)) => say!("NOT EXECUTED: never completed"),
         (true, Some(Outcome::ReceiptVoid)) => {
-            println!("NOT EXECUTED: the counterparty's receipt is void")
+            say!("NOT EXECUTED: the counterparty's receipt is void")
         }
-        _ => println!(
+        _ => say!(
             "INVALID: {}",
             v.reason.as_deref().unwrap_or("no reason given")
         ),
     }
     if v.valid && v.outcome != Some(Outcome::Executed) {
         if let Some(r) = &v.reason {
-            println!("why:          {r}");
+            say!("why:          {r}");
         }
     }
-    println!("contract:     SHA-256 {}", v.contract_sha256);
-    println!(
+    say!("contract:     SHA-256 {}", v.contract_sha256);
+    say!(
         "proposer:     {} ({})",
         display_name(&v.proposer_name),
         v.proposer
     );
-    println!(
+    say!(
         "counterparty: {} ({})",
         display_name(&v.counterparty_name),
         v.counterparty
     );
-    println!("agreement:    {}", v.agreement_id);
-    println!("agreed at:    {}", format_timestamp(v.agreed_at));
-    println!("deadline:     {}", format_timestamp(v.deadline));
+    say!("agreement:    {}", v.agreement_id);
+    say!("agreed at:    {}", format_timestamp(v.agreed_at));
+    say!("deadline:     {}", format_timestamp(v.deadline));
     if let Some(t) = v.committed_at {
-        println!("receipt at:   {}", format_timestamp(t));
+        say!("receipt at:   {}", format_timestamp(t));
     }
     if let Some(t) = v.tp_statement_at {
-        println!("TP statement: {}", format_timestamp(t));
+        say!("TP statement: {}", format_timestamp(t));
     }
 }

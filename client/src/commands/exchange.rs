@@ -1,34 +1,33 @@
 //! The honest exchange, which never involves the TP: A1 `send`, B1 `accept`,
 //! A2 `reveal`, B2 `open`.
 
-use std::path::Path;
-
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use rand_core::{OsRng, RngCore};
+use serde_json::json;
 use vtp_protocol::envelope::{self, VerifiedEnvelope};
 use vtp_protocol::opening::Opening;
 use vtp_protocol::receipt::Receipt;
 use vtp_protocol::ProtocolError;
 
-use super::{display_name, who};
+use super::{display_name, party_json, put_time, tp_json, who};
 use crate::cli::{AcceptArgs, OpenArgs, RevealArgs, SendArgs};
+pub(crate) use crate::files::refused;
 use crate::files::{
-    check_writable, path_error, read_card, read_opening, read_receipt, read_secret_identity,
-    read_tp_card, write_file, WriteMode,
+    check_writable, read_card, read_opening, read_receipt, read_secret_identity, shown, shown_out,
+    write_file, WriteMode,
 };
 use crate::stream::{seal_envelope_file, DecryptError, EnvelopeFile};
 use crate::timeparse::{format_span, format_timestamp, now};
-
-/// `PATH: refused: problem` for inputs that parse but fail a check.
-pub(crate) fn refused(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
-    path_error(path, format!("refused: {e}"))
-}
+use crate::{error, fail, report, say};
 
 /// Read every TP card given.
 pub(crate) fn read_tp_cards(
     paths: &[std::path::PathBuf],
 ) -> Result<Vec<vtp_protocol::tp_card::TpCard>> {
-    paths.iter().map(|p| read_tp_card(p)).collect()
+    paths
+        .iter()
+        .map(|p| super::target::read_tp_card_arg(p))
+        .collect()
 }
 
 /// "in 1h 59m 58s" / "passed".
@@ -48,7 +47,8 @@ pub fn send(a: SendArgs) -> Result<()> {
     let threshold = match (tps.len(), a.threshold) {
         (1, t) => t.unwrap_or(1),
         (_, Some(t)) => t,
-        (n, None) => bail!(
+        (n, None) => fail!(
+            usage,
             "{n} trustees given (--tp): say how many of them must act to complete the exchange with --threshold T (1 to {n})"
         ),
     };
@@ -62,22 +62,22 @@ pub fn send(a: SendArgs) -> Result<()> {
         envelope::prepare_group(&me, &to, &tps, threshold, deadline, now, nonce).map_err(|e| {
             match e {
                 ProtocolError::Deadline(_) => {
-                    anyhow!("--deadline {}: {e}", format_timestamp(deadline))
+                    error::usage(format!("--deadline {}: {e}", format_timestamp(deadline)))
                 }
-                e => anyhow!("cannot make the envelope: {e}"),
+                e => error::invalid(format!("cannot make the envelope: {e}")),
             }
         })?;
     let env = seal_envelope_file(prep, &me, &a.input, &a.out, mode)?;
     let h = &env.header;
-    println!(
+    say!(
         "envelope {} written to {}",
         h.envelope_id(),
-        a.out.display()
+        shown_out(&a.out)
     );
-    println!("from:     {}", who(me.card()));
-    println!("to:       {}", who(&to));
+    say!("from:     {}", who(me.card()));
+    say!("to:       {}", who(&to));
     if h.is_group() {
-        println!(
+        say!(
             "trustees: {} of these {} must act to complete it: {}",
             h.threshold,
             tps.len(),
@@ -87,12 +87,22 @@ pub fn send(a: SendArgs) -> Result<()> {
                 .join(", ")
         );
     }
-    println!(
+    say!(
         "deadline: {} ({})",
         format_timestamp(h.deadline),
         time_left(h.deadline, now)
     );
-    println!("send the envelope to the recipient; when their receipt comes back, run `vtp reveal`");
+    say!("send the envelope to the recipient; when their receipt comes back, run `vtp reveal`");
+    let mut j = json!({
+        "envelope_id": h.envelope_id().to_hex(),
+        "envelope_file": shown_out(&a.out),
+        "sender": party_json(me.card()),
+        "recipient": party_json(&to),
+        "trustees": tps.iter().map(tp_json).collect::<Vec<_>>(),
+        "threshold": h.threshold(),
+    });
+    put_time(&mut j, "deadline", h.deadline);
+    report::json(&j);
     Ok(())
 }
 
@@ -110,29 +120,63 @@ pub fn accept(a: AcceptArgs) -> Result<()> {
         .map_err(|e| refused(&a.envelope, e))?;
     let now = now();
     venv.check_for_recipient(me.id(), &trusted, now, a.min_time_left.as_secs())
-        .map_err(|e| refused(&a.envelope, e))?;
+        .map_err(|e| {
+            // Bob's own margin, not the TP's, is what refuses it: name the flag.
+            let left = venv.header().deadline.saturating_sub(now);
+            let tp_need = venv
+                .tp_cards()
+                .iter()
+                .map(envelope::min_time_to_deadline)
+                .max()
+                .unwrap_or(0);
+            match e {
+                ProtocolError::Deadline(_)
+                    if left < a.min_time_left.as_secs() && left >= tp_need =>
+                {
+                    refused(
+                        &a.envelope,
+                        format!(
+                            "{e}; that minimum is --min-time-left {}: give a smaller one (at least {}, the TP's own minimum) to accept it anyway",
+                            format_span(a.min_time_left.as_secs()),
+                            format_span(tp_need)
+                        ),
+                    )
+                }
+                e => refused(&a.envelope, e),
+            }
+        })?;
     ef.check_cm()?;
     let receipt = Receipt::issue(&me, &venv, now);
     write_file(&a.out, &receipt.to_file(), mode)?;
     let h = venv.header();
-    println!("accepted envelope {}", h.envelope_id());
-    println!("from:     {}", who(venv.sender_card()));
+    say!("accepted envelope {}", h.envelope_id());
+    say!("from:     {}", who(venv.sender_card()));
     if h.is_group() {
-        println!(
+        say!(
             "trustees: any {} of the {} can complete it if the sender does not",
             h.threshold,
             h.trustees.len()
         );
     }
-    println!(
+    say!(
         "deadline: {} ({})",
         format_timestamp(h.deadline),
         time_left(h.deadline, now)
     );
-    println!(
+    say!(
         "receipt written to {}: send it to the sender, then `vtp open` their opening, or `vtp claim` from the TP before the deadline",
-        a.out.display()
+        shown_out(&a.out)
     );
+    let mut j = json!({
+        "envelope_id": h.envelope_id().to_hex(),
+        "receipt_file": shown_out(&a.out),
+        "sender": party_json(venv.sender_card()),
+        "recipient": party_json(me.card()),
+        "trustees": venv.tp_cards().iter().map(tp_json).collect::<Vec<_>>(),
+        "threshold": h.threshold(),
+    });
+    put_time(&mut j, "deadline", h.deadline);
+    report::json(&j);
     Ok(())
 }
 
@@ -141,7 +185,7 @@ pub fn accept(a: AcceptArgs) -> Result<()> {
 fn verified_embedded(ef: &EnvelopeFile) -> Result<VerifiedEnvelope> {
     ef.envelope
         .verify_embedded()
-        .map_err(|e| path_error(ef.path(), e))
+        .map_err(|e| refused(ef.path(), e))
 }
 
 /// A2: check the receipt and write the opening, re-derived from the
@@ -153,24 +197,31 @@ pub fn reveal(a: RevealArgs) -> Result<()> {
     let ef = EnvelopeFile::open(&a.envelope)?;
     let venv = verified_embedded(&ef)?;
     if venv.header().sender != me.id() {
-        bail!(
-            "{}: refused: this envelope was not sent by {}; only its sender can reveal it",
-            a.envelope.display(),
-            who(me.card())
-        );
+        return Err(refused(
+            &a.envelope,
+            format!(
+                "this envelope was not sent by {}; only its sender can reveal it",
+                who(me.card())
+            ),
+        ));
     }
     let receipt = read_receipt(&a.receipt)?;
     let vr = receipt.verify(&venv).map_err(|e| refused(&a.receipt, e))?;
     let opening = Opening::reveal(&me, &venv, &vr).map_err(|e| refused(&a.envelope, e))?;
     write_file(&a.out, &opening.to_file(), mode)?;
-    println!(
+    say!(
         "receipt from {} checked; keep it: it proves delivery together with the opening",
         who(&receipt.recipient_card)
     );
-    println!(
+    say!(
         "opening written to {}: send it to the recipient",
-        a.out.display()
+        shown_out(&a.out)
     );
+    report::json(&json!({
+        "envelope_id": venv.header().envelope_id().to_hex(),
+        "opening_file": shown_out(&a.out),
+        "recipient": party_json(&receipt.recipient_card),
+    }));
     Ok(())
 }
 
@@ -188,11 +239,13 @@ pub fn open(a: OpenArgs) -> Result<()> {
             .map_err(|e| refused(&a.envelope, e))?
     };
     if venv.header().recipient != me.id() {
-        bail!(
-            "{}: refused: this envelope is addressed to someone else, not to {}",
-            a.envelope.display(),
-            who(me.card())
-        );
+        return Err(refused(
+            &a.envelope,
+            format!(
+                "this envelope is addressed to someone else, not to {}",
+                who(me.card())
+            ),
+        ));
     }
     let opening = read_opening(&a.opening)?;
     let opened = opening
@@ -206,16 +259,22 @@ pub fn open(a: OpenArgs) -> Result<()> {
     )
     .map_err(|e| match e {
         DecryptError::Other(e) => e,
-        e => anyhow!(
+        e => error::invalid(format!(
             "{}: the opening is valid but the message does not match it: the sender's envelope is bad ({e}); keep the envelope, receipt and opening as evidence",
-            a.envelope.display()
-        ),
+            shown(&a.envelope)
+        )),
     })?;
-    println!(
+    say!(
         "message from {} written to {} (SHA-256 {})",
         who(venv.sender_card()),
-        a.out.display(),
+        shown_out(&a.out),
         opened.inside.message_sha256
     );
+    report::json(&json!({
+        "envelope_id": venv.header().envelope_id().to_hex(),
+        "message_file": shown_out(&a.out),
+        "message_sha256": opened.inside.message_sha256.to_string(),
+        "sender": party_json(venv.sender_card()),
+    }));
     Ok(())
 }

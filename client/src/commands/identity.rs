@@ -2,18 +2,21 @@
 //! people can compare them out of band (the only way to know a card is the
 //! right one).
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use rand_core::OsRng;
+use serde_json::json;
 use vtp_protocol::encoding::Kind;
-use vtp_protocol::identity::IdentitySecret;
+use vtp_protocol::identity::{IdentityCard, IdentitySecret};
+use vtp_protocol::tp_card::TpCard;
 
-use super::{display_name, who};
+use super::{display_name, party_json, tp_card_json, who};
 use crate::cli::{IdCommand, TpCommand};
 use crate::files::{
-    check_writable, peek_kind, read_card, read_secret_identity, read_tp_card, write_file, WriteMode,
+    check_writable, input_error, kind_of, parse_secret_identity, read_secret_identity, read_small,
+    shown_out, write_file, WriteMode,
 };
 use crate::timeparse::{format_span, format_timestamp, now};
-use crate::tp_client::TpClient;
+use crate::{report, say};
 
 pub fn id(cmd: IdCommand) -> Result<()> {
     match cmd {
@@ -24,57 +27,82 @@ pub fn id(cmd: IdCommand) -> Result<()> {
             };
             check_writable(&a.out, mode)?;
             let me = IdentitySecret::generate(&a.name, now(), &mut OsRng)
-                .map_err(|e| anyhow!("cannot create identity: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot create identity: {e}"))?;
             write_file(&a.out, &me.to_file(), mode)?;
-            println!("created identity {}", who(me.card()));
-            println!(
+            say!("created identity {}", who(me.card()));
+            say!(
                 "secret keys in {} (mode 0600): keep it private and backed up, it cannot be recreated",
-                a.out.display()
+                shown_out(&a.out)
             );
-            println!(
+            say!(
                 "give others your public card: vtp id card {} --out CARD",
-                a.out.display()
+                shown_out(&a.out)
             );
+            report::json(&json!({
+                "identity": party_json(me.card()),
+                "secret_file": shown_out(&a.out),
+            }));
             Ok(())
         }
         IdCommand::Card(a) => {
             let me = read_secret_identity(&a.identity)?;
             write_file(&a.out, &me.card().to_file(), WriteMode::public(a.force))?;
-            println!(
+            say!(
                 "wrote the public card of {} to {}",
                 who(me.card()),
-                a.out.display()
+                shown_out(&a.out)
             );
+            report::json(&json!({
+                "identity": party_json(me.card()),
+                "card_file": shown_out(&a.out),
+            }));
             Ok(())
         }
         IdCommand::Show(a) => {
-            let (card, what) = if peek_kind(&a.file)? == Some(Kind::IdentitySecret as u8) {
-                let me = read_secret_identity(&a.file)?;
-                (me.card().clone(), "secret identity (keep it private)")
+            let bytes = read_small(&a.file)?;
+            let (card, what, kind) = if kind_of(&bytes) == Some(Kind::IdentitySecret as u8) {
+                let me = parse_secret_identity(&a.file, &bytes)?;
+                (
+                    me.card().clone(),
+                    "secret identity (keep it private)",
+                    Kind::IdentitySecret,
+                )
             } else {
-                (read_card(&a.file)?, "public identity card")
+                (
+                    IdentityCard::from_file(&bytes).map_err(|e| input_error(&a.file, e))?,
+                    "public identity card",
+                    Kind::IdentityCard,
+                )
             };
-            println!("name:    {}", display_name(card.name()));
-            println!("id:      {}", card.id());
-            println!("created: {}", format_timestamp(card.body().created));
-            println!("file:    {what}");
+            say!("name:    {}", display_name(card.name()));
+            say!("id:      {}", card.id());
+            say!("created: {}", format_timestamp(card.body().created));
+            say!("file:    {what}");
+            let mut j = party_json(&card);
+            j["kind"] = json!(kind.name());
+            j["created"] = json!(card.body().created);
+            j["created_rfc3339"] = json!(format_timestamp(card.body().created));
+            report::json(&j);
             Ok(())
         }
     }
 }
 
-fn print_tp_card(card: &vtp_protocol::tp_card::TpCard) {
+pub(crate) fn print_tp_card(card: &TpCard) {
     let b = card.body();
-    println!("TP:      {}", display_name(&b.name));
-    println!("id:      {}", card.id());
-    println!("created: {}", format_timestamp(b.created));
+    say!("TP:      {}", display_name(&b.name));
+    say!("id:      {}", card.id());
+    say!("created: {}", format_timestamp(b.created));
+    for a in card.addresses() {
+        say!("address: {}", display_name(a));
+    }
     for k in &b.enc_keys {
         let current = if k.id == b.current_key {
             " (current)"
         } else {
             ""
         };
-        println!(
+        say!(
             "key:     {} RSA-{} OAEP-{}{current}",
             k.id,
             k.bits(),
@@ -82,15 +110,16 @@ fn print_tp_card(card: &vtp_protocol::tp_card::TpCard) {
         );
     }
     let p = card.policy();
-    println!(
+    say!(
         "policy:  deadlines up to {} ahead, claim window at least {}, clock skew {}",
         format_span(p.max_deadline_secs),
         format_span(p.min_claim_window_secs),
         format_span(p.clock_skew_secs)
     );
-    println!(
+    say!(
         "groups:  as a trustee, in groups of at most {} where at least {} must act",
-        p.max_trustees, p.min_threshold
+        p.max_trustees,
+        p.min_threshold
     );
 }
 
@@ -99,17 +128,24 @@ pub fn tp(cmd: TpCommand) -> Result<()> {
         TpCommand::Fetch(a) => {
             let mode = WriteMode::public(a.force);
             check_writable(&a.out, mode)?;
-            let card = TpClient::new(&a.tp.addr, a.tp.timeout).get_card()?;
+            let target = a.tp.resolve(None)?;
+            let card = target.client.get_card()?;
+            target.check(&card)?;
             write_file(&a.out, &card.to_file(), mode)?;
             print_tp_card(&card);
-            println!(
+            say!(
                 "saved to {}. Compare the id above with the one the TP's operator published before you trust this card.",
-                a.out.display()
+                shown_out(&a.out)
             );
+            let mut j = tp_card_json(&card);
+            j["card_file"] = json!(shown_out(&a.out));
+            report::json(&j);
             Ok(())
         }
         TpCommand::Show(a) => {
-            print_tp_card(&read_tp_card(&a.card)?);
+            let card = super::target::read_tp_card_arg(&a.card)?;
+            print_tp_card(&card);
+            report::json(&tp_card_json(&card));
             Ok(())
         }
     }

@@ -9,8 +9,9 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use rand_core::OsRng;
+use serde_json::{json, Value};
 use vtp_protocol::affidavit::Affidavit;
 use vtp_protocol::answer::VerifiedOutcome;
 use vtp_protocol::claim::Claim;
@@ -28,15 +29,16 @@ use vtp_protocol::wrap_proof::VoidEvidence;
 use vtp_protocol::{Digest32, ProtocolError};
 
 use super::exchange::refused;
-use super::{display_name, who};
+use super::{display_name, party_json, put_time, tp_json, who};
 use crate::cli::{ClaimArgs, ReceiptsArgs, UnclaimedArgs};
 use crate::files::{
-    check_writable, ensure_dir, read_receipt, read_secret_identity, read_tp_card, write_file,
-    WriteMode,
+    check_writable, ensure_dir, read_receipt, read_secret_identity, read_tp_card, shown, shown_out,
+    write_file, WriteMode,
 };
 use crate::stream::{DecryptError, EnvelopeFile, FileCiphertext};
 use crate::timeparse::{format_timestamp, now};
 use crate::tp_client::{TpClient, TpRefused};
+use crate::{error, fail, note, report, say};
 
 /// Fetch the TP's card and check it is a TP the envelope names (for a
 /// group, one of its trustees).
@@ -53,11 +55,12 @@ pub(crate) fn envelope_tp(
             .map(|t| t.tp.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        bail!(
+        fail!(
+            invalid,
             "the TP at {} has id {}, but {} is for TP {named}: refusing to talk to the wrong TP",
             client.addr(),
             card.id(),
-            ef.path().display(),
+            shown(ef.path()),
         );
     }
     let venv = ef
@@ -68,10 +71,10 @@ pub(crate) fn envelope_tp(
 }
 
 pub(crate) fn bad_affidavit(client: &TpClient, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!(
+    error::invalid(format!(
         "the TP at {} returned an affidavit that does not verify ({e}); nothing was written",
         client.addr()
-    )
+    ))
 }
 
 /// Where trustee `slot`'s affidavit goes: `path` itself with one TP,
@@ -160,11 +163,13 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     check_writable(&a.out, mode)?;
     let mut ef = EnvelopeFile::open(&a.envelope)?;
     if ef.envelope.header.recipient != me.id() {
-        bail!(
-            "{}: refused: this envelope is addressed to someone else, not to {}",
-            a.envelope.display(),
-            who(me.card())
-        );
+        return Err(refused(
+            &a.envelope,
+            format!(
+                "this envelope is addressed to someone else, not to {}",
+                who(me.card())
+            ),
+        ));
     }
     if let Some(p) = &a.affidavit_out {
         if ef.envelope.header.is_group() {
@@ -179,8 +184,12 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     }
     let receipt = read_receipt(&a.receipt)?;
     let group = ef.envelope.header.is_group();
-    if !group && a.tp.addrs.len() != 1 {
-        bail!("this envelope has one TP: give its address once (--tp HOST:PORT)");
+    let targets = a.tp.resolve(&ef.envelope.tp_cards)?;
+    if !group && targets.len() != 1 {
+        fail!(
+            usage,
+            "this envelope has one TP: give its card (--tp) or address (--tp-addr) once"
+        );
     }
     // The envelope is checked against the cards it carries; each TP that
     // answers must be one of them (checked by `envelope_tp`).
@@ -208,20 +217,23 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     let mut saved_notes: Vec<String> = Vec::new();
     let mut invalid = false;
     let mut asked = vec![false; n];
-    for addr in &a.tp.addrs {
+    let mut first_class = None;
+    for target in &targets {
         if shares.len() >= t {
             break;
         }
-        let client = TpClient::new(addr, a.tp.timeout);
-        let answer = envelope_tp(&client, &ef).and_then(|(card, _)| {
+        let client = &target.client;
+        let addr = client.addr();
+        let answer = envelope_tp(client, &ef).and_then(|(card, _)| {
+            target.check(&card)?;
             let slot = h.slot_of(&card.id()).expect("envelope_tp checked");
             if asked[slot] {
-                bail!("trustee {} was already asked", card.id());
+                fail!(usage, "trustee {} was already asked", card.id());
             }
             asked[slot] = true;
             claim_from(
                 &me,
-                &client,
+                client,
                 &card,
                 &venv,
                 &claim,
@@ -233,6 +245,7 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
         let (slot, answer, saved) = match answer {
             Ok(x) => x,
             Err(e) if group => {
+                first_class.get_or_insert(error::classify(&e));
                 report.push(format!("{addr}: {e:#}"));
                 continue;
             }
@@ -287,17 +300,22 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     };
     if shares.len() < t {
         if !group && invalid {
-            bail!("the TP found this envelope invalid: your receipt is void ({saved})")
+            fail!(
+                invalid,
+                "the TP found this envelope invalid: your receipt is void ({saved})"
+            )
         }
         if released.len() >= t {
             return Err(cheated(&mut ef));
         }
-        bail!(
+        return Err(error::VtpError::new(
+            first_class.unwrap_or(error::ErrorClass::Other),
+            format!(
             "only {} of the {t} trustees needed released their share of the message key, so the message cannot be opened yet; {}{}",
             shares.len(),
             report.join("; "),
             if saved.is_empty() { String::new() } else { format!(" ({saved})") }
-        );
+        )).into());
     }
     let message_sha256 = message_sha.expect("at least one share");
     let Ok(km) = message_key_from_shares(&venv, &shares) else {
@@ -305,31 +323,50 @@ pub fn claim(a: ClaimArgs) -> Result<()> {
     };
     match ef.decrypt_to(&km, message_sha256, &a.out, mode) {
         Ok(()) => {}
-        Err(DecryptError::Other(e)) => bail!("{e:#} ({saved})"),
+        Err(DecryptError::Other(e)) => return Err(error::rewrap(&e, format!("{e:#} ({saved})"))),
         Err(_) => return Err(cheated(&mut ef)),
     }
     if group {
-        println!(
+        say!(
             "{} of the {n} trustees resolved envelope {} (needed {t}): {}",
             shares.len(),
             h.envelope_id(),
             report.join("; ")
         );
     } else {
-        println!(
+        say!(
             "the TP resolved envelope {} at {}",
             h.envelope_id(),
             format_timestamp(resolved_at)
         );
     }
-    println!(
+    say!(
         "message from {} written to {} (SHA-256 {message_sha256})",
         who(venv.sender_card()),
-        a.out.display()
+        shown_out(&a.out)
     );
     if a.affidavit_out.is_some() || group {
-        println!("{saved}");
+        say!("{saved}");
     }
+    let affidavit_files: Vec<String> = match &a.affidavit_out {
+        Some(p) => resolutions
+            .iter()
+            .filter_map(|r| h.slot_of(&r.body.tp))
+            .map(|slot| shown_out(&trustee_path(p, &venv, slot)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut j = json!({
+        "envelope_id": h.envelope_id().to_hex(),
+        "message_file": shown_out(&a.out),
+        "message_sha256": message_sha256.to_string(),
+        "sender": party_json(venv.sender_card()),
+        "resolved_by": resolutions.iter().map(|r| r.body.tp.to_string()).collect::<Vec<_>>(),
+        "affidavit_files": affidavit_files,
+        "report": report,
+    });
+    put_time(&mut j, "resolved_at", resolved_at);
+    report::json(&j);
     Ok(())
 }
 
@@ -359,7 +396,7 @@ fn void_evidence(
 ) -> anyhow::Error {
     let evidence = match VoidEvidence::build(me, venv, released, &mut OsRng) {
         Ok(e) => e,
-        Err(e) => return anyhow!("the key the TP released does not open the message, and no void evidence could be made ({e}); {saved}"),
+        Err(e) => return error::invalid(format!("the key the TP released does not open the message, and no void evidence could be made ({e}); {saved}")),
     };
     let envelope = ef.envelope.clone();
     let mut ciphertext = FileCiphertext::new(ef);
@@ -377,21 +414,24 @@ fn void_evidence(
     );
     let reason = v.reason.unwrap_or_default();
     if v.valid || !reason.starts_with("receipt void") {
-        return anyhow!(
+        return error::invalid(format!(
             "the key the TP released does not open the message here, but the judge does not accept the void evidence ({}); nothing was written; {saved}",
             if v.valid { "it finds that the released key opens the message" } else { &reason }
-        );
+        ));
     }
     let path = void_evidence_path(out);
     if let Err(e) = write_file(&path, &evidence.to_file(), mode) {
-        return anyhow!(
-            "the sender cheated: {reason}; the void evidence could not be saved ({e:#}); {saved}"
+        return error::rewrap(
+            &e,
+            format!(
+                "the sender cheated: {reason}; the void evidence could not be saved ({e:#}); {saved}"
+            ),
         );
     }
-    anyhow!(
+    error::invalid(format!(
         "the sender cheated: {reason}; void evidence saved to {} (give it to `vtp verify --void-evidence` with the affidavits); {saved}",
-        path.display()
-    )
+        shown_out(&path)
+    ))
 }
 
 /// Write the affidavit if a path was given; say where it is (or how to get it).
@@ -399,7 +439,7 @@ fn save_affidavit(aff: &Affidavit, path: Option<&Path>, mode: WriteMode) -> Resu
     match path {
         Some(p) => {
             write_file(p, &aff.to_file(), mode)?;
-            Ok(format!("affidavit saved to {}", p.display()))
+            Ok(format!("affidavit saved to {}", shown_out(p)))
         }
         None => Ok(
             "claim again with --affidavit-out FILE to save the TP's affidavit: claims are idempotent"
@@ -442,7 +482,7 @@ fn fetch_page(
         match client.fetch_receipts(req) {
             Ok(page) => break page,
             Err(e) if TpRefused::is_busy(&e) && retries < BUSY_RETRIES => {
-                eprintln!(
+                note!(
                     "the TP is busy; asking again in {}",
                     humantime::format_duration(wait)
                 );
@@ -453,9 +493,12 @@ fn fetch_page(
             Err(e) => return Err(e),
         }
     };
-    let cursor = page
-        .check(after_seq)
-        .map_err(|e| anyhow!("the TP at {} sent a bad answer: {e}", client.addr()))?;
+    let cursor = page.check(after_seq).map_err(|e| {
+        error::invalid(format!(
+            "the TP at {} sent a bad answer: {e}",
+            client.addr()
+        ))
+    })?;
     Ok((page, cursor))
 }
 
@@ -464,34 +507,41 @@ fn fetch_page(
 /// the next: an interrupted run keeps what it saved and says how to resume.
 pub fn receipts(a: ReceiptsArgs) -> Result<()> {
     let me = read_secret_identity(&a.identity)?;
-    let client = TpClient::new(&a.tp.addr, a.tp.timeout);
+    let target = a.tp.resolve(None)?;
+    let client = &target.client;
     let card = client.get_card()?;
+    target.check(&card)?;
     if let Some(p) = &a.expect_tp {
         let want = read_tp_card(p)?;
         if want.id() != card.id() {
-            bail!(
+            fail!(
+                invalid,
                 "the TP at {} has id {}, not the id {} of {}: refusing to talk to the wrong TP",
                 client.addr(),
                 card.id(),
                 want.id(),
-                p.display()
+                shown(p)
             );
         }
     }
-    println!("TP {} ({})", display_name(&card.body().name), card.id());
+    say!("TP {} ({})", display_name(&card.body().name), card.id());
     ensure_dir(&a.out_dir)?;
     let mut after = a.since;
     let mut fetched = 0usize;
     let mut saved = 0usize;
     let mut bad = Vec::new();
+    let mut listed: Vec<Value> = Vec::new();
     loop {
-        let (page, cursor) = fetch_page(&client, &me, &card, after).map_err(|e| {
+        let (page, cursor) = fetch_page(client, &me, &card, after).map_err(|e| {
             if fetched == 0 {
                 e
             } else {
-                anyhow!(
-                    "{e:#} (after {saved} receipts saved to {}: `--since {after}` resumes there)",
-                    a.out_dir.display()
+                error::rewrap(
+                    &e,
+                    format!(
+                        "{e:#} (after {saved} receipts saved to {}: `--since {after}` resumes there)",
+                        shown_out(&a.out_dir)
+                    ),
                 )
             }
         })?;
@@ -503,7 +553,7 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
                 ));
                 continue;
             }
-            save_resolved(&a.out_dir, &card, item)?;
+            listed.push(save_resolved(&a.out_dir, &card, item)?);
             saved += 1;
         }
         fetched += page.receipts.len();
@@ -511,31 +561,38 @@ pub fn receipts(a: ReceiptsArgs) -> Result<()> {
         if !page.more {
             break;
         }
-        eprintln!(
+        note!(
             "{fetched} receipts fetched so far (through journal record #{after}); asking for more"
         );
     }
-    println!(
+    say!(
         "{saved} receipt{} saved to {}",
         if saved == 1 { "" } else { "s" },
-        a.out_dir.display()
+        shown_out(&a.out_dir)
     );
     if after > a.since {
-        println!("next time, `--since {after}` fetches only the receipts recorded after these");
+        say!("next time, `--since {after}` fetches only the receipts recorded after these");
     }
     if let Some(first) = bad.first() {
-        bail!(
+        fail!(
+            invalid,
             "{} of {fetched} items from the TP did not verify and were not saved; first: {first}",
             bad.len(),
         );
     }
+    report::json(&json!({
+        "tp": tp_json(&card),
+        "out_dir": shown_out(&a.out_dir),
+        "receipts": listed,
+        "next_since": after,
+    }));
     Ok(())
 }
 
 /// Write a checked receipt and its affidavit as `<envelope id>.receipt.vtp`
 /// and `<envelope id>.affidavit.vtp` (for a group envelope
 /// `.affidavit.vtp.N`, N this trustee's position), and list it.
-fn save_resolved(dir: &Path, card: &TpCard, item: &ResolvedReceipt) -> Result<()> {
+fn save_resolved(dir: &Path, card: &TpCard, item: &ResolvedReceipt) -> Result<Value> {
     let id = item.affidavit.body.envelope_id.to_hex();
     let rpath: PathBuf = dir.join(format!("{id}.receipt.vtp"));
     // A group envelope has one affidavit per acting trustee.
@@ -553,13 +610,21 @@ fn save_resolved(dir: &Path, card: &TpCard, item: &ResolvedReceipt) -> Result<()
     };
     write_file(&rpath, &item.receipt.to_file(), WriteMode::public(true))?;
     write_file(&apath, &item.affidavit.to_file(), WriteMode::public(true))?;
-    println!(
+    say!(
         "{}  envelope {id}  resolved at {}  (journal record #{})",
         display_name(item.receipt.recipient_card.name()),
         format_timestamp(item.affidavit.body.at),
         item.seq()
     );
-    Ok(())
+    let mut j = json!({
+        "envelope_id": id,
+        "recipient": party_json(&item.receipt.recipient_card),
+        "seq": item.seq(),
+        "receipt_file": shown_out(&rpath),
+        "affidavit_file": shown_out(&apath),
+    });
+    put_time(&mut j, "resolved_at", item.affidavit.body.at);
+    Ok(j)
 }
 
 /// After the deadline: the TP certifies it never resolved this envelope.
@@ -572,15 +637,21 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
     let ef = EnvelopeFile::open(&a.envelope)?;
     let h = ef.envelope.header.clone();
     if me.id() != h.sender && me.id() != h.recipient {
-        bail!(
-            "{}: refused: {} is neither the sender nor the recipient of this envelope",
-            a.envelope.display(),
-            who(me.card())
-        );
+        return Err(refused(
+            &a.envelope,
+            format!(
+                "{} is neither the sender nor the recipient of this envelope",
+                who(me.card())
+            ),
+        ));
     }
     let group = h.is_group();
-    if !group && a.tp.addrs.len() != 1 {
-        bail!("this envelope has one TP: give its address once (--tp HOST:PORT)");
+    let targets = a.tp.resolve(&ef.envelope.tp_cards)?;
+    if !group && targets.len() != 1 {
+        fail!(
+            usage,
+            "this envelope has one TP: give its card (--tp) or address (--tp-addr) once"
+        );
     }
     let (n, t) = (h.trustees.len(), h.threshold());
     let needed = n - t + 1;
@@ -590,17 +661,21 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
     let mut certified = vec![false; n];
     let mut report = Vec::new();
     let mut venv_seen = None;
-    for addr in &a.tp.addrs {
+    let mut certs: Vec<Value> = Vec::new();
+    let mut first_class = None;
+    for target in &targets {
         if certified.iter().filter(|c| **c).count() >= needed {
             break;
         }
-        let client = TpClient::new(addr, a.tp.timeout);
+        let client = &target.client;
+        let addr = client.addr();
         let got = (|| -> Result<(usize, VerifiedEnvelope, u64)> {
-            let (card, venv) = envelope_tp(&client, &ef)?;
+            let (card, venv) = envelope_tp(client, &ef)?;
+            target.check(&card)?;
             let aff = client.unclaimed(UnclaimedRequest::new(&me, &venv, card.id(), now()))?;
             let slot = aff
                 .verify_unclaimed(&card, &venv)
-                .map_err(|e| bad_affidavit(&client, e))?;
+                .map_err(|e| bad_affidavit(client, e))?;
             let path = trustee_path(&a.out, &venv, slot);
             write_file(&path, &aff.to_file(), mode)?;
             Ok((slot, venv, aff.body.at))
@@ -613,41 +688,67 @@ pub fn unclaimed(a: UnclaimedArgs) -> Result<()> {
                     "{addr}: trustee {} certified it at {} (saved to {})",
                     slot + 1,
                     format_timestamp(at),
-                    path.display()
+                    shown_out(&path)
                 ));
+                let mut c = json!({
+                    "trustee": slot + 1,
+                    "tp": h.trustees[slot].tp.to_string(),
+                    "affidavit_file": shown_out(&path),
+                });
+                put_time(&mut c, "at", at);
+                certs.push(c);
                 if !group {
-                    println!(
+                    say!(
                         "the TP certifies that it never resolved envelope {} (deadline {}); statement made at {}",
                         venv.header().envelope_id(),
                         format_timestamp(venv.header().deadline),
                         format_timestamp(at)
                     );
-                    println!("affidavit saved to {}", a.out.display());
+                    say!("affidavit saved to {}", shown_out(&a.out));
+                    unclaimed_json(&h, certs, true);
                     return Ok(());
                 }
                 venv_seen = Some(venv);
             }
-            Err(e) if group => report.push(format!("{addr}: {e:#}")),
+            Err(e) if group => {
+                first_class.get_or_insert(error::classify(&e));
+                report.push(format!("{addr}: {e:#}"))
+            }
             Err(e) => return Err(e),
         }
     }
     let count = certified.iter().filter(|c| **c).count();
     if count < needed {
-        bail!(
-            "{count} of the {needed} trustee certificates needed (more than n - t = {}) were obtained; {}",
-            n - t,
-            report.join("; ")
-        );
+        return Err(error::VtpError::new(
+            first_class.unwrap_or(error::ErrorClass::Other),
+            format!(
+                "{count} of the {needed} trustee certificates needed (more than n - t = {}) were obtained; {}",
+                n - t,
+                report.join("; ")
+            ),
+        )
+        .into());
     }
     let venv = venv_seen.expect("at least one certificate");
-    println!(
+    say!(
         "{count} of the {n} trustees certify that they never resolved envelope {} (deadline {}): at most {} could have, fewer than the {t} needed, so the exchange was never completed through the trustees",
         venv.header().envelope_id(),
         format_timestamp(venv.header().deadline),
         n - count
     );
     for r in report {
-        println!("  {r}");
+        say!("  {r}");
     }
+    unclaimed_json(&h, certs, true);
     Ok(())
+}
+
+fn unclaimed_json(h: &vtp_protocol::envelope::EnvelopeHeader, certs: Vec<Value>, unclaimed: bool) {
+    let mut j = json!({
+        "envelope_id": h.envelope_id().to_hex(),
+        "unclaimed": unclaimed,
+        "certificates": certs,
+    });
+    put_time(&mut j, "deadline", h.deadline);
+    report::json(&j);
 }

@@ -12,7 +12,7 @@
 //! the key the trustees released does not open the message; it reads `c_m`
 //! from the envelope file for that (see `vtp_protocol::wrap_proof`).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 use vtp_protocol::evidence::{judge_with_void, DeliveredVia, Verdict, VoidClaim};
 use vtp_protocol::opening::Opening;
@@ -25,6 +25,7 @@ use crate::cli::VerifyArgs;
 use crate::files::{read_affidavit, read_opening, read_receipt, read_void_evidence};
 use crate::stream::{sha256_file, DecryptError, EnvelopeFile, FileCiphertext};
 use crate::timeparse::format_timestamp;
+use crate::{fail, report, say};
 
 #[derive(Serialize)]
 struct JsonVerdict<'a> {
@@ -113,17 +114,14 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
     check_files(&tps, &mut ef, &receipt, opening.as_ref(), &mut v);
 
     let deadline_rfc3339 = v.deadline.map(format_timestamp);
-    if a.json {
-        let j = JsonVerdict {
-            verdict: &v,
-            deadline_rfc3339,
-        };
-        println!("{}", serde_json::to_string(&j)?);
-    } else {
-        print_human(&v, deadline_rfc3339.as_deref(), a.message.is_some());
-    }
+    print_human(&v, deadline_rfc3339.as_deref(), a.message.is_some());
+    report::json(&JsonVerdict {
+        verdict: &v,
+        deadline_rfc3339,
+    });
     if !v.valid {
-        bail!(
+        fail!(
+            invalid,
             "the evidence is invalid: {}",
             v.reason.as_deref().unwrap_or("no reason given")
         );
@@ -140,20 +138,20 @@ fn print_human(v: &Verdict, deadline: Option<&str>, message_shown: bool) {
         )
     };
     if v.valid {
-        println!("VALID: the evidence proves delivery");
+        say!("VALID: the evidence proves delivery");
     } else {
-        println!(
+        say!(
             "INVALID: {}",
             v.reason.as_deref().unwrap_or("no reason given")
         );
     }
-    println!("sender:    {}", name(&v.sender_name, &v.sender));
-    println!("recipient: {}", name(&v.recipient_name, &v.recipient));
+    say!("sender:    {}", name(&v.sender_name, &v.sender));
+    say!("recipient: {}", name(&v.recipient_name, &v.recipient));
     if let Some(id) = &v.envelope_id {
-        println!("envelope:  {id}");
+        say!("envelope:  {id}");
     }
     if let Some(d) = deadline {
-        println!("deadline:  {d}");
+        say!("deadline:  {d}");
     }
     if let Some(sha) = &v.message_sha256 {
         let checked = if message_shown && v.valid {
@@ -161,24 +159,24 @@ fn print_human(v: &Verdict, deadline: Option<&str>, message_shown: bool) {
         } else {
             ""
         };
-        println!("message:   SHA-256 {sha}{checked}");
+        say!("message:   SHA-256 {sha}{checked}");
     }
     match v.delivered_via {
         Some(DeliveredVia::Opening) => {
-            println!("via:       the sender's opening (the TP was not involved)")
+            say!("via:       the sender's opening (the TP was not involved)")
         }
-        Some(DeliveredVia::TrustedParty) if v.resolved_by.len() > 1 => println!(
+        Some(DeliveredVia::TrustedParty) if v.resolved_by.len() > 1 => say!(
             "via:       the affidavits of {} trustees: {}",
             v.resolved_by.len(),
             v.resolved_by.join(", ")
         ),
-        Some(DeliveredVia::TrustedParty) => println!("via:       the TP's affidavit"),
+        Some(DeliveredVia::TrustedParty) => say!("via:       the TP's affidavit"),
         None => {}
     }
     for c in &v.contradictions {
-        println!("contradicted: {c}");
+        say!("contradicted: {c}");
     }
     if let Some(why) = &v.accusation_refused {
-        println!("refused:   {why}");
+        say!("refused:   {why}");
     }
 }

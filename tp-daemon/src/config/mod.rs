@@ -69,6 +69,10 @@ pub struct Config {
     pub path: PathBuf,
     /// Name shown in the TP card.
     pub name: String,
+    /// Where clients reach the TP (`host:port`), published in the signed
+    /// TP card so `vtp claim --tp CARD` needs no address; empty: the card
+    /// publishes none.
+    pub addresses: Vec<String>,
     pub listen: SocketAddr,
     /// Health and Prometheus metrics endpoint; `None`: off.
     pub metrics_listen: Option<SocketAddr>,
@@ -105,6 +109,8 @@ pub struct ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     name: S<String>,
+    #[serde(default)]
+    addresses: Option<S<Vec<String>>>,
     listen: Option<S<SocketAddr>>,
     metrics_listen: Option<S<SocketAddr>>,
     data_dir: S<PathBuf>,
@@ -137,6 +143,28 @@ impl Config {
         if raw.name.get_ref().trim().is_empty() {
             return Err(src.at(raw.name.span(), "`name` must not be empty"));
         }
+        let addresses = match raw.addresses {
+            Some(a) => {
+                let (span, list) = (a.span(), a.into_inner());
+                if list.len() > vtp_protocol::tp_card::MAX_ADDRESSES {
+                    return Err(src.at(
+                        span,
+                        format!(
+                            "`addresses`: at most {} addresses",
+                            vtp_protocol::tp_card::MAX_ADDRESSES
+                        ),
+                    ));
+                }
+                if let Some(p) = list
+                    .iter()
+                    .find_map(|x| vtp_protocol::tp_card::address_problem(x))
+                {
+                    return Err(src.at(span, format!("`addresses`: {p}")));
+                }
+                list
+            }
+            None => Vec::new(),
+        };
         let listen = match raw.listen {
             Some(l) => *l.get_ref(),
             None => DEFAULT_LISTEN.parse().expect("valid default address"),
@@ -161,6 +189,7 @@ impl Config {
         let config = Config {
             path: path.to_owned(),
             name: raw.name.into_inner(),
+            addresses,
             listen,
             metrics_listen,
             data_dir,

@@ -584,3 +584,29 @@ fn the_documented_sample_is_valid() {
 fn syntax_errors_name_the_line() {
     fails(&with("[limits]", "[limits\n"), 11, &["tp.toml"]);
 }
+
+#[test]
+fn card_addresses() {
+    assert!(parse(GOOD).unwrap().addresses.is_empty());
+    let c = parse(&with(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\naddresses = [\"tp.example:7400\", \"[::1]:7400\"]",
+    ))
+    .unwrap();
+    assert_eq!(c.addresses, ["tp.example:7400", "[::1]:7400"]);
+    fails(
+        &with(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\naddresses = [\"tp example:7400\"]",
+        ),
+        3,
+        &["`addresses`", "printable ASCII"],
+    );
+    let sample = include_str!("../../../docs/tp.toml.sample");
+    assert_eq!(
+        Config::parse(sample, Path::new("/etc/vtp/tp.toml"))
+            .unwrap()
+            .addresses,
+        ["tp.example.com:7400"]
+    );
+}

@@ -244,6 +244,10 @@ pub fn config_template(v: &TemplateValues) -> String {
 # Name shown in the TP card that users receive.
 name = {name}
 
+# Where clients reach the TP ("host:port"), published in the signed TP card
+# so that `vtp claim --tp tp.card` needs no address. Default: none.
+# addresses = ["tp.example.com:7400"]
+
 # Address and port to listen on. Use 0.0.0.0:PORT (or [::]:PORT) to accept
 # connections from other machines. `tp-daemon serve --listen` overrides it.
 # Default: "{default_listen}".

@@ -357,11 +357,12 @@ pub fn build_live(
     let keys = ring
         .tp_keys(signing)
         .map_err(|e| anyhow!("journal {}: {e}", journal.path().display()))?;
-    let tp = TrustedParty::open(
+    let tp = TrustedParty::open_with_addresses(
         Arc::clone(token),
         keys.clone(),
         &config.name,
         config.policy.clone(),
+        config.addresses.clone(),
         clock.now(),
     )?;
     record_card(journal, &tp, clock, who)?;
@@ -385,11 +386,12 @@ pub fn resign_live(
     who: &str,
 ) -> anyhow::Result<Live> {
     let card = live.tp.card();
-    let tp = TrustedParty::open(
+    let tp = TrustedParty::open_with_addresses(
         Arc::clone(token),
         live.tp.keys().clone(),
         card.name(),
         card.policy().clone(),
+        card.addresses().to_vec(),
         clock.now(),
     )?;
     record_card(journal, &tp, clock, who)?;
