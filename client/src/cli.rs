@@ -428,9 +428,13 @@ pub struct IdNewArgs {
     /// Where to write the secret identity (created with mode 0600)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Replace an existing file (the identity in it is lost for good)
+    /// Replace an existing file (the identity in it is lost for good). On a
+    /// terminal vtp asks first; elsewhere it refuses unless --yes is given too
     #[arg(long)]
     pub force: bool,
+    /// With --force: replace an existing identity without asking
+    #[arg(long, requires = "force")]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]

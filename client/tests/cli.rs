@@ -60,7 +60,7 @@ fn identities() {
         .fails_as(IO, "already exists");
     assert_eq!(w.read("alice.id"), before);
     w.vtp(&[
-        "id", "new", "--name", "alice2", "--out", "alice.id", "--force",
+        "id", "new", "--name", "alice2", "--out", "alice.id", "--force", "--yes",
     ])
     .ok();
     assert_ne!(w.read("alice.id"), before);

@@ -837,3 +837,48 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let piped = w.vtp(&["id", "show", "nothere"]);
     assert!(!piped.stderr.contains('\x1b'), "{:?}", piped.stderr);
 }
+
+#[test]
+fn replacing_an_identity_asks_first() {
+    let w = World::new();
+    let before = w.read("alice.id");
+    // No terminal: refused unless --yes.
+    w.vtp(&["id", "new", "--name", "a2", "--out", "alice.id", "--force"])
+        .fails_as(USAGE, "add --yes");
+    assert_eq!(w.read("alice.id"), before);
+    // A terminal: asked; anything but yes keeps it.
+    let vtp = env!("CARGO_BIN_EXE_vtp");
+    let ask = |answer: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new("script")
+            .current_dir(w.dir.path())
+            .args([
+                "-qec",
+                &format!("{vtp} id new --name a2 --out alice.id --force"),
+                "/dev/null",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        // Answer once the question is asked (script forwards it to the pty).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        drop(stdin);
+        out
+    };
+    let out = ask("n");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[y/N]"),
+        "{out:?}"
+    );
+    assert_eq!(w.read("alice.id"), before);
+    ask("y");
+    assert_ne!(w.read("alice.id"), before);
+    w.vtp(&[
+        "id", "new", "--name", "a3", "--out", "alice.id", "--force", "--yes",
+    ])
+    .ok();
+}

@@ -26,6 +26,9 @@ pub fn id(cmd: IdCommand) -> Result<()> {
                 secret: true,
             };
             check_writable(&a.out, mode)?;
+            if a.force && !a.yes && std::fs::symlink_metadata(&a.out).is_ok() {
+                confirm_replace(&a.out)?;
+            }
             let me = IdentitySecret::generate(&a.name, now(), &mut OsRng)
                 .map_err(|e| anyhow::anyhow!("cannot create identity: {e}"))?;
             write_file(&a.out, &me.to_file(), mode)?;
@@ -85,6 +88,30 @@ pub fn id(cmd: IdCommand) -> Result<()> {
             report::json(&j);
             Ok(())
         }
+    }
+}
+
+/// `id new --force` over an existing file: its identity is lost for good,
+/// so a person is asked (on a terminal) and a script must say `--yes`.
+fn confirm_replace(path: &std::path::Path) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let shown = crate::files::shown_out(path);
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(crate::error::usage(format!(
+            "{shown} exists and --force would destroy the identity in it for good: add --yes to do it without a terminal to confirm on"
+        )));
+    }
+    eprint!("vtp: {shown} exists; replace it and lose the identity in it for good? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| crate::error::io(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(crate::error::usage(format!("{shown} kept: not replaced")))
     }
 }
 
