@@ -585,13 +585,25 @@ fn brand_key_facts(s: &Session) {
             sig.len(),
             BigUint::from_bytes_be(&sig).modpow(&e, &n) == m
         ),
-        Err(e) => println!("C_Sign(CKM_RSA_X_509) of a random m < n: {}", rv(Err::<(), _>(e))),
+        Err(e) => println!(
+            "C_Sign(CKM_RSA_X_509) of a random m < n: {}",
+            rv(Err::<(), _>(e))
+        ),
     }
     // Inputs of the wrong length or not below n run in a child process: one
     // of them makes SoftHSM 2.6.1 end the whole process.
     s.update_attributes(privk, &[Attribute::Label(b"facts-brand".to_vec())])
         .unwrap();
-    for probe in ["k-1 bytes (m < 2^(8(k-1)))", "k+1 bytes", "m = n", "m = n + 1", "m = 2^(8k) - 1", "m = n - 1", "m = 0", "empty"] {
+    for probe in [
+        "k-1 bytes (m < 2^(8(k-1)))",
+        "k+1 bytes",
+        "m = n",
+        "m = n + 1",
+        "m = 2^(8k) - 1",
+        "m = n - 1",
+        "m = 0",
+        "empty",
+    ] {
         println!("C_Sign(CKM_RSA_X_509), {probe}: {}", probe_in_child(probe));
     }
     let pss = PkcsPssParams {
@@ -601,9 +613,21 @@ fn brand_key_facts(s: &Session) {
     };
     for (what, mech, data) in [
         ("CKM_RSA_PKCS", Mechanism::RsaPkcs, vec![1u8; 32]),
-        ("CKM_SHA256_RSA_PKCS", Mechanism::Sha256RsaPkcs, vec![1u8; 32]),
-        ("CKM_SHA384_RSA_PKCS_PSS", Mechanism::Sha384RsaPkcsPss(pss), vec![1u8; 32]),
-        ("CKM_RSA_PKCS_PSS", Mechanism::RsaPkcsPss(pss), vec![1u8; 48]),
+        (
+            "CKM_SHA256_RSA_PKCS",
+            Mechanism::Sha256RsaPkcs,
+            vec![1u8; 32],
+        ),
+        (
+            "CKM_SHA384_RSA_PKCS_PSS",
+            Mechanism::Sha384RsaPkcsPss(pss),
+            vec![1u8; 32],
+        ),
+        (
+            "CKM_RSA_PKCS_PSS",
+            Mechanism::RsaPkcsPss(pss),
+            vec![1u8; 48],
+        ),
     ] {
         println!(
             "brand key, C_Sign({what}): {}",
@@ -633,7 +657,10 @@ fn brand_key_facts(s: &Session) {
         ("CKA_UNWRAP=true", Attribute::Unwrap(true)),
         (
             "CKA_ALLOWED_MECHANISMS=[RSA_X_509, RSA_PKCS_OAEP]",
-            Attribute::AllowedMechanisms(vec![MechanismType::RSA_X_509, MechanismType::RSA_PKCS_OAEP]),
+            Attribute::AllowedMechanisms(vec![
+                MechanismType::RSA_X_509,
+                MechanismType::RSA_PKCS_OAEP,
+            ]),
         ),
         ("CKA_EXTRACTABLE=true", Attribute::Extractable(true)),
         ("CKA_SENSITIVE=false", Attribute::Sensitive(false)),
@@ -648,11 +675,15 @@ fn brand_key_facts(s: &Session) {
             ),
             "CKA_ALLOWED_MECHANISMS" => format!(
                 ", now {:?}",
-                s.get_attributes(h, &[T::AllowedMechanisms]).map(|v| v.into_iter().next())
+                s.get_attributes(h, &[T::AllowedMechanisms])
+                    .map(|v| v.into_iter().next())
             ),
             _ => String::new(),
         };
-        println!("brand key, C_SetAttributeValue({what}): {}{after}", rv(r.as_ref()));
+        println!(
+            "brand key, C_SetAttributeValue({what}): {}{after}",
+            rv(r.as_ref())
+        );
     }
     match brand_pair(s, &brand_key_template(future, Some(false))) {
         Ok((_pb, h)) => println!(
@@ -680,7 +711,14 @@ fn brand_key_facts(s: &Session) {
     ];
     match brand_pair(s, &minimal) {
         Ok((_pb, h)) => {
-            for t in [T::Decrypt, T::Unwrap, T::SignRecover, T::Derive, T::AllowedMechanisms, T::EndDate] {
+            for t in [
+                T::Decrypt,
+                T::Unwrap,
+                T::SignRecover,
+                T::Derive,
+                T::AllowedMechanisms,
+                T::EndDate,
+            ] {
                 print!(
                     "{t:?}={} ",
                     match s.get_attributes(h, &[t]) {
@@ -726,7 +764,11 @@ fn probe_in_child(probe: &str) -> String {
         format!(
             "the module ended the process (exit status {:?}, no answer){}",
             out.status.code(),
-            if stdout.is_empty() { String::new() } else { format!("; it printed {stdout:?}") }
+            if stdout.is_empty() {
+                String::new()
+            } else {
+                format!("; it printed {stdout:?}")
+            }
         )
     }
 }
@@ -741,8 +783,11 @@ fn child_probe(probe: &str) {
         .unwrap();
     let slot = p.get_slots_with_token().unwrap()[0];
     let s = p.open_rw_session(slot).unwrap();
-    s.login(UserType::User, Some(&AuthPin::from(pin.trim_end().to_owned())))
-        .unwrap();
+    s.login(
+        UserType::User,
+        Some(&AuthPin::from(pin.trim_end().to_owned())),
+    )
+    .unwrap();
     let find = |class| {
         s.find_objects(&[
             Attribute::Class(class),

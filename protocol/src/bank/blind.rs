@@ -15,7 +15,8 @@
 use blind_rsa_signatures::reexports::rsa as rsa10;
 use blind_rsa_signatures::{BlindingResult, MessageRandomizer, PublicKeySha384PSSRandomized};
 use rand_core::{CryptoRng, RngCore};
-use rsa::BigUint;
+/// The big integers of the checks (for the device).
+pub use rsa::BigUint;
 
 use crate::ProtocolError;
 
