@@ -98,11 +98,17 @@ fn public_key(s: &Session, h: ObjectHandle) -> RsaPublicKey {
 }
 
 fn main() {
+    if let Ok(probe) = std::env::var("FACTS_CHILD_PROBE") {
+        return child_probe(&probe);
+    }
     let kind = DevTokenKind::from_env().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dev = create_dev_token(kind, dir.path(), "facts").unwrap();
     let (var, conf) = dev.conf_env();
     std::env::set_var(var, conf);
+    // For the child processes of `probe_in_child`.
+    std::env::set_var("FACTS_MODULE", &dev.module);
+    std::env::set_var("FACTS_PIN_FILE", &dev.pin_file);
     let p = Pkcs11::new(&dev.module).unwrap();
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
@@ -338,6 +344,9 @@ fn main() {
         println!("<- RSA private key {what}");
     }
 
+    // ---- brand keys: raw RSA signing (blind signatures) ----
+    brand_key_facts(&s);
+
     // ---- EC ----
     let (ecpub, ecpriv) = s
         .generate_key_pair(
@@ -473,4 +482,353 @@ fn main() {
         let per_s = n as f64 / start.elapsed().as_secs_f64();
         println!("resolve primitives (OAEP-{} unwrap + GCM 1 KiB + ECDSA), {threads} thread(s): {per_s:.0}/s", public.oaep);
     }
+}
+
+/// A bank's brand key as `vtp-device` generates it: RSA-3072, `CKA_SIGN`
+/// only, `CKA_ALLOWED_MECHANISMS = [CKM_RSA_X_509]`, an end date. What does
+/// the token do with it?
+fn brand_key_template(end: cryptoki::types::Date, modifiable: Option<bool>) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::SignRecover(false),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::AllowedMechanisms(vec![MechanismType::RSA_X_509]),
+        Attribute::EndDate(end),
+    ];
+    if let Some(m) = modifiable {
+        t.push(Attribute::Modifiable(m));
+    }
+    t
+}
+
+fn brand_pair(s: &Session, private: &[Attribute]) -> Result<(ObjectHandle, ObjectHandle), String> {
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::ModulusBits(3072u64.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+    ];
+    s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, private)
+        .map_err(|e| rv(Err::<(), _>(e)))
+}
+
+fn brand_key_facts(s: &Session) {
+    use cryptoki::mechanism::rsa::PkcsPssParams;
+    use cryptoki::types::Date;
+    use AttributeType as T;
+    let future = Date::new_from_str_slice("2099", "12", "31").unwrap();
+    let past = Date::new_from_str_slice("2001", "01", "01").unwrap();
+    let (pubk, privk) = match brand_pair(s, &brand_key_template(future, None)) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("brand key: C_GenerateKeyPair(RSA-3072, SIGN only, ALLOWED=[RSA_X_509], END_DATE) -> {e}");
+            return;
+        }
+    };
+    println!("brand key: C_GenerateKeyPair(RSA-3072, SIGN only, ALLOWED=[RSA_X_509], END_DATE 20991231) -> ok");
+    for t in [
+        T::Sign,
+        T::SignRecover,
+        T::Decrypt,
+        T::Unwrap,
+        T::Derive,
+        T::AllowedMechanisms,
+        T::EndDate,
+        T::StartDate,
+        T::Local,
+        T::AlwaysSensitive,
+        T::NeverExtractable,
+        T::Modifiable,
+        T::PublicExponent,
+    ] {
+        print!(
+            "{t:?}={} ",
+            match s.get_attributes(privk, &[t]) {
+                Ok(v) => match v.first() {
+                    Some(Attribute::EndDate(d)) | Some(Attribute::StartDate(d)) =>
+                        format!("{:?}", d.to_string()),
+                    Some(Attribute::PublicExponent(e)) => format!("{e:02x?}"),
+                    other => format!("{other:?}"),
+                },
+                Err(e) => rv(Err::<(), _>(e)),
+            }
+        );
+    }
+    println!("<- brand private key");
+    let pk = public_key(s, pubk);
+    use rsa::traits::PublicKeyParts;
+    let (n, e) = (pk.n().clone(), pk.e().clone());
+    let k = pk.size();
+    let priv_n = s
+        .get_attributes(privk, &[T::Modulus])
+        .ok()
+        .and_then(|v| v.into_iter().next());
+    println!(
+        "brand private key CKA_MODULUS readable and equal to the public key's: {}",
+        matches!(priv_n, Some(Attribute::Modulus(m)) if BigUint::from_bytes_be(&m) == n)
+    );
+    let mut m_bytes = vec![0u8; k];
+    OsRng.fill_bytes(&mut m_bytes);
+    m_bytes[0] &= 0x7f;
+    let m = BigUint::from_bytes_be(&m_bytes);
+    match s.sign(&Mechanism::RsaX509, privk, &m_bytes) {
+        Ok(sig) => println!(
+            "C_Sign(CKM_RSA_X_509) of a random m < n: ok, {} bytes, s^e mod n == m: {}",
+            sig.len(),
+            BigUint::from_bytes_be(&sig).modpow(&e, &n) == m
+        ),
+        Err(e) => println!(
+            "C_Sign(CKM_RSA_X_509) of a random m < n: {}",
+            rv(Err::<(), _>(e))
+        ),
+    }
+    // Inputs of the wrong length or not below n run in a child process: one
+    // of them makes SoftHSM 2.6.1 end the whole process.
+    s.update_attributes(privk, &[Attribute::Label(b"facts-brand".to_vec())])
+        .unwrap();
+    for probe in [
+        "k-1 bytes (m < 2^(8(k-1)))",
+        "k+1 bytes",
+        "m = n",
+        "m = n + 1",
+        "m = 2^(8k) - 1",
+        "m = n - 1",
+        "m = 0",
+        "empty",
+    ] {
+        println!("C_Sign(CKM_RSA_X_509), {probe}: {}", probe_in_child(probe));
+    }
+    let pss = PkcsPssParams {
+        hash_alg: MechanismType::SHA384,
+        mgf: PkcsMgfType::MGF1_SHA384,
+        s_len: 48u64.into(),
+    };
+    for (what, mech, data) in [
+        ("CKM_RSA_PKCS", Mechanism::RsaPkcs, vec![1u8; 32]),
+        (
+            "CKM_SHA256_RSA_PKCS",
+            Mechanism::Sha256RsaPkcs,
+            vec![1u8; 32],
+        ),
+        (
+            "CKM_SHA384_RSA_PKCS_PSS",
+            Mechanism::Sha384RsaPkcsPss(pss),
+            vec![1u8; 32],
+        ),
+        (
+            "CKM_RSA_PKCS_PSS",
+            Mechanism::RsaPkcsPss(pss),
+            vec![1u8; 48],
+        ),
+    ] {
+        println!(
+            "brand key, C_Sign({what}): {}",
+            rv(s.sign(&mech, privk, &data))
+        );
+    }
+    println!(
+        "brand key, C_Decrypt(CKM_RSA_X_509): {}",
+        rv(s.decrypt(&Mechanism::RsaX509, privk, &m_bytes))
+    );
+    let oaep_sha1 = oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1, None);
+    println!(
+        "brand key, C_Decrypt(CKM_RSA_PKCS_OAEP): {}",
+        rv(s.decrypt(&oaep_sha1, privk, &m_bytes))
+    );
+    println!(
+        "brand key, C_UnwrapKey(CKM_RSA_PKCS_OAEP): {}",
+        rv(s.unwrap_key(&oaep_sha1, privk, &m_bytes, &aes_template(None)))
+    );
+    println!(
+        "brand key, C_SignRecover is not in cryptoki 0.12; C_Sign(CKM_RSA_X_509) with the public key: {}",
+        rv(s.sign(&Mechanism::RsaX509, pubk, &m_bytes))
+    );
+    // Can a session user loosen the key afterwards?
+    for (what, attr) in [
+        ("CKA_DECRYPT=true", Attribute::Decrypt(true)),
+        ("CKA_UNWRAP=true", Attribute::Unwrap(true)),
+        (
+            "CKA_ALLOWED_MECHANISMS=[RSA_X_509, RSA_PKCS_OAEP]",
+            Attribute::AllowedMechanisms(vec![
+                MechanismType::RSA_X_509,
+                MechanismType::RSA_PKCS_OAEP,
+            ]),
+        ),
+        ("CKA_EXTRACTABLE=true", Attribute::Extractable(true)),
+        ("CKA_SENSITIVE=false", Attribute::Sensitive(false)),
+        ("CKA_END_DATE=20010101", Attribute::EndDate(past)),
+    ] {
+        let (_pb, h) = brand_pair(s, &brand_key_template(future, None)).unwrap();
+        let r = s.update_attributes(h, &[attr]);
+        let after = match what.split('=').next().unwrap() {
+            "CKA_DECRYPT" => format!(
+                ", then C_Decrypt(RSA_X_509): {}",
+                rv(s.decrypt(&Mechanism::RsaX509, h, &m_bytes))
+            ),
+            "CKA_ALLOWED_MECHANISMS" => format!(
+                ", now {:?}",
+                s.get_attributes(h, &[T::AllowedMechanisms])
+                    .map(|v| v.into_iter().next())
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "brand key, C_SetAttributeValue({what}): {}{after}",
+            rv(r.as_ref())
+        );
+    }
+    match brand_pair(s, &brand_key_template(future, Some(false))) {
+        Ok((_pb, h)) => println!(
+            "brand key with CKA_MODIFIABLE=false: generated; Modifiable reads {:?}; C_SetAttributeValue(CKA_DECRYPT=true): {}; C_Sign(RSA_X_509): {}",
+            s.get_attributes(h, &[T::Modifiable]).map(|v| v.into_iter().next()),
+            rv(s.update_attributes(h, &[Attribute::Decrypt(true)])),
+            rv(s.sign(&Mechanism::RsaX509, h, &m_bytes).as_ref())
+        ),
+        Err(e) => println!("brand key with CKA_MODIFIABLE=false: C_GenerateKeyPair -> {e}"),
+    }
+    match brand_pair(s, &brand_key_template(past, None)) {
+        Ok((_pb, h)) => println!(
+            "brand key with CKA_END_DATE 20010101 (past): C_Sign(RSA_X_509): {}",
+            rv(s.sign(&Mechanism::RsaX509, h, &m_bytes).as_ref())
+        ),
+        Err(e) => println!("brand key with CKA_END_DATE in the past: C_GenerateKeyPair -> {e}"),
+    }
+    // Defaults when the template names only CKA_SIGN.
+    let minimal = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+    ];
+    match brand_pair(s, &minimal) {
+        Ok((_pb, h)) => {
+            for t in [
+                T::Decrypt,
+                T::Unwrap,
+                T::SignRecover,
+                T::Derive,
+                T::AllowedMechanisms,
+                T::EndDate,
+            ] {
+                print!(
+                    "{t:?}={} ",
+                    match s.get_attributes(h, &[t]) {
+                        Ok(v) => match v.first() {
+                            Some(Attribute::EndDate(d)) => format!("{:?}", d.to_string()),
+                            other => format!("{other:?}"),
+                        },
+                        Err(e) => rv(Err::<(), _>(e)),
+                    }
+                );
+            }
+            println!("<- RSA key generated with only CKA_SIGN=true named");
+        }
+        Err(e) => println!("RSA key with only CKA_SIGN: {e}"),
+    }
+    // Speed of the raw private operation (RSA-3072).
+    let n_ops: usize = std::env::var("FACTS_BRAND_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let start = std::time::Instant::now();
+    for _ in 0..n_ops {
+        s.sign(&Mechanism::RsaX509, privk, &m_bytes).unwrap();
+    }
+    println!(
+        "C_Sign(CKM_RSA_X_509), RSA-3072, one session: {:.0}/s ({n_ops} ops)",
+        n_ops as f64 / start.elapsed().as_secs_f64()
+    );
+}
+
+/// Run one raw-signing probe on the key labelled `facts-brand` in a child
+/// process (this program again, `FACTS_CHILD_PROBE` set), so that a module
+/// that ends the process does not end the measurement.
+fn probe_in_child(probe: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("FACTS_CHILD_PROBE", probe)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && !stdout.is_empty() {
+        stdout
+    } else {
+        format!(
+            "the module ended the process (exit status {:?}, no answer){}",
+            out.status.code(),
+            if stdout.is_empty() {
+                String::new()
+            } else {
+                format!("; it printed {stdout:?}")
+            }
+        )
+    }
+}
+
+/// The child's half of [`probe_in_child`].
+fn child_probe(probe: &str) {
+    use rsa::traits::PublicKeyParts;
+    let module = std::env::var("FACTS_MODULE").unwrap();
+    let pin = std::fs::read_to_string(std::env::var("FACTS_PIN_FILE").unwrap()).unwrap();
+    let p = Pkcs11::new(module).unwrap();
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let s = p.open_rw_session(slot).unwrap();
+    s.login(
+        UserType::User,
+        Some(&AuthPin::from(pin.trim_end().to_owned())),
+    )
+    .unwrap();
+    let find = |class| {
+        s.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(b"facts-brand".to_vec()),
+        ])
+        .unwrap()[0]
+    };
+    let privk = find(ObjectClass::PRIVATE_KEY);
+    let pk = public_key(&s, privk);
+    let (n, e, k) = (pk.n().clone(), pk.e().clone(), pk.size());
+    let one = BigUint::from(1u8);
+    let pad = |x: &BigUint| {
+        let b = x.to_bytes_be();
+        let mut out = vec![0u8; k.saturating_sub(b.len())];
+        out.extend_from_slice(&b);
+        out
+    };
+    let input = match probe {
+        "k-1 bytes (m < 2^(8(k-1)))" => pad(&(&n >> 9))[1..].to_vec(),
+        "k+1 bytes" => {
+            let mut v = vec![0u8];
+            v.extend(pad(&(&n >> 1)));
+            v
+        }
+        "m = n" => pad(&n),
+        "m = n + 1" => pad(&(&n + &one)),
+        "m = 2^(8k) - 1" => pad(&((BigUint::from(1u8) << (8 * k)) - &one)),
+        "m = n - 1" => pad(&(&n - &one)),
+        "m = 0" => pad(&BigUint::from(0u8)),
+        "empty" => Vec::new(),
+        other => panic!("unknown probe {other}"),
+    };
+    let m = BigUint::from_bytes_be(&input);
+    let r = s.sign(&Mechanism::RsaX509, privk, &input);
+    let detail = match &r {
+        Ok(sig) => format!(
+            ", {} bytes, s^e mod n == m mod n: {}",
+            sig.len(),
+            BigUint::from_bytes_be(sig).modpow(&e, &n) == &m % &n
+        ),
+        Err(_) => String::new(),
+    };
+    println!("{}{detail}", rv(r.as_ref()));
 }

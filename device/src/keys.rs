@@ -2,10 +2,21 @@
 //!
 //! Every private key vtp uses must have been generated **on** the token and
 //! never been extractable, and may be used with exactly one mechanism
-//! (`CKM_RSA_PKCS_OAEP` for encryption keys, `CKM_ECDSA` for signing keys).
+//! (`CKM_RSA_PKCS_OAEP` for encryption keys, `CKM_ECDSA` for signing keys,
+//! `CKM_RSA_X_509` for a bank's brand keys, which sign and do nothing else).
 //! Without that restriction an RSA decryption key that also allows
 //! `CKM_RSA_X_509` decrypts anything for anyone holding a session. Keys that
 //! fail these checks are listed with their problems but never used.
+//!
+//! Brand keys (RSA, `vtp-brand-<id>-<YYYYMMDD>`, the date being the last
+//! UTC day the brand is issued) are also generated with `CKA_MODIFIABLE`
+//! false, which the policy requires: both development tokens let a session
+//! user set `CKA_DECRYPT` on a key afterwards, and kryoptic even changes
+//! `CKA_ALLOWED_MECHANISMS` (docs/tokens.md). Their `CKA_END_DATE` is that
+//! date too; SoftHSM 2.6 cannot read a set date back, so the policy checks
+//! it only where the token can, and the label is what `crate::blind`
+//! enforces. They are listed by [`Token::list_brand_keys`], not
+//! [`Token::list_keys`].
 //!
 //! Naming on the token: both halves of a key pair share an 8-byte random
 //! `CKA_ID` ([`KeyId`], the protocol's key id). Labels are `vtp-enc-<id hex>-<sha1|sha256>` for RSA
@@ -56,6 +67,9 @@ pub enum KeyKind {
     Signing,
 }
 
+/// The label prefix of brand keys (see the module docs).
+pub(crate) const BRAND_LABEL_PREFIX: &str = "vtp-brand-";
+
 /// One private key on the token, as listed by [`Token::list_keys`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -83,6 +97,8 @@ pub struct RsaPublic {
 pub(crate) enum Role {
     Encryption,
     Signing,
+    /// A bank's brand key: raw RSA signing for blind signatures.
+    Brand,
 }
 
 impl Role {
@@ -90,11 +106,12 @@ impl Role {
         match self {
             Role::Encryption => "encryption",
             Role::Signing => "signing",
+            Role::Brand => "brand (blind-signing)",
         }
     }
     fn key_type(self) -> KeyType {
         match self {
-            Role::Encryption => KeyType::RSA,
+            Role::Encryption | Role::Brand => KeyType::RSA,
             Role::Signing => KeyType::EC,
         }
     }
@@ -102,6 +119,7 @@ impl Role {
         match self {
             Role::Encryption => MechanismType::RSA_PKCS_OAEP,
             Role::Signing => MechanismType::ECDSA,
+            Role::Brand => MechanismType::RSA_X_509,
         }
     }
 }
@@ -125,6 +143,7 @@ struct PrivAttrs {
     sign: Option<bool>,
     sign_recover: Option<bool>,
     derive: Option<bool>,
+    modifiable: Option<bool>,
     modulus: Option<Vec<u8>>,
     ec_params: Option<Vec<u8>>,
 }
@@ -150,6 +169,7 @@ fn read_priv_attrs(s: &Session, h: ObjectHandle) -> Result<PrivAttrs, cryptoki::
             T::Sign,
             T::SignRecover,
             T::Derive,
+            T::Modifiable,
             T::Modulus,
             T::EcParams,
         ],
@@ -173,6 +193,7 @@ fn read_priv_attrs(s: &Session, h: ObjectHandle) -> Result<PrivAttrs, cryptoki::
             Attribute::Sign(v) => a.sign = Some(v),
             Attribute::SignRecover(v) => a.sign_recover = Some(v),
             Attribute::Derive(v) => a.derive = Some(v),
+            Attribute::Modifiable(v) => a.modifiable = Some(v),
             Attribute::Modulus(v) => a.modulus = Some(v),
             Attribute::EcParams(v) => a.ec_params = Some(v),
             _ => {}
@@ -235,6 +256,11 @@ fn policy_problems(a: &PrivAttrs, role: Role, id: KeyId) -> Vec<String> {
             want("CKA_SIGN", a.sign, true);
             want("CKA_UNWRAP", a.unwrap, false);
         }
+        Role::Brand => {
+            want("CKA_SIGN", a.sign, true);
+            want("CKA_UNWRAP", a.unwrap, false);
+            want("CKA_MODIFIABLE", a.modifiable, false);
+        }
     }
     let mech = role.mechanism();
     match &a.allowed {
@@ -273,9 +299,26 @@ fn policy_problems(a: &PrivAttrs, role: Role, id: KeyId) -> Vec<String> {
                 p.push("CKA_EC_PARAMS is not the P-256 curve".to_owned());
             }
         }
+        Role::Brand => {
+            let bits = a.modulus.as_deref().map(modulus_bits).unwrap_or(0);
+            if !BRAND_RSA_BITS.contains(&bits) {
+                p.push(format!(
+                    "RSA modulus is {bits} bits, must be one of {BRAND_RSA_BITS:?}"
+                ));
+            }
+            let label = a.label.as_deref().unwrap_or("");
+            if crate::blind::brand_end_from_label(label, id).is_none() {
+                p.push(format!(
+                    "label \"{label}\" does not record the brand's end date (want vtp-brand-{id}-YYYYMMDD)"
+                ));
+            }
+        }
     }
     p
 }
+
+/// RSA modulus sizes of brand keys.
+pub const BRAND_RSA_BITS: [u32; 2] = [3072, 4096];
 
 fn find(
     s: &Session,
@@ -354,13 +397,18 @@ impl Token {
     /// checking the key policy on every cache miss.
     pub(crate) fn private_key(&self, id: KeyId, role: Role) -> Result<CachedKey, DeviceError> {
         if let Some(k) = lock(&self.cache).get(&id).copied() {
-            if k.oaep.is_some() == (role == Role::Encryption) {
+            if k.oaep.is_some() == (role == Role::Encryption) && k.brand == (role == Role::Brand) {
                 return Ok(k);
             }
-            return Err(DeviceError::KeyNotFound {
-                what: role.what(),
-                id_hex: id.to_string(),
-            });
+            if role == Role::Signing || k.oaep.is_none() && !k.brand {
+                return Err(DeviceError::KeyNotFound {
+                    what: role.what(),
+                    id_hex: id.to_string(),
+                });
+            }
+            // An RSA key asked for in its other role: look it up, so that
+            // the answer is the policy's (a brand key cannot decrypt, an
+            // encryption key cannot blind-sign).
         }
         let s = self.management_session();
         let handle = find_private(&s, id, role)?;
@@ -377,9 +425,26 @@ impl Token {
         }
         let oaep = match role {
             Role::Encryption => oaep_from_label(attrs.label.as_deref().unwrap_or(""), id),
-            Role::Signing => None,
+            Role::Signing | Role::Brand => None,
         };
-        let k = CachedKey { handle, oaep };
+        if role == Role::Brand {
+            // Where the token can read CKA_END_DATE, it must be the label's.
+            let s = self.management_session();
+            if let Some(problem) =
+                crate::blind::end_date_problem(&s, handle, &attrs_label(&attrs), id)
+            {
+                tracing::warn!(key = %id, problem, "refusing a brand key that fails the key policy");
+                return Err(DeviceError::KeyPolicy {
+                    id_hex: id.to_string(),
+                    problem,
+                });
+            }
+        }
+        let k = CachedKey {
+            handle,
+            oaep,
+            brand: role == Role::Brand,
+        };
         lock(&self.cache).insert(id, k);
         Ok(k)
     }
@@ -528,10 +593,22 @@ impl Token {
         priv_h: ObjectHandle,
         oaep: Option<OaepHash>,
     ) -> Result<(), DeviceError> {
-        let problems = match read_priv_attrs(s, priv_h) {
+        let mut problems = match read_priv_attrs(s, priv_h) {
             Ok(a) => policy_problems(&a, role, id),
             Err(e) => vec![format!("cannot read its attributes: {}", describe(&e))],
         };
+        if role == Role::Brand {
+            let label = s
+                .get_attributes(priv_h, &[AttributeType::Label])
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .and_then(|a| match a {
+                    Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            problems.extend(crate::blind::end_date_problem(s, priv_h, &label, id));
+        }
         if !problems.is_empty() {
             for h in [priv_h, pub_h] {
                 if let Err(e) = s.destroy_object(h) {
@@ -551,6 +628,7 @@ impl Token {
             CachedKey {
                 handle: priv_h,
                 oaep,
+                brand: role == Role::Brand,
             },
         );
         Ok(())
@@ -584,6 +662,10 @@ impl Token {
                 continue;
             };
             let label = a.label.clone().unwrap_or_default();
+            if label.starts_with(BRAND_LABEL_PREFIX) {
+                // Listed by `list_brand_keys`.
+                continue;
+            }
             let (role, kind) = match a.key_type {
                 Some(KeyType::RSA) => (
                     Role::Encryption,
@@ -721,6 +803,133 @@ impl Token {
             .as_deref()
             .and_then(parse_ec_point)
             .ok_or_else(|| bad("CKA_EC_POINT is not an uncompressed P-256 point"))
+    }
+}
+
+fn attrs_label(a: &PrivAttrs) -> String {
+    a.label.clone().unwrap_or_default()
+}
+
+/// One brand key on the token, as listed by [`Token::list_brand_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrandKeyInfo {
+    pub id: KeyId,
+    pub label: String,
+    pub bits: u32,
+    /// The last day the brand is issued, from the label (`YYYYMMDD`).
+    pub until: Option<crate::blind::Day>,
+    pub checks_ok: bool,
+    pub problems: Vec<String>,
+}
+
+impl Token {
+    /// Every private key labelled as a brand key, with the brand policy's
+    /// verdict.
+    pub fn list_brand_keys(&self) -> Result<Vec<BrandKeyInfo>, DeviceError> {
+        self.recover_login()?;
+        self.with_recovery(|| {
+            let s = self.management_session();
+            let handles = find(
+                &s,
+                &[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::KeyType(KeyType::RSA),
+                ],
+                "C_FindObjects (list brand keys)",
+            )?;
+            let mut out = Vec::new();
+            for h in handles {
+                let a = read_priv_attrs(&s, h)
+                    .map_err(|e| DeviceError::pkcs11("C_GetAttributeValue (list brand keys)", e))?;
+                let label = attrs_label(&a);
+                let Some(id) = label
+                    .starts_with(BRAND_LABEL_PREFIX)
+                    .then(|| a.id.as_deref().and_then(|v| <[u8; 8]>::try_from(v).ok()))
+                    .flatten()
+                    .map(KeyId)
+                else {
+                    continue;
+                };
+                let mut problems = policy_problems(&a, Role::Brand, id);
+                problems.extend(crate::blind::end_date_problem(&s, h, &label, id));
+                out.push(BrandKeyInfo {
+                    id,
+                    bits: a.modulus.as_deref().map(modulus_bits).unwrap_or(0),
+                    until: crate::blind::brand_end_from_label(&label, id),
+                    label,
+                    checks_ok: problems.is_empty(),
+                    problems,
+                });
+            }
+            out.sort_by(|x, y| x.label.cmp(&y.label).then(x.id.cmp(&y.id)));
+            Ok(out)
+        })
+    }
+
+    /// Generate a brand key on the token: RSA (`bits` 3072 or 4096),
+    /// `CKA_SIGN` only, `CKA_ALLOWED_MECHANISMS = [CKM_RSA_X_509]`,
+    /// sensitive, never extractable, not modifiable, `CKA_END_DATE` and the
+    /// label recording `until`, the last UTC day the brand is issued. The
+    /// key is checked against the brand policy before it is returned.
+    pub fn generate_brand_key(
+        &self,
+        bits: u32,
+        until: crate::blind::Day,
+    ) -> Result<KeyId, DeviceError> {
+        self.with_recovery(|| self.generate_brand_key_inner(bits, until))
+    }
+
+    fn generate_brand_key_inner(
+        &self,
+        bits: u32,
+        until: crate::blind::Day,
+    ) -> Result<KeyId, DeviceError> {
+        if !BRAND_RSA_BITS.contains(&bits) {
+            return Err(DeviceError::InvalidArgument(format!(
+                "brand key size {bits} is not supported (use 3072 or 4096)"
+            )));
+        }
+        let s = self.management_session();
+        let id = unused_id(&s)?;
+        let label = format!("{BRAND_LABEL_PREFIX}{id}-{}", until.label()).into_bytes();
+        let public = [
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::ModulusBits(u64::from(bits).into()),
+            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+            Attribute::Id(id.0.to_vec()),
+            Attribute::Label(label.clone()),
+        ];
+        let private = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::SignRecover(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::AllowedMechanisms(vec![MechanismType::RSA_X_509]),
+            Attribute::EndDate(until.pkcs11()),
+            Attribute::Id(id.0.to_vec()),
+            Attribute::Label(label),
+            // Last: nothing above may change afterwards.
+            Attribute::Modifiable(false),
+        ];
+        let (pub_h, priv_h) = s
+            .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+            .map_err(|e| DeviceError::pkcs11("C_GenerateKeyPair (RSA brand key)", e))?;
+        self.check_new_key(&s, id, Role::Brand, pub_h, priv_h, None)?;
+        tracing::info!(key = %id, bits, until = %until.label(), "generated RSA brand key");
+        Ok(id)
     }
 }
 

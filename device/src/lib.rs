@@ -31,6 +31,9 @@
 //! 5. [`ops`]: the primitive operations: OAEP unwrap + AES-GCM decrypt (with
 //!    its two-layer result: `DoesNotDecrypt` for bad input, `DeviceError` for
 //!    everything else), ECDSA signing, and the encryption-key self-test.
+//!    [`blind`]: a bank's raw RSA signature on a blinded coin
+//!    (`C_Sign(CKM_RSA_X_509)` on a brand key), with its input and fault
+//!    checks, and the entry point for the bank's issuances.
 //! 6. [`test_faults`]: TEST HOOKS ONLY — crash and device faults injected
 //!    inside `resolve`, inert unless a program installs them.
 //! 7. [`trusted_party`]: the TP's operations: `resolve` (in two halves,
@@ -46,6 +49,7 @@
 //! - [`softhsm`], [`kryoptic`]: creating a SoftHSM2 or kryoptic token;
 //! - [`devtoken`]: the public face that picks the backend for a kind.
 
+pub mod blind;
 pub mod config;
 mod devbase;
 pub mod devtoken;
@@ -60,9 +64,10 @@ pub mod test_faults;
 pub mod token;
 pub mod trusted_party;
 
+pub use blind::{BlindSignError, BrandPublic, Day};
 pub use config::{Pin, PinSource, TokenConfig, TokenSelector};
 pub use error::{DeviceError, DoesNotDecrypt};
-pub use keys::{KeyInfo, KeyKind, RsaPublic};
+pub use keys::{BrandKeyInfo, KeyInfo, KeyKind, RsaPublic};
 pub use oaep::OaepHash;
 pub use token::{Token, TokenInfoSummary};
 pub use trusted_party::{generate_tp_keys, Decision, TpKeys, TrustedParty};

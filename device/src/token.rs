@@ -76,6 +76,8 @@ pub(crate) struct CachedKey {
     pub(crate) handle: ObjectHandle,
     /// `Some` for encryption keys.
     pub(crate) oaep: Option<OaepHash>,
+    /// A bank's brand key (raw RSA signing, `crate::blind`).
+    pub(crate) brand: bool,
 }
 
 /// An open, logged-in token. `Send + Sync`: share it with `Arc<Token>`.

@@ -43,6 +43,10 @@ pub enum Kind {
     ContractSignature = 12,
     ContractBundle = 13,
     VoidEvidence = 14,
+    BankCard = 15,
+    Coin = 16,
+    BankStatement = 17,
+    TxnOutcome = 18,
 }
 
 impl Kind {
@@ -69,6 +73,10 @@ impl Kind {
             Kind::ContractSignature => "contract signature",
             Kind::ContractBundle => "contract bundle",
             Kind::VoidEvidence => "void evidence",
+            Kind::BankCard => "bank card",
+            Kind::Coin => "coin",
+            Kind::BankStatement => "bank statement",
+            Kind::TxnOutcome => "transaction outcome",
         }
     }
     /// The kind a file's fourth byte names.
@@ -89,6 +97,10 @@ impl Kind {
             ContractSignature,
             ContractBundle,
             VoidEvidence,
+            BankCard,
+            Coin,
+            BankStatement,
+            TxnOutcome,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)
@@ -226,6 +238,24 @@ pub mod domain {
     /// The Fiat–Shamir challenge of the proof that a wrap's shared point is
     /// the recipient's ECDH result.
     pub const WRAP_DLEQ: &str = "vtp/v1/wrap-dleq";
+    // The bank and the transaction log (crate::bank, crate::txlog).
+    pub const BANK_CARD: &str = "vtp/v1/bank-card";
+    pub const BANK_ID: &str = "vtp/v1/bank-id";
+    /// What a brand key blind-signs: the coin body (RFC 9474 message).
+    pub const COIN: &str = "vtp/v1/coin";
+    pub const COIN_ID: &str = "vtp/v1/coin-id";
+    pub const WITHDRAW: &str = "vtp/v1/withdraw";
+    pub const LOCK: &str = "vtp/v1/lock";
+    pub const DEPOSIT: &str = "vtp/v1/deposit";
+    pub const REFRESH: &str = "vtp/v1/refresh";
+    pub const BANK_STATEMENT: &str = "vtp/v1/bank-statement";
+    /// A bank statement's salted link to the journal record before it.
+    pub const BANK_CHAIN_LINK: &str = "vtp/v1/bank-chain-link";
+    /// Hash of a request body as a statement names it.
+    pub const BANK_REQUEST_HASH: &str = "vtp/v1/bank-request";
+    pub const TXN_COMMIT: &str = "vtp/v1/txn-commit";
+    pub const TXN_OUTCOME: &str = "vtp/v1/txn-outcome";
+    pub const TXN_RELEASE: &str = "vtp/v1/txn-release";
 }
 
 /// `SHA-256(domain || 0x00 || parts...)`: every hash in the protocol is

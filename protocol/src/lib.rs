@@ -25,6 +25,8 @@
 //! | [`answer`] | the parties' checks of the TP's answers (the client-side mirror of [`decide`]) |
 //! | [`evidence`] | the judge: offline verification of delivery evidence |
 //! | [`wrap_proof`] | the recipient's proof that a released wrap does not open the message (Chaum–Pedersen over P-256), and his void-evidence file |
+//! | [`bank`] | anonymous coins (RFC 9474 blind signatures on coin keys): bank card, withdraw, lock, deposit, refresh, coin states, the money invariant, the judge's view |
+//! | [`txlog`] | the transaction log: one COMMIT, ABORT or INVALID per transaction id |
 //! | [`wire`] | requests and responses between clients and the TP daemon |
 //! | [`error`] | one error enum with context for every check above |
 //! | `cache` | memo of card and public-key checks already passed (decoding the same card again is cheap) |
@@ -35,6 +37,7 @@
 
 pub mod affidavit;
 pub mod answer;
+pub mod bank;
 mod cache;
 pub mod claim;
 pub mod contract;
@@ -51,6 +54,7 @@ pub mod receipt;
 pub mod seal;
 pub mod shares;
 pub mod tp_card;
+pub mod txlog;
 pub mod wire;
 pub mod wrap_proof;
 
