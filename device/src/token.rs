@@ -110,7 +110,9 @@ pub struct Token {
     /// [`Token::recover_login`] around `C_Login`: kryoptic 1.5's `C_Login`
     /// (and `C_Logout`) lock the token, then every session, while an
     /// operation holds its session and waits for the token, so a login
-    /// during an operation deadlocks the process (seen in tests).
+    /// during an operation deadlocks the process (seen in tests). Taken
+    /// exclusively only with the anchor's lock held (which keeps lookups
+    /// out too), never the other way round.
     gate: RwLock<()>,
     /// Counts successful [`Token::recover_login`]s, so that an operation that
     /// failed while another thread restored the login retries too.
@@ -298,8 +300,13 @@ impl Token {
     }
 
     /// TEST HOOK (see `crate::test_faults`): `C_Logout` from a side session,
-    /// which logs the whole process out, while no operation is in flight.
+    /// which logs the whole process out, while no operation is in flight:
+    /// like [`Token::recover_login`], it holds the anchor (key lookups run
+    /// on it), then the gate (lent sessions). With the gate alone, kryoptic
+    /// deadlocked when the logout met a lookup on the anchor (`fn_logout`
+    /// against `fn_find_objects_init`, seen with gdb).
     pub(crate) fn test_fault_logout(&self) -> Result<(), DeviceError> {
+        let _anchor = lock(&self.anchor);
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let s = self
             .pkcs11
@@ -313,11 +320,13 @@ impl Token {
     }
 
     /// TEST HOOK (see `crate::test_faults`): `C_CloseAllSessions` on the
-    /// token's slot, while no operation is in flight. Every session of the
-    /// process, the anchor and the pooled ones included, becomes invalid.
+    /// token's slot, while no operation is in flight (the anchor, then the
+    /// gate, as for a logout). Every session of the process, the anchor and
+    /// the pooled ones included, becomes invalid.
     /// `cryptoki` does not expose the call, so it is reached through the
     /// module's function list (`dlopen` returns the module already loaded).
     pub(crate) fn test_fault_close_all_sessions(&self) -> Result<(), DeviceError> {
+        let _anchor = lock(&self.anchor);
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let fail = |rv: String| DeviceError::Pkcs11 {
             op: "C_CloseAllSessions (test fault)",
