@@ -41,7 +41,7 @@ use vtp_protocol::KeyId;
 use crate::error::DeviceError;
 use crate::oaep::OaepHash;
 use crate::rv::{describe, rv_of, stale_handle};
-use crate::token::{lock, CachedKey, Token};
+use crate::token::{lock, CachedKey, ManagementSession, Token};
 
 /// DER encoding of the OID of prime256v1 / secp256r1 (CKA_EC_PARAMS).
 pub(crate) const P256_OID_DER: [u8; 10] =
@@ -321,7 +321,7 @@ fn policy_problems(a: &PrivAttrs, role: Role, id: KeyId) -> Vec<String> {
 pub const BRAND_RSA_BITS: [u32; 2] = [3072, 4096];
 
 fn find(
-    s: &Session,
+    s: &mut ManagementSession<'_>,
     template: &[Attribute],
     op: &'static str,
 ) -> Result<Vec<ObjectHandle>, DeviceError> {
@@ -329,7 +329,11 @@ fn find(
         .map_err(|e| DeviceError::pkcs11(op, e))
 }
 
-fn find_private(s: &Session, id: KeyId, role: Role) -> Result<ObjectHandle, DeviceError> {
+fn find_private(
+    s: &mut ManagementSession<'_>,
+    id: KeyId,
+    role: Role,
+) -> Result<ObjectHandle, DeviceError> {
     let found = find(
         s,
         &[
@@ -352,7 +356,11 @@ fn find_private(s: &Session, id: KeyId, role: Role) -> Result<ObjectHandle, Devi
     }
 }
 
-fn find_public(s: &Session, id: KeyId, role: Role) -> Result<ObjectHandle, DeviceError> {
+fn find_public(
+    s: &mut ManagementSession<'_>,
+    id: KeyId,
+    role: Role,
+) -> Result<ObjectHandle, DeviceError> {
     let found = find(
         s,
         &[
@@ -410,8 +418,8 @@ impl Token {
             // the answer is the policy's (a brand key cannot decrypt, an
             // encryption key cannot blind-sign).
         }
-        let s = self.management_session();
-        let handle = find_private(&s, id, role)?;
+        let mut s = self.management_session();
+        let handle = find_private(&mut s, id, role)?;
         let attrs = read_priv_attrs(&s, handle)
             .map_err(|e| DeviceError::pkcs11("C_GetAttributeValue (private key)", e))?;
         drop(s);
@@ -455,7 +463,7 @@ impl Token {
         id: KeyId,
         role: Role,
     ) -> Result<ObjectHandle, DeviceError> {
-        find_public(&self.management_session(), id, role)
+        find_public(&mut self.management_session(), id, role)
     }
 
     /// Drop a cached handle (after the token said it is invalid).
@@ -486,8 +494,8 @@ impl Token {
                 "RSA key size {bits} is not supported (use 2048, 3072 or 4096)"
             )));
         }
-        let s = self.management_session();
-        let id = unused_id(&s)?;
+        let mut s = self.management_session();
+        let id = unused_id(&mut s)?;
         let label = format!("vtp-enc-{id}-{}", oaep.as_str()).into_bytes();
         let public = [
             Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -543,8 +551,8 @@ impl Token {
     }
 
     fn generate_signing_key_inner(&self) -> Result<KeyId, DeviceError> {
-        let s = self.management_session();
-        let id = unused_id(&s)?;
+        let mut s = self.management_session();
+        let id = unused_id(&mut s)?;
         let label = format!("vtp-sign-{id}").into_bytes();
         let public = [
             Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -643,9 +651,9 @@ impl Token {
     }
 
     fn list_keys_inner(&self) -> Result<Vec<KeyInfo>, DeviceError> {
-        let s = self.management_session();
+        let mut s = self.management_session();
         let handles = find(
-            &s,
+            &mut s,
             &[Attribute::Class(ObjectClass::PRIVATE_KEY)],
             "C_FindObjects (list keys)",
         )?;
@@ -721,8 +729,8 @@ impl Token {
     }
 
     fn rsa_public_with(&self, id: KeyId, k: CachedKey) -> Result<RsaPublic, PublicErr> {
-        let s = self.management_session();
-        let pub_h = find_public(&s, id, Role::Encryption)?;
+        let mut s = self.management_session();
+        let pub_h = find_public(&mut s, id, Role::Encryption)?;
         let attrs = s
             .get_attributes(
                 pub_h,
@@ -779,8 +787,8 @@ impl Token {
 
     fn ec_public_inner(&self, id: KeyId) -> Result<[u8; 65], DeviceError> {
         self.private_key(id, Role::Signing)?;
-        let s = self.management_session();
-        let pub_h = find_public(&s, id, Role::Signing)?;
+        let mut s = self.management_session();
+        let pub_h = find_public(&mut s, id, Role::Signing)?;
         let attrs = s
             .get_attributes(pub_h, &[AttributeType::EcPoint, AttributeType::EcParams])
             .map_err(|e| DeviceError::pkcs11("C_GetAttributeValue (EC public key)", e))?;
@@ -947,7 +955,7 @@ impl From<DeviceError> for PublicErr {
 }
 
 /// A random id no object on the token has yet.
-fn unused_id(s: &Session) -> Result<KeyId, DeviceError> {
+fn unused_id(s: &mut ManagementSession<'_>) -> Result<KeyId, DeviceError> {
     loop {
         let id = random_key_id();
         if find(s, &[Attribute::Id(id.0.to_vec())], "C_FindObjects (new id)")?.is_empty() {

@@ -181,7 +181,7 @@ impl Token {
         ciphertext_with_tag: &[u8],
     ) -> Result<Result<Zeroizing<Vec<u8>>, DoesNotDecrypt>, DeviceError> {
         let (mut retried_handle, mut checked_login) = (false, false);
-        let epoch = self.login_epoch();
+        let mut epoch = self.login_epoch();
         loop {
             let key = self.private_key(enc_key, Role::Encryption)?;
             if ciphertext_with_tag.len() < TAG_LEN {
@@ -209,17 +209,26 @@ impl Token {
             }
             match result {
                 Ok(plain) => return Ok(Ok(plain)),
-                Err(Failure::BadInput { ambiguous: true }) if !checked_login => {
+                Err(Failure::BadInput { ambiguous: true }) => {
                     // Logged out, kryoptic answers C_UnwrapKey with
                     // CKR_GENERAL_ERROR: only an answer given while logged
-                    // in means "does not decrypt".
-                    checked_login = true;
+                    // in means "does not decrypt". The retry's answer too:
+                    // logged out again in between, kryoptic gave honest
+                    // claims invalid-envelope affidavits.
                     if !self.recovered_since(epoch)? {
                         return Ok(Err(DoesNotDecrypt));
                     }
+                    if checked_login {
+                        return Err(DeviceError::SessionLost {
+                            op: "C_UnwrapKey",
+                            rv: "the login was lost again during the retry".into(),
+                        });
+                    }
+                    checked_login = true;
+                    epoch = self.login_epoch();
                     self.forget_key(enc_key);
                 }
-                Err(Failure::BadInput { .. }) => return Ok(Err(DoesNotDecrypt)),
+                Err(Failure::BadInput { ambiguous: false }) => return Ok(Err(DoesNotDecrypt)),
                 Err(Failure::StaleHandle) if !retried_handle => {
                     tracing::debug!(key = %enc_key, "cached key handle is stale; finding the key again");
                     self.forget_key(enc_key);

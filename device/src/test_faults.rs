@@ -22,9 +22,10 @@
 //!   of the process, the anchor included, becomes invalid);
 //! - `delay`: every decryption first sleeps this long (a slow token).
 //!
-//! Logout and close-all are done while no other operation holds a session
-//! (the token's gate, as for a re-login), because kryoptic deadlocks
-//! otherwise; the operations that follow meet the lost login or sessions.
+//! Logout and close-all are done while no other operation holds a session,
+//! the anchor included (its lock and the token's gate, as for a re-login),
+//! because kryoptic deadlocks otherwise; the operations that follow meet the
+//! lost login or sessions.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

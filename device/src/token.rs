@@ -10,6 +10,11 @@
 //! `CKR_SESSION_CLOSED`) is forgotten without `C_CloseSession`, because
 //! tokens reuse handle numbers and the close could hit a newer session.
 //!
+//! The anchor, which is never closed while it works, obeys the same rule
+//! for searches: one that failed may have left its search active on the
+//! session (SoftHSM 2.6 does when logged out during `C_FindObjectsInit`), so
+//! the anchor is replaced by a fresh session ([`ManagementSession::find_objects`]).
+//!
 //! Lost login: if the anchor session dies or the user is logged out (another
 //! module user called `C_Logout` or `C_CloseAllSessions`, the token was
 //! reset), an operation that fails with a session or login error (or finds no
@@ -23,8 +28,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::RvError;
-use cryptoki::object::ObjectHandle;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
@@ -107,7 +112,9 @@ pub struct Token {
     /// [`Token::recover_login`] around `C_Login`: kryoptic 1.5's `C_Login`
     /// (and `C_Logout`) lock the token, then every session, while an
     /// operation holds its session and waits for the token, so a login
-    /// during an operation deadlocks the process (seen in tests).
+    /// during an operation deadlocks the process (seen in tests). Taken
+    /// exclusively only with the anchor's lock held (which keeps lookups
+    /// out too), never the other way round.
     gate: RwLock<()>,
     /// Counts successful [`Token::recover_login`]s, so that an operation that
     /// failed while another thread restored the login retries too.
@@ -295,8 +302,13 @@ impl Token {
     }
 
     /// TEST HOOK (see `crate::test_faults`): `C_Logout` from a side session,
-    /// which logs the whole process out, while no operation is in flight.
+    /// which logs the whole process out, while no operation is in flight:
+    /// like [`Token::recover_login`], it holds the anchor (key lookups run
+    /// on it), then the gate (lent sessions). With the gate alone, kryoptic
+    /// deadlocked when the logout met a lookup on the anchor (`fn_logout`
+    /// against `fn_find_objects_init`, seen with gdb).
     pub(crate) fn test_fault_logout(&self) -> Result<(), DeviceError> {
+        let _anchor = lock(&self.anchor);
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let s = self
             .pkcs11
@@ -310,11 +322,13 @@ impl Token {
     }
 
     /// TEST HOOK (see `crate::test_faults`): `C_CloseAllSessions` on the
-    /// token's slot, while no operation is in flight. Every session of the
-    /// process, the anchor and the pooled ones included, becomes invalid.
+    /// token's slot, while no operation is in flight (the anchor, then the
+    /// gate, as for a logout). Every session of the process, the anchor and
+    /// the pooled ones included, becomes invalid.
     /// `cryptoki` does not expose the call, so it is reached through the
     /// module's function list (`dlopen` returns the module already loaded).
     pub(crate) fn test_fault_close_all_sessions(&self) -> Result<(), DeviceError> {
+        let _anchor = lock(&self.anchor);
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let fail = |rv: String| DeviceError::Pkcs11 {
             op: "C_CloseAllSessions (test fault)",
@@ -354,8 +368,11 @@ impl Token {
     }
 
     /// The anchor session, locked: used for key management and lookups.
-    pub(crate) fn management_session(&self) -> MutexGuard<'_, Session> {
-        lock(&self.anchor)
+    pub(crate) fn management_session(&self) -> ManagementSession<'_> {
+        ManagementSession {
+            token: self,
+            session: lock(&self.anchor),
+        }
     }
 
     /// Borrow a session from the pool (or open one). Return it with
@@ -428,6 +445,57 @@ fn find_slot(
             selector: selector.to_string(),
             count,
         }),
+    }
+}
+
+/// The anchor session, locked; see [`Token::management_session`].
+pub(crate) struct ManagementSession<'t> {
+    token: &'t Token,
+    session: MutexGuard<'t, Session>,
+}
+
+impl ManagementSession<'_> {
+    /// `C_FindObjects` for `template` on the anchor. A failed search may
+    /// still be active on its session: SoftHSM 2.6's `C_FindObjectsInit`,
+    /// when the user is logged out while it runs, returns
+    /// `CKR_GENERAL_ERROR` with its search left open (and `cryptoki` calls
+    /// `C_FindObjectsFinal` only after a successful init), after which every
+    /// search on that session fails with `CKR_OPERATION_ACTIVE`. The anchor
+    /// would stay broken for the life of the process, so, as a lent session
+    /// whose operation failed is closed, it is replaced by a fresh session
+    /// and the search runs once more there. (The login stays: the fresh
+    /// session is open before the old one closes.)
+    pub(crate) fn find_objects(
+        &mut self,
+        template: &[Attribute],
+    ) -> Result<Vec<ObjectHandle>, CkError> {
+        match self.session.find_objects(template) {
+            Ok(found) => Ok(found),
+            // A gone anchor is replaced by `Token::recover_login`, with the
+            // idle sessions it forgets.
+            Err(e) if rv_of(&e).is_some_and(handle_gone) => Err(e),
+            Err(e) => {
+                let t = self.token;
+                let fresh = match t.pkcs11.open_rw_session(t.slot) {
+                    Ok(s) => s,
+                    Err(open) => {
+                        tracing::warn!(err = %describe(&e), open = %describe(&open), "a search failed on the anchor session and no fresh session opens");
+                        return Err(e);
+                    }
+                };
+                tracing::warn!(err = %describe(&e), "a search failed on the anchor session; replacing the session");
+                // C_CloseSession ends whatever search was left active.
+                drop(std::mem::replace(&mut *self.session, fresh));
+                self.session.find_objects(template)
+            }
+        }
+    }
+}
+
+impl Deref for ManagementSession<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
     }
 }
 
