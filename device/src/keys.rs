@@ -836,9 +836,9 @@ impl Token {
     pub fn list_brand_keys(&self) -> Result<Vec<BrandKeyInfo>, DeviceError> {
         self.recover_login()?;
         self.with_recovery(|| {
-            let s = self.management_session();
+            let mut s = self.management_session();
             let handles = find(
-                &s,
+                &mut s,
                 &[
                     Attribute::Class(ObjectClass::PRIVATE_KEY),
                     Attribute::KeyType(KeyType::RSA),
@@ -897,8 +897,8 @@ impl Token {
                 "brand key size {bits} is not supported (use 3072 or 4096)"
             )));
         }
-        let s = self.management_session();
-        let id = unused_id(&s)?;
+        let mut s = self.management_session();
+        let id = unused_id(&mut s)?;
         let label = format!("{BRAND_LABEL_PREFIX}{id}-{}", until.label()).into_bytes();
         let public = [
             Attribute::Class(ObjectClass::PUBLIC_KEY),
