@@ -245,11 +245,13 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_is_exit_1_with_an_error_line() {
+    fn a_failure_is_an_error_status_with_an_error_line() {
         let r = run(1, "vtp: error: no such file x.env\n").fails_with("x.env");
         assert_eq!(r.error_line(), "vtp: error: no such file x.env");
+        // vtp's status per class of failure (docs/cli.md) counts as failing.
+        run(6, "vtp: error: truncated receipt\n").fails_with("truncated");
         let caught = |f: fn() -> Run| std::panic::catch_unwind(f).is_err();
-        assert!(caught(|| run(2, "vtp: error: usage\n").fails()));
+        assert!(caught(|| run(101, "vtp: error: panicked\n").fails()));
         assert!(caught(|| run(1, "something broke\n").fails()));
         assert!(caught(|| run(1, "vtp: error: a\nmore\n").fails_with("a")));
         assert!(caught(|| run(0, "").fails()));

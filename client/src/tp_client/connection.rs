@@ -119,7 +119,7 @@ mod tests {
             let e = c.round_trip(&frame).await.unwrap().decode().unwrap_err();
             assert!(TpRefused::is_busy(&e), "{e}");
             let e = c.round_trip(&frame).await.unwrap().decode().unwrap_err();
-            assert!(e.to_string().contains("sent a bad response"), "{e}");
+            assert!(e.to_string().contains("not a vtp frame"), "{e}");
         }
         let e = c.call(&Request::GetCard).await.unwrap_err();
         assert_eq!(e.to_string(), "TP refused: later (Busy)");
